@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", kurator_api::crds::all_yaml());
+}

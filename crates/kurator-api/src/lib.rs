@@ -1,0 +1,16 @@
+//! Kurator's API: the custom resources (AttachedCluster, Cluster, CustomCluster, Fleet,
+//! Application), their CRDs, condition helpers and the labels the controllers share.
+//!
+//! Types only: nothing in this crate does network I/O.
+
+pub mod apps;
+pub mod cluster;
+pub mod conditions;
+pub mod crds;
+pub mod fleet;
+pub mod labels;
+mod schema;
+
+pub use apps::Application;
+pub use cluster::{AttachedCluster, Cluster, CustomCluster};
+pub use fleet::Fleet;

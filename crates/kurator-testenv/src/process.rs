@@ -1,0 +1,357 @@
+//! Child processes: spawning with logs, liveness, killing.
+//!
+//! Every process gets its own process group (its pid), so a kill reaches anything it forked.
+//! Attached (non-detached) processes are spawned from one long-lived helper thread with
+//! `PR_SET_PDEATHSIG=SIGKILL`: if the test binary dies without running `Drop` (SIGKILL,
+//! abort, a `TestEnv` kept in a `static`), the kernel kills them too. Detached processes are
+//! put in their own session instead, so they outlive the CLI that started them.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::binaries::log_tail;
+use crate::error::{Error, Result};
+
+/// What to run, serialisable so that a detached environment can restart a process later.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct ProcessSpec {
+    /// `<cluster>-<component>`, e.g. `member1-kube-apiserver`.
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub log: PathBuf,
+    /// Where the pid is recorded (detached environments), so another process can find it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// A running (or exited) process.
+#[derive(Debug)]
+pub(crate) struct Proc {
+    pub spec: ProcessSpec,
+    pub pid: u32,
+    /// `None` for processes found through a state file (not our children).
+    child: Option<Child>,
+    /// Kill the process when this value is dropped (attached, non-detached processes).
+    kill_on_drop: bool,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.kill_on_drop {
+            self.kill_blocking();
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs `f` on the process-lifetime spawner thread (see the module docs).
+fn on_spawner_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    static SPAWNER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("kurator-testenv-spawner".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let tx = tx.as_ref()?;
+    let (rtx, rrx) = mpsc::sync_channel(1);
+    tx.send(Box::new(move || {
+        let _ = rtx.send(f());
+    }))
+    .ok()?;
+    rrx.recv().ok()
+}
+
+impl Proc {
+    /// Starts `spec`, appending its stdout and stderr to `spec.log`.
+    pub fn spawn(spec: ProcessSpec, detached: bool) -> Result<Proc> {
+        if let Some(dir) = spec.log.parent() {
+            fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        }
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log)
+            .map_err(|e| Error::io("opening log", &spec.log, e))?;
+        let _ = writeln!(
+            log,
+            "=== kurator-testenv: starting {} ({} {})",
+            spec.name,
+            spec.program.display(),
+            spec.args.join(" ")
+        );
+        let log_err = log
+            .try_clone()
+            .map_err(|e| Error::io("opening log", &spec.log, e))?;
+
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost");
+        // etcd reads ETCD_* variables as flags; never let the caller's environment leak in.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ETCD_") {
+                cmd.env_remove(key);
+            }
+        }
+
+        let child = if detached {
+            // SAFETY: setsid is async-signal-safe; the closure touches no other state.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            cmd.spawn()
+        } else {
+            cmd.process_group(0);
+            // SAFETY: prctl and getppid are async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            on_spawner_thread(move || cmd.spawn()).unwrap_or_else(|| {
+                Err(std::io::Error::other("the process spawner thread is gone"))
+            })
+        };
+        let child = child.map_err(|source| Error::Spawn {
+            process: spec.name.clone(),
+            program: spec.program.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        tracing::debug!(process = %spec.name, pid, log = %spec.log.display(), "spawned");
+        let mut proc = Proc {
+            spec,
+            pid,
+            child: Some(child),
+            kill_on_drop: !detached,
+        };
+        if let Some(pid_file) = proc.spec.pid_file.clone()
+            && let Err(e) = fs::write(&pid_file, pid.to_string())
+        {
+            proc.kill_blocking();
+            return Err(Error::io("writing", pid_file, e));
+        }
+        Ok(proc)
+    }
+
+    /// A process started by another (or an earlier) `TestEnv`, known by pid only.
+    pub fn adopt(spec: ProcessSpec, pid: u32) -> Proc {
+        Proc {
+            spec,
+            pid,
+            child: None,
+            kill_on_drop: false,
+        }
+    }
+
+    /// `Some(description)` if the process has exited.
+    pub fn exit_status(&mut self) -> Option<String> {
+        match &mut self.child {
+            Some(child) => match child.try_wait() {
+                Ok(Some(status)) => Some(status.to_string()),
+                Ok(None) => None,
+                Err(e) => Some(format!("unknown ({e})")),
+            },
+            None => (!pid_alive(self.pid, Some(&self.spec.program))).then(|| "exited".into()),
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.exit_status().is_none()
+    }
+
+    /// The last lines of the process log.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.spec.log, 25)
+    }
+
+    /// A startup error for this process with the tail of its log.
+    pub fn startup_error(&self, reason: impl Into<String>) -> Error {
+        Error::Startup {
+            process: self.spec.name.clone(),
+            reason: reason.into(),
+            log: self.spec.log.clone(),
+            tail: self.log_tail(),
+        }
+    }
+
+    fn signal_group(&self) {
+        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
+            return;
+        };
+        if pid <= 1 {
+            return;
+        }
+        // SAFETY: plain syscalls. The group id equals the pid (process_group(0) or setsid).
+        unsafe {
+            if libc::kill(-pid, libc::SIGKILL) == -1 {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// SIGKILLs the process group and waits (blocking, at most 10 s) until the process is gone.
+    pub fn kill_blocking(&mut self) {
+        if !self.is_running() {
+            return;
+        }
+        self.signal_group();
+        match &mut self.child {
+            Some(child) => {
+                let _ = child.wait();
+            }
+            None => {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while pid_alive(self.pid, None) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    /// SIGKILLs the process group and waits without blocking the runtime.
+    pub async fn kill(&mut self) -> Result<()> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        self.signal_group();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.is_running() {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: format!("{} (pid {}) to exit after SIGKILL", self.spec.name, self.pid),
+                    seconds: 10.0,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `pid` is a live (non-zombie) process, and if `program` is given, whether it runs
+/// that program (guards against pid reuse).
+pub(crate) fn pid_alive(pid: u32, program: Option<&std::path::Path>) -> bool {
+    // pid 0 stands for "no process"; kill(0, ..) and waitpid(0, ..) would address our own
+    // process group, so never pass it (or pid 1) on.
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if raw <= 1 {
+        return false;
+    }
+    // Reap it if it happens to be our child; harmless (ECHILD) otherwise.
+    // SAFETY: plain syscalls on a pid.
+    unsafe {
+        let mut status = 0;
+        libc::waitpid(raw, &mut status, libc::WNOHANG);
+        if libc::kill(raw, 0) == -1 {
+            return false;
+        }
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Format: "pid (comm) S ..."; the state follows the last ')'.
+    if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.trim_start())
+        && (rest.starts_with('Z') || rest.starts_with('X'))
+    {
+        return false;
+    }
+    match program {
+        None => true,
+        Some(program) => {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+            argv0 == program.as_os_str().as_encoded_bytes()
+        }
+    }
+}
+
+/// Why waiting for readiness ended without success.
+#[derive(Debug)]
+pub(crate) enum WaitError {
+    /// The process exited (status description).
+    Exited(String),
+    /// The probe never succeeded in time.
+    TimedOut,
+}
+
+impl WaitError {
+    /// A reason for [`Error::Startup`].
+    pub fn describe(&self, timeout: Duration, probe: &str) -> String {
+        match self {
+            WaitError::Exited(status) => format!("exited ({status})"),
+            WaitError::TimedOut => format!("{probe} not OK after {:.0}s", timeout.as_secs_f64()),
+        }
+    }
+}
+
+/// Polls `probe` every 100 ms until it returns true, the process exits, or `timeout` passes.
+pub(crate) async fn wait_ready<F, Fut>(
+    proc: &mut Proc,
+    timeout: Duration,
+    mut probe: F,
+) -> std::result::Result<(), WaitError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = proc.exit_status() {
+            return Err(WaitError::Exited(status));
+        }
+        if probe().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(WaitError::TimedOut);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the last run of the process died because its port was taken (a race between
+/// picking a free port and the process binding it).
+pub(crate) fn lost_port_race(proc: &Proc) -> bool {
+    let tail = log_tail(&proc.spec.log, 40);
+    let last_run = tail.rsplit("=== kurator-testenv: starting").next().unwrap_or("");
+    last_run.contains("address already in use")
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub(crate) fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| Error::io("binding", "127.0.0.1:0", e))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::io("reading local address of", "127.0.0.1:0", e))
+}
