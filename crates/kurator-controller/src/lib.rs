@@ -1,1 +1,17 @@
+//! Kurator's controllers. Each one is a pipeline: dereference (read inputs from the shared
+//! stores) → validate → build (pure) → apply (server-side apply, field manager `kurator`) →
+//! status (written only when it changed).
 
+pub mod cluster;
+pub mod context;
+pub mod error;
+pub mod fleet;
+pub mod leader;
+pub mod member;
+pub mod metrics;
+pub mod runtime;
+pub mod server;
+mod status;
+
+pub use context::{Context, Settings};
+pub use error::Error;

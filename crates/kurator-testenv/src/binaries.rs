@@ -63,7 +63,10 @@ fn kubernetes_wrapper() -> Wrapper {
     let v = KUBERNETES_VERSION;
     let minor = v.split('.').nth(1).unwrap_or("0");
     let mut flags = vec!["-s".to_string(), "-w".to_string()];
-    for pkg in ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"] {
+    for pkg in [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ] {
         flags.push(format!("-X {pkg}.gitVersion={v}"));
         flags.push(format!("-X {pkg}.gitMajor=1"));
         flags.push(format!("-X {pkg}.gitMinor={minor}"));
@@ -182,15 +185,30 @@ pub fn ensure_binaries() -> Result<Binaries> {
         },
     ];
     let bin_dir = cache.join("bin");
-    let paths: Vec<PathBuf> = targets.iter().map(|t| bin_dir.join(t.file_name())).collect();
+    let paths: Vec<PathBuf> = targets
+        .iter()
+        .map(|t| bin_dir.join(t.file_name()))
+        .collect();
 
     if paths.iter().any(|p| !p.is_file()) {
         fs::create_dir_all(&bin_dir).map_err(|e| Error::io("creating", &bin_dir, e))?;
         let lock_path = cache.join("build.lock");
         let lock = File::create(&lock_path).map_err(|e| Error::io("creating", &lock_path, e))?;
-        tracing::debug!(path = %lock_path.display(), "waiting for the build lock");
-        lock.lock()
-            .map_err(|e| Error::io("locking", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                eprintln!(
+                    "kurator-testenv: waiting for another process to finish building the \
+                     test binaries ({})…",
+                    lock_path.display()
+                );
+                lock.lock()
+                    .map_err(|e| Error::io("locking", &lock_path, e))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io("locking", &lock_path, e));
+            }
+        }
         for (target, path) in targets.iter().zip(&paths) {
             // Re-check under the lock: another process may have built it meanwhile.
             if !path.is_file() {
@@ -211,19 +229,24 @@ pub fn ensure_binaries() -> Result<Binaries> {
     }
 }
 
+/// `$KURATOR_TESTENV_GO`, else `go` from `PATH`, else the standard `/usr/local/go/bin/go`.
 fn go_command() -> String {
-    std::env::var(GO_ENV)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "go".to_string())
+    if let Some(go) = std::env::var(GO_ENV).ok().filter(|v| !v.is_empty()) {
+        return go;
+    }
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("go").is_file()));
+    let fallback = Path::new("/usr/local/go/bin/go");
+    if !on_path && fallback.is_file() {
+        return fallback.display().to_string();
+    }
+    "go".to_string()
 }
 
 fn build(cache: &Path, target: &Target<'_>, dest: &Path) -> Result<()> {
     let wrapper = target.wrapper;
     let hash = wrapper.hash8();
-    let src = cache
-        .join("src")
-        .join(format!("{}-{}", wrapper.name, hash));
+    let src = cache.join("src").join(format!("{}-{}", wrapper.name, hash));
     fs::create_dir_all(&src).map_err(|e| Error::io("creating", &src, e))?;
     for (file, content) in [("go.mod", wrapper.go_mod), ("go.sum", wrapper.go_sum)] {
         let p = src.join(file);
@@ -325,8 +348,14 @@ mod tests {
         assert!(name.starts_with("kube-apiserver-v1.35.4-"), "{name}");
         assert_eq!(name.len(), "kube-apiserver-v1.35.4-".len() + 8);
         assert_ne!(k8s.hash8(), etcd_wrapper().hash8());
-        assert!(k8s.ldflags.contains("k8s.io/component-base/version.gitVersion=v1.35.4"));
-        assert!(k8s.ldflags.contains("k8s.io/client-go/pkg/version.gitMinor=35"));
+        assert!(
+            k8s.ldflags
+                .contains("k8s.io/component-base/version.gitVersion=v1.35.4")
+        );
+        assert!(
+            k8s.ldflags
+                .contains("k8s.io/client-go/pkg/version.gitMinor=35")
+        );
     }
 
     #[test]

@@ -146,7 +146,11 @@ impl ClusterHandle {
                 setup.timeout,
             )
             .await?;
-            tracing::info!(cluster = name, pid = kcm.pid, "kube-controller-manager ready");
+            tracing::info!(
+                cluster = name,
+                pid = kcm.pid,
+                "kube-controller-manager ready"
+            );
             *handle.controller_manager.get_mut() = Some(kcm);
         }
         Ok(handle)
@@ -243,7 +247,9 @@ impl ClusterHandle {
                     *guard = proc;
                     return Ok(());
                 }
-                Err(WaitError::Exited(_)) if attempt < RESTART_ATTEMPTS && lost_port_race(&proc) => {
+                Err(WaitError::Exited(_))
+                    if attempt < RESTART_ATTEMPTS && lost_port_race(&proc) =>
+                {
                     tracing::warn!(cluster = %self.name, port = self.port,
                         "port still taken, retrying the restart");
                     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,8 @@ use crate::binaries::{Binaries, ensure_binaries};
 use crate::cluster::{ClusterHandle, ClusterSetup};
 use crate::crds::{install_crds, parse_crds};
 use crate::error::{Error, Result};
-use crate::etcd::{self, Etcd};
+use crate::etcd;
+use crate::process::Proc;
 use crate::state::{self, ClusterState, EnvState, EtcdState};
 
 /// Environment variable: when set (and not `0`), state dirs are kept on drop.
@@ -133,10 +135,12 @@ impl TestEnvBuilder {
             client_port: etcd.client_port,
             process: etcd.proc.spec.clone(),
         });
+        let etcd_url = etcd.url();
         let mut env = TestEnv {
             run_id,
             state_dir,
-            etcd,
+            etcd: Mutex::new(etcd.proc),
+            etcd_port: etcd.client_port,
             clusters: Vec::new(),
             detached: self.detached,
             keep: AtomicBool::new(false),
@@ -146,7 +150,6 @@ impl TestEnvBuilder {
         let names: Vec<String> = std::iter::once("host".to_string())
             .chain((1..=self.members).map(|i| format!("member{i}")))
             .collect();
-        let etcd_url = env.etcd.url();
         let launches = names.iter().map(|name| {
             let with_kcm = match self.controller_manager {
                 ControllerManagerMode::None => false,
@@ -158,7 +161,8 @@ impl TestEnvBuilder {
                 run_id: &env.run_id,
                 etcd_url: &etcd_url,
                 apiserver_bin: &binaries.kube_apiserver,
-                controller_manager_bin: with_kcm.then_some(binaries.kube_controller_manager.as_path()),
+                controller_manager_bin: with_kcm
+                    .then_some(binaries.kube_controller_manager.as_path()),
                 state_dir: &env.state_dir,
                 detached: self.detached,
                 timeout: self.timeout,
@@ -223,7 +227,8 @@ impl TestEnvBuilder {
 pub struct TestEnv {
     run_id: String,
     state_dir: PathBuf,
-    etcd: Etcd,
+    etcd: Mutex<Proc>,
+    etcd_port: u16,
     clusters: Vec<ClusterHandle>,
     detached: bool,
     keep: AtomicBool,
@@ -236,7 +241,7 @@ impl std::fmt::Debug for TestEnv {
         f.debug_struct("TestEnv")
             .field("run_id", &self.run_id)
             .field("state_dir", &self.state_dir)
-            .field("etcd_url", &self.etcd.url())
+            .field("etcd_url", &self.etcd_url())
             .field("clusters", &self.clusters)
             .field("detached", &self.detached)
             .finish()
@@ -260,12 +265,9 @@ impl TestEnv {
         let Some(etcd_state) = record.etcd.as_ref().filter(|_| record.complete) else {
             return Ok(None);
         };
-        let etcd = Etcd {
-            proc: state::adopt(&etcd_state.process),
-            client_port: etcd_state.client_port,
-        };
+        let etcd = state::adopt(&etcd_state.process);
         let mut clusters = Vec::new();
-        let mut any_alive = etcd.proc.pid != 0;
+        let mut any_alive = etcd.pid != 0;
         for c in &record.clusters {
             let api = state::adopt(&c.apiserver);
             let kcm = c.controller_manager.as_ref().map(state::adopt);
@@ -286,7 +288,8 @@ impl TestEnv {
         Ok(Some(TestEnv {
             run_id: record.run_id,
             state_dir: state_dir.to_path_buf(),
-            etcd,
+            etcd: Mutex::new(etcd),
+            etcd_port: etcd_state.client_port,
             clusters,
             detached: true,
             keep: AtomicBool::new(true),
@@ -318,7 +321,7 @@ impl TestEnv {
 
     /// `http://127.0.0.1:<port>` of the shared etcd.
     pub fn etcd_url(&self) -> String {
-        self.etcd.url()
+        format!("http://127.0.0.1:{}", self.etcd_port)
     }
 
     /// The host cluster.
@@ -353,10 +356,13 @@ impl TestEnv {
 
     /// Names of processes that are not running (e.g. `member1-kube-apiserver` after
     /// [`ClusterHandle::stop`], or after a crash).
-    pub async fn dead_processes(&mut self) -> Vec<String> {
+    pub async fn dead_processes(&self) -> Vec<String> {
         let mut dead = Vec::new();
-        if !self.etcd.proc.is_running() {
-            dead.push(self.etcd.proc.spec.name.clone());
+        {
+            let mut etcd = self.etcd.lock().unwrap_or_else(|e| e.into_inner());
+            if !etcd.is_running() {
+                dead.push(etcd.spec.name.clone());
+            }
         }
         for c in &self.clusters {
             dead.extend(c.dead_processes().await);
@@ -375,7 +381,10 @@ impl TestEnv {
         for cluster in &mut self.clusters {
             cluster.kill_blocking();
         }
-        self.etcd.proc.kill_blocking();
+        self.etcd
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .kill_blocking();
     }
 
     /// A start failed: kill what runs (even when detached), keep the logs.
@@ -427,10 +436,7 @@ fn prepare_state_dir(requested: Option<&Path>, run_id: &str) -> Result<PathBuf> 
         None => std::env::temp_dir().join(format!("kurator-testenv-{run_id}")),
     };
     if let Some(existing) = EnvState::read(&dir)? {
-        let alive = existing
-            .specs()
-            .iter()
-            .any(|s| state::adopt(s).pid != 0);
+        let alive = existing.specs().iter().any(|s| state::adopt(s).pid != 0);
         if alive {
             return Err(Error::Usage(format!(
                 "an environment is already running in {} (attach to it or stop it first)",

@@ -48,7 +48,8 @@ preferences: {{}}
 /// A kube client for the kubeconfig text.
 pub(crate) async fn client(cluster: &str, kubeconfig_yaml: &str) -> Result<kube::Client> {
     let config = config(cluster, kubeconfig_yaml).await?;
-    kube::Client::try_from(config).map_err(|e| Error::kube(format!("creating client for {cluster}"), e))
+    kube::Client::try_from(config)
+        .map_err(|e| Error::kube(format!("creating client for {cluster}"), e))
 }
 
 /// A kube config for the kubeconfig text, with a short connect timeout (so an outage shows

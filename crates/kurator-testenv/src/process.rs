@@ -136,9 +136,8 @@ impl Proc {
                     Ok(())
                 });
             }
-            on_spawner_thread(move || cmd.spawn()).unwrap_or_else(|| {
-                Err(std::io::Error::other("the process spawner thread is gone"))
-            })
+            on_spawner_thread(move || cmd.spawn())
+                .unwrap_or_else(|| Err(std::io::Error::other("the process spawner thread is gone")))
         };
         let child = child.map_err(|source| Error::Spawn {
             process: spec.name.clone(),
@@ -247,7 +246,10 @@ impl Proc {
         while self.is_running() {
             if Instant::now() > deadline {
                 return Err(Error::Timeout {
-                    what: format!("{} (pid {}) to exit after SIGKILL", self.spec.name, self.pid),
+                    what: format!(
+                        "{} (pid {}) to exit after SIGKILL",
+                        self.spec.name, self.pid
+                    ),
                     seconds: 10.0,
                 });
             }
@@ -342,7 +344,10 @@ where
 /// picking a free port and the process binding it).
 pub(crate) fn lost_port_race(proc: &Proc) -> bool {
     let tail = log_tail(&proc.spec.log, 40);
-    let last_run = tail.rsplit("=== kurator-testenv: starting").next().unwrap_or("");
+    let last_run = tail
+        .rsplit("=== kurator-testenv: starting")
+        .next()
+        .unwrap_or("");
     last_run.contains("address already in use")
 }
 

@@ -1,0 +1,151 @@
+//! `kurator controller`: leader election, health/metrics endpoints, every controller.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use kurator_controller::{Settings, leader, metrics::Metrics, runtime, server};
+use tracing::{error, info, warn};
+use tracing_subscriber::{EnvFilter, fmt};
+
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// Kubeconfig of the host cluster (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub metrics_addr: SocketAddr,
+    /// How often each attached cluster is health-checked (e.g. 30s, 1m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub health_interval: Duration,
+    /// Timeout of one member health check.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub probe_timeout: Duration,
+    /// Reconciles running at once, per controller.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+    /// Elect a leader on a Lease so that only one replica reconciles.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub lease_namespace: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 250ms"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    }
+}
+
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let client = crate::client(args.kubeconfig.as_ref()).await?;
+    let metrics = Arc::new(Metrics::default());
+    let health = server::Health { metrics: metrics.clone(), ..Default::default() };
+    let addr = args.metrics_addr;
+    let listener_health = health.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server::serve(addr, listener_health).await {
+            error!(%addr, error = %e, "health/metrics server failed");
+            std::process::exit(1);
+        }
+    });
+    info!(%addr, "serving /healthz, /readyz and /metrics");
+
+    let settings = Settings {
+        health_interval: args.health_interval,
+        probe_timeout: args.probe_timeout,
+        concurrency: args.concurrency,
+    };
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("shutting down");
+    };
+    if !args.leader_elect {
+        health.ready.store(true, Ordering::Relaxed);
+        runtime::run(client, settings, metrics, shutdown).await;
+        return Ok(());
+    }
+
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+    let manager = leader::lease_manager(client.clone(), &args.lease_namespace, "kurator-controller", &identity)
+        .await
+        .context("setting up leader election")?;
+    let (mut leading, lease_task) = manager.watch().await;
+    // A standby replica is healthy and ready to take over.
+    health.ready.store(true, Ordering::Relaxed);
+    info!(%identity, "waiting for the leader lease");
+    while !*leading.borrow_and_update() {
+        leading.changed().await.context("leader election stopped")?;
+    }
+    info!(%identity, "leading");
+    let lost = async move {
+        while *leading.borrow_and_update() {
+            if leading.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = runtime::run(client, settings, metrics, shutdown) => {}
+        _ = lost => {
+            // Another replica leads now: stop at once rather than reconcile beside it.
+            warn!("leadership lost, exiting");
+            std::process::exit(1);
+        }
+    }
+    lease_task.abort();
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "kurator".into())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let builder = fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! `kurator get clusters|fleets`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use k8s_openapi::jiff::Timestamp;
+use kube::{Api, Client, Resource, api::ListParams};
+use kurator_api::{AttachedCluster, Fleet};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::tables;
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// What to list.
+    pub what: What,
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// List across all namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(short, long, value_enum)]
+    pub output: Option<Output>,
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum What {
+    #[value(alias = "cluster", alias = "attachedclusters")]
+    Clusters,
+    #[value(alias = "fleet")]
+    Fleets,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Wide,
+    Yaml,
+    Json,
+}
+
+pub async fn run(args: GetArgs) -> anyhow::Result<()> {
+    let client = crate::client(args.kubeconfig.as_ref()).await?;
+    let now = Timestamp::now();
+    let wide = args.output == Some(Output::Wide);
+    let text = match args.what {
+        What::Clusters => {
+            let items = list::<AttachedCluster>(&client, &args).await?;
+            structured(&items, args.output)?.unwrap_or_else(|| tables::clusters(&items, args.all_namespaces, wide, now))
+        }
+        What::Fleets => {
+            let items = list::<Fleet>(&client, &args).await?;
+            structured(&items, args.output)?.unwrap_or_else(|| tables::fleets(&items, args.all_namespaces, wide, now))
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
+async fn list<K>(client: &Client, args: &GetArgs) -> anyhow::Result<Vec<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let api: Api<K> = if args.all_namespaces {
+        Api::all(client.clone())
+    } else {
+        let ns = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+        Api::namespaced(client.clone(), &ns)
+    };
+    let mut items = api.list(&ListParams::default()).await?.items;
+    items.sort_by_key(|o| (o.meta().namespace.clone(), o.meta().name.clone()));
+    Ok(items)
+}
+
+/// YAML or JSON in kubectl's `List` shape; `None` for table formats.
+fn structured<K: Serialize>(items: &[K], output: Option<Output>) -> anyhow::Result<Option<String>> {
+    let list = serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": items });
+    Ok(match output {
+        Some(Output::Json) => Some(serde_json::to_string_pretty(&list)? + "\n"),
+        Some(Output::Yaml) => Some(serde_saphyr::to_string(&list)?),
+        _ => None,
+    })
+}

@@ -1,0 +1,77 @@
+//! `kurator` commands: controller, crds, get, dev.
+
+pub mod controller_cmd;
+pub mod dev;
+pub mod get;
+pub mod manifest;
+pub mod tables;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kube::{Client, Config, config::KubeConfigOptions};
+
+/// Kurator in Rust: a fleet manager for Kubernetes.
+#[derive(Parser, Debug)]
+#[command(name = "kurator", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every controller against the host cluster.
+    Controller(controller_cmd::ControllerArgs),
+    /// Print the CRDs (or write one file per CRD with --out-dir).
+    Crds {
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// List clusters or fleets with their state.
+    Get(get::GetArgs),
+    /// A local playground: host and member control planes, and the controller.
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
+}
+
+/// Installs rustls' ring provider; call once before any TLS client is built.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Controller(args) => controller_cmd::run(args).await,
+        Command::Crds { out_dir } => write_crds(out_dir),
+        Command::Get(args) => get::run(args).await,
+        Command::Dev(cmd) => dev::run(cmd).await,
+    }
+}
+
+fn write_crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let Some(dir) = out_dir else {
+        print!("{}", kurator_api::crds::all_yaml());
+        return Ok(());
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for crd in kurator_api::crds::all() {
+        let path = dir.join(kurator_api::crds::file_name(&crd));
+        std::fs::write(&path, kurator_api::crds::to_yaml(&crd)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A client for `kubeconfig`, or for the usual kubeconfig / in-cluster lookup when `None`.
+pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => Config::infer().await.context("no kubeconfig found (set KUBECONFIG or pass --kubeconfig)")?,
+    };
+    Ok(Client::try_from(config)?)
+}

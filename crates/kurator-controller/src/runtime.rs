@@ -1,0 +1,150 @@
+//! Wires the controllers: one watch per kind feeding shared stores, and a controller per
+//! reconciled kind reading them.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    core::PartialObjectMeta,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{self, Action},
+        reflector::{self, ReflectHandle, Store},
+        watcher,
+    },
+};
+use kurator_api::{AttachedCluster, Cluster, CustomCluster, Fleet, fleet::ClusterKind, labels::FLEET_NAME};
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use crate::{
+    cluster,
+    context::{Context, Settings, Stores},
+    error::{Category, Error},
+    fleet,
+    metrics::Metrics,
+};
+
+/// Events buffered per subscriber of a shared watch.
+const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// A shared watch: its store, and the writer that subscriptions are taken from before the
+/// watch starts.
+struct Shared<K: Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: Store<K>,
+    writer: reflector::store::Writer<K>,
+}
+
+impl<K> Shared<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    fn new() -> Self {
+        let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+        Self { store, writer }
+    }
+
+    fn subscribe(&self) -> ReflectHandle<K> {
+        self.writer.subscribe().expect("stores are created shared")
+    }
+
+    /// The task that drives the watch and feeds the store and the subscribers.
+    fn watch(self, api: Api<K>) -> BoxFuture<'static, ()> {
+        watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .reflect_shared(self.writer)
+            .for_each(|event| async move {
+                if let Err(e) = event {
+                    warn!(kind = %K::kind(&()), error = %e, "watch error, retrying");
+                }
+            })
+            .boxed()
+    }
+}
+
+/// Runs every controller until `shutdown` resolves.
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let attached = Shared::<AttachedCluster>::new();
+    let clusters = Shared::<Cluster>::new();
+    let custom = Shared::<CustomCluster>::new();
+    let fleets = Shared::<Fleet>::new();
+    let secrets = Shared::<PartialObjectMeta<Secret>>::new();
+
+    let stores = Stores {
+        attached_clusters: attached.store.clone(),
+        clusters: clusters.store.clone(),
+        custom_clusters: custom.store.clone(),
+        fleets: fleets.store.clone(),
+        secrets: secrets.store.clone(),
+    };
+    let ctx = Arc::new(Context::new(client.clone(), stores.clone(), metrics, settings.clone()));
+    let config = controller::Config::default().concurrency(settings.concurrency).debounce(Duration::from_millis(50));
+    let shutdown = Box::pin(shutdown).shared();
+
+    let ac_store = stores.attached_clusters.clone();
+    let cluster_controller = Controller::for_shared_stream(attached.subscribe(), ac_store.clone())
+        .with_config(config.clone())
+        .watches_shared_stream(secrets.subscribe(), move |secret| cluster::clusters_using_secret(&ac_store, &secret))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(cluster::reconcile, error_policy(cluster::CONTROLLER), ctx.clone())
+        .for_each(log_result(cluster::CONTROLLER));
+
+    let fleet_store = stores.fleets.clone();
+    let (f1, f2, f3) = (fleet_store.clone(), fleet_store.clone(), fleet_store.clone());
+    let fleet_controller = Controller::for_shared_stream(fleets.subscribe(), fleet_store.clone())
+        .with_config(config)
+        .watches_shared_stream(attached.subscribe(), move |c| map_cluster(&f1, ClusterKind::AttachedCluster, c.as_ref()))
+        .watches_shared_stream(clusters.subscribe(), move |c| map_cluster(&f2, ClusterKind::Cluster, c.as_ref()))
+        .watches_shared_stream(custom.subscribe(), move |c| map_cluster(&f3, ClusterKind::CustomCluster, c.as_ref()))
+        .graceful_shutdown_on(shutdown)
+        .run(fleet::reconcile, error_policy(fleet::CONTROLLER), ctx.clone())
+        .for_each(log_result(fleet::CONTROLLER));
+
+    // The watches run until the controllers stop; the controllers wait for the stores.
+    let watches = futures::future::join5(
+        attached.watch(Api::all(client.clone())),
+        clusters.watch(Api::all(client.clone())),
+        custom.watch(Api::all(client.clone())),
+        fleets.watch(Api::all(client.clone())),
+        secrets.watch(Api::all(client.clone())),
+    );
+    // Controllers are polled from the start so the shared watches never wait on a full
+    // subscriber buffer; each reconcile waits for every store's first list instead.
+    let controllers = futures::future::join(cluster_controller, fleet_controller);
+    tokio::select! {
+        _ = watches => warn!("watches ended"),
+        _ = controllers => info!("controllers stopped"),
+    }
+}
+
+fn map_cluster<K: ResourceExt>(fleets: &Store<Fleet>, kind: ClusterKind, cluster: &K) -> Vec<reflector::ObjectRef<Fleet>> {
+    let label = cluster.labels().get(FLEET_NAME).map(String::as_str);
+    fleet::fleets_for_cluster(fleets, kind, &cluster.name_any(), cluster.namespace().as_deref(), label)
+}
+
+/// Transient errors retry in seconds; rejected writes retry slowly (the input must change).
+fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |_, error, ctx| {
+        ctx.metrics.error(controller, error);
+        match error.category() {
+            Category::Transient => Action::requeue(Duration::from_secs(5)),
+            Category::Rejected | Category::Internal => Action::requeue(Duration::from_secs(60)),
+        }
+    }
+}
+
+fn log_result<K, E: std::fmt::Display>(
+    controller: &'static str,
+) -> impl FnMut(Result<K, E>) -> futures::future::Ready<()> {
+    move |result| {
+        if let Err(e) = result {
+            warn!(controller, error = %e, "reconcile failed");
+        }
+        futures::future::ready(())
+    }
+}

@@ -1,0 +1,88 @@
+//! Detached mode (`kurator dev up`/`down`): processes outlive the `TestEnv` value, another
+//! process can attach to them and stop them.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use common::eventually;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kurator_testenv::{ControllerManagerMode, TestEnv};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detached_attach_and_stop_all() -> Result<()> {
+    common::init();
+    let parent =
+        std::env::temp_dir().join(format!("kurator-testenv-detached-{}", std::process::id()));
+    let dir = parent.join("state");
+    // Nothing there yet.
+    ensure!(TestEnv::attach(&dir)?.is_none());
+    ensure!(!TestEnv::stop_all(&dir)?);
+
+    let env = TestEnv::builder()
+        .members(1)
+        .controller_manager(ControllerManagerMode::None)
+        .state_dir(&dir)
+        .detached(true)
+        .start()
+        .await?;
+    ensure!(env.is_detached());
+    let host_url = env.host().server_url();
+    drop(env); // Leaves everything running.
+
+    let result = async {
+        let attached = TestEnv::attach(&dir)?.context("environment must be attachable")?;
+        ensure!(attached.dead_processes().await.is_empty());
+        ensure!(attached.host().server_url() == host_url);
+        let names: Vec<&str> = attached.clusters().iter().map(|c| c.name()).collect();
+        ensure!(names == ["host", "member1"], "{names:?}");
+
+        let ns: Api<Namespace> = Api::all(attached.host().client().await?);
+        ns.get("default").await?;
+
+        // Starting a second environment in the same dir is refused while it runs.
+        let again = TestEnv::builder()
+            .state_dir(&dir)
+            .detached(true)
+            .start()
+            .await;
+        ensure!(again.is_err(), "second start in a live state dir must fail");
+
+        // Outage and restart through the attached handle (the new process is detached too).
+        let member = &attached.members()[0];
+        member.stop().await?;
+        ensure!(attached.dead_processes().await == ["member1-kube-apiserver"]);
+        member.start().await?;
+        let reattached = TestEnv::attach(&dir)?.context("still attachable")?;
+        ensure!(reattached.dead_processes().await.is_empty());
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+
+    ensure!(
+        TestEnv::stop_all(&dir)?,
+        "stop_all must find the environment"
+    );
+    ensure!(!dir.exists(), "stop_all removes the state dir");
+    ensure!(TestEnv::attach(&dir)?.is_none());
+    let _ = std::fs::remove_dir_all(&parent);
+    result?;
+
+    // Every process is gone: the host port refuses connections.
+    let port = host_url.rsplit(':').next().unwrap_or_default().to_string();
+    eventually(
+        "host apiserver port to close",
+        Duration::from_secs(10),
+        || {
+            let port = port.clone();
+            async move {
+                Ok(tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+                    .await
+                    .is_err())
+            }
+        },
+    )
+    .await
+}
