@@ -19,8 +19,16 @@ type Json = serde_json::Value;
     namespaced,
     status = "ApplicationStatus",
     category = "kurator-dev",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.destination) || self.syncPolicies.all(p, has(p.destination))")
@@ -406,7 +414,11 @@ pub struct ApplicationSyncStatus {
     #[schemars(schema_with = "crate::schema::free_form_object")]
     pub kustomization_status: Option<Json>,
     /// Capitalised as upstream spells it.
-    #[serde(default, rename = "HelmReleaseStatus", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "HelmReleaseStatus",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(schema_with = "crate::schema::free_form_object")]
     pub helm_release_status: Option<Json>,
 }

@@ -29,7 +29,11 @@ pub const DEFAULT_KUBECONFIG_KEY: &str = "value";
         type_ = "string",
         json_path = ".metadata.labels.fleet\\.kurator\\.dev/fleet-name"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AttachedClusterSpec {
@@ -88,7 +92,11 @@ pub struct AttachedClusterStatus {
     status = "ProvisionedClusterStatus",
     category = "kurator-dev",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct ClusterSpec {
@@ -108,7 +116,11 @@ pub struct ClusterSpec {
     status = "ProvisionedClusterStatus",
     category = "kurator-dev",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct CustomClusterSpec {
@@ -141,13 +153,19 @@ impl Cluster {
     /// Cluster API's convention: the kubeconfig lives in `<cluster>-kubeconfig`, key `value`.
     pub fn kubeconfig_ref(&self) -> SecretKeyRef {
         let name = self.metadata.name.clone().unwrap_or_default();
-        SecretKeyRef { name: format!("{name}-kubeconfig"), key: DEFAULT_KUBECONFIG_KEY.into() }
+        SecretKeyRef {
+            name: format!("{name}-kubeconfig"),
+            key: DEFAULT_KUBECONFIG_KEY.into(),
+        }
     }
 }
 
 impl CustomCluster {
     pub fn kubeconfig_ref(&self) -> Option<SecretKeyRef> {
         let name = self.status.as_ref()?.kubeconfig_secret_ref.clone()?;
-        Some(SecretKeyRef { name, key: DEFAULT_KUBECONFIG_KEY.into() })
+        Some(SecretKeyRef {
+            name,
+            key: DEFAULT_KUBECONFIG_KEY.into(),
+        })
     }
 }

@@ -30,7 +30,10 @@ impl Desired {
     }
 
     pub fn unknown(type_: &str, reason: &str, message: impl Into<String>) -> Self {
-        Self { status: UNKNOWN, ..Self::new(type_, false, reason, message) }
+        Self {
+            status: UNKNOWN,
+            ..Self::new(type_, false, reason, message)
+        }
     }
 }
 
@@ -84,15 +87,34 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_on_flip() {
-        let first = merge(&[], vec![Desired::new(READY, false, "Unreachable", "down")], Some(1), at(10));
+        let first = merge(
+            &[],
+            vec![Desired::new(READY, false, "Unreachable", "down")],
+            Some(1),
+            at(10),
+        );
         assert_eq!(first[0].last_transition_time, at(10));
 
-        let same = merge(&first, vec![Desired::new(READY, false, "Unauthorized", "401")], Some(2), at(20));
-        assert_eq!(same[0].last_transition_time, at(10), "status unchanged: time kept");
+        let same = merge(
+            &first,
+            vec![Desired::new(READY, false, "Unauthorized", "401")],
+            Some(2),
+            at(20),
+        );
+        assert_eq!(
+            same[0].last_transition_time,
+            at(10),
+            "status unchanged: time kept"
+        );
         assert_eq!(same[0].reason, "Unauthorized");
         assert_eq!(same[0].observed_generation, Some(2));
 
-        let flipped = merge(&same, vec![Desired::new(READY, true, "Healthy", "ok")], Some(2), at(30));
+        let flipped = merge(
+            &same,
+            vec![Desired::new(READY, true, "Healthy", "ok")],
+            Some(2),
+            at(30),
+        );
         assert_eq!(flipped[0].last_transition_time, at(30));
         assert!(is_true(&flipped, READY));
     }
@@ -101,7 +123,10 @@ mod tests {
     fn unwanted_conditions_are_dropped() {
         let two = merge(
             &[],
-            vec![Desired::new(READY, true, "A", ""), Desired::new("Other", true, "B", "")],
+            vec![
+                Desired::new(READY, true, "A", ""),
+                Desired::new("Other", true, "B", ""),
+            ],
             None,
             at(1),
         );

@@ -7,7 +7,13 @@ use crate::{Application, AttachedCluster, Cluster, CustomCluster, Fleet};
 
 /// Every CRD, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![AttachedCluster::crd(), Cluster::crd(), CustomCluster::crd(), Fleet::crd(), Application::crd()]
+    vec![
+        AttachedCluster::crd(),
+        Cluster::crd(),
+        CustomCluster::crd(),
+        Fleet::crd(),
+        Application::crd(),
+    ]
 }
 
 /// File name under `config/crd/` for a CRD, kubebuilder style: `<group>_<plural>.yaml`.

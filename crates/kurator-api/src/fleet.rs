@@ -19,8 +19,16 @@ use serde::{Deserialize, Serialize};
     category = "kurator-dev",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyClusters"),
-    printcolumn(name = "Unready", type_ = "integer", json_path = ".status.unReadyClusters"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Unready",
+        type_ = "integer",
+        json_path = ".status.unReadyClusters"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FleetSpec {
@@ -35,7 +43,9 @@ pub struct FleetSpec {
 }
 
 /// A reference to a cluster object in the fleet's namespace.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct FleetCluster {
     /// Name of the cluster object.
@@ -47,7 +57,20 @@ pub struct FleetCluster {
 }
 
 /// The kinds of cluster objects a fleet can hold.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
 pub enum ClusterKind {
     #[default]
     Cluster,

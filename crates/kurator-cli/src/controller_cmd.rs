@@ -7,6 +7,8 @@ use std::{
     time::Duration,
 };
 
+use std::io::IsTerminal;
+
 use anyhow::Context as _;
 use clap::Args;
 use kurator_controller::{Settings, leader, metrics::Metrics, runtime, server};
@@ -49,14 +51,21 @@ pub enum LogFormat {
 
 /// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 250ms"))?;
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 250ms"))?;
     match unit {
         "" | "s" => Ok(Duration::from_secs(n)),
         "ms" => Ok(Duration::from_millis(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+        _ => Err(format!(
+            "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+        )),
     }
 }
 
@@ -64,7 +73,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let client = crate::client(args.kubeconfig.as_ref()).await?;
     let metrics = Arc::new(Metrics::default());
-    let health = server::Health { metrics: metrics.clone(), ..Default::default() };
+    let health = server::Health {
+        metrics: metrics.clone(),
+        ..Default::default()
+    };
     let addr = args.metrics_addr;
     let listener_health = health.clone();
     tokio::spawn(async move {
@@ -92,9 +104,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
 
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-    let manager = leader::lease_manager(client.clone(), &args.lease_namespace, "kurator-controller", &identity)
-        .await
-        .context("setting up leader election")?;
+    let manager = leader::lease_manager(
+        client.clone(),
+        &args.lease_namespace,
+        "kurator-controller",
+        &identity,
+    )
+    .await
+    .context("setting up leader election")?;
     let (mut leading, lease_task) = manager.watch().await;
     // A standby replica is healthy and ready to take over.
     health.ready.store(true, Ordering::Relaxed);
@@ -123,12 +140,17 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "kurator".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "kurator".into())
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
-    let builder = fmt().with_env_filter(filter);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

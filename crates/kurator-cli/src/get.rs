@@ -49,11 +49,13 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let text = match args.what {
         What::Clusters => {
             let items = list::<AttachedCluster>(&client, &args).await?;
-            structured(&items, args.output)?.unwrap_or_else(|| tables::clusters(&items, args.all_namespaces, wide, now))
+            structured(&items, args.output)?
+                .unwrap_or_else(|| tables::clusters(&items, args.all_namespaces, wide, now))
         }
         What::Fleets => {
             let items = list::<Fleet>(&client, &args).await?;
-            structured(&items, args.output)?.unwrap_or_else(|| tables::fleets(&items, args.all_namespaces, wide, now))
+            structured(&items, args.output)?
+                .unwrap_or_else(|| tables::fleets(&items, args.all_namespaces, wide, now))
         }
     };
     print!("{text}");
@@ -62,12 +64,18 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
 
 async fn list<K>(client: &Client, args: &GetArgs) -> anyhow::Result<Vec<K>>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     let api: Api<K> = if args.all_namespaces {
         Api::all(client.clone())
     } else {
-        let ns = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+        let ns = args
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
         Api::namespaced(client.clone(), &ns)
     };
     let mut items = api.list(&ListParams::default()).await?.items;

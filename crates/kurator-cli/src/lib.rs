@@ -58,7 +58,8 @@ fn write_crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     for crd in kurator_api::crds::all() {
         let path = dir.join(kurator_api::crds::file_name(&crd));
-        std::fs::write(&path, kurator_api::crds::to_yaml(&crd)).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, kurator_api::crds::to_yaml(&crd))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -71,7 +72,9 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
         }
-        None => Config::infer().await.context("no kubeconfig found (set KUBECONFIG or pass --kubeconfig)")?,
+        None => Config::infer()
+            .await
+            .context("no kubeconfig found (set KUBECONFIG or pass --kubeconfig)")?,
     };
     Ok(Client::try_from(config)?)
 }

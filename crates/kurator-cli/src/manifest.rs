@@ -22,7 +22,8 @@ pub fn parse(yaml: &str) -> anyhow::Result<Vec<DynamicObject>> {
         if doc.is_null() {
             continue;
         }
-        let obj = DynamicObject::deserialize(doc).with_context(|| format!("document {} is not a Kubernetes object", index + 1))?;
+        let obj = DynamicObject::deserialize(doc)
+            .with_context(|| format!("document {} is not a Kubernetes object", index + 1))?;
         if obj.types.is_none() {
             bail!("document {} has no apiVersion/kind", index + 1);
         }
@@ -32,28 +33,56 @@ pub fn parse(yaml: &str) -> anyhow::Result<Vec<DynamicObject>> {
 }
 
 /// Applies each object (namespaced ones into their own namespace, else `default_namespace`).
-pub async fn apply(client: &Client, objects: &[DynamicObject], default_namespace: &str) -> anyhow::Result<()> {
+pub async fn apply(
+    client: &Client,
+    objects: &[DynamicObject],
+    default_namespace: &str,
+) -> anyhow::Result<()> {
     for obj in objects {
         apply_one(client, obj, default_namespace).await?;
     }
     Ok(())
 }
 
-pub async fn apply_one(client: &Client, obj: &DynamicObject, default_namespace: &str) -> anyhow::Result<DynamicObject> {
-    let types = obj.types.as_ref().context("object has no apiVersion/kind")?;
+pub async fn apply_one(
+    client: &Client,
+    obj: &DynamicObject,
+    default_namespace: &str,
+) -> anyhow::Result<DynamicObject> {
+    let types = obj
+        .types
+        .as_ref()
+        .context("object has no apiVersion/kind")?;
     let gvk = GroupVersionKind::try_from(types)?;
-    let name = obj.metadata.name.clone().context("object has no metadata.name")?;
+    let name = obj
+        .metadata
+        .name
+        .clone()
+        .context("object has no metadata.name")?;
     let (resource, caps) = discovery::pinned_kind(client, &gvk)
         .await
-        .with_context(|| format!("the API server does not serve {}/{}", types.api_version, types.kind))?;
+        .with_context(|| {
+            format!(
+                "the API server does not serve {}/{}",
+                types.api_version, types.kind
+            )
+        })?;
     let api: Api<DynamicObject> = match caps.scope {
         Scope::Namespaced => {
-            let ns = obj.metadata.namespace.as_deref().unwrap_or(default_namespace);
+            let ns = obj
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or(default_namespace);
             Api::namespaced_with(client.clone(), ns, &resource)
         }
         Scope::Cluster => Api::all_with(client.clone(), &resource),
     };
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
-        .await
-        .with_context(|| format!("applying {} {name}", types.kind))
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .with_context(|| format!("applying {} {name}", types.kind))
 }

@@ -7,13 +7,17 @@ use kurator_api::{AttachedCluster, Fleet, conditions, labels::FLEET_NAME};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_style(NOTHING).set_header(header.iter().map(|h| h.to_string()));
+    t.load_style(NOTHING)
+        .set_header(header.iter().map(|h| h.to_string()));
     t
 }
 
 fn render(t: Table) -> String {
     // comfy-table pads each cell with one space on the left; kubectl starts at column 0.
-    let mut out: String = t.lines().map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(&l).trim_end())).collect();
+    let mut out: String = t
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(&l).trim_end()))
+        .collect();
     if out.is_empty() {
         out.push('\n');
     }
@@ -22,7 +26,9 @@ fn render(t: Table) -> String {
 
 /// kubectl's short age: 45s, 12m, 5h, 3d.
 pub fn age(created: Option<&Time>, now: Timestamp) -> String {
-    let Some(created) = created else { return "<unknown>".into() };
+    let Some(created) = created else {
+        return "<unknown>".into();
+    };
     let secs = (now.as_second() - created.0.as_second()).max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
@@ -33,7 +39,12 @@ pub fn age(created: Option<&Time>, now: Timestamp) -> String {
 }
 
 /// NAMESPACE (with -A), NAME, READY, VERSION, FLEET, AGE; `wide` adds REASON and MESSAGE.
-pub fn clusters(items: &[AttachedCluster], all_namespaces: bool, wide: bool, now: Timestamp) -> String {
+pub fn clusters(
+    items: &[AttachedCluster],
+    all_namespaces: bool,
+    wide: bool,
+    now: Timestamp,
+) -> String {
     let mut header = vec!["NAME", "READY", "VERSION", "FLEET", "AGE"];
     if all_namespaces {
         header.insert(0, "NAMESPACE");
@@ -47,9 +58,16 @@ pub fn clusters(items: &[AttachedCluster], all_namespaces: bool, wide: bool, now
         let ready = conditions::find(&status.conditions, conditions::READY);
         let mut row = vec![
             ac.name_any(),
-            if ready.is_none() { "Unknown".into() } else { status.ready.to_string() },
+            if ready.is_none() {
+                "Unknown".into()
+            } else {
+                status.ready.to_string()
+            },
             status.version.clone().unwrap_or_else(|| "-".into()),
-            ac.labels().get(FLEET_NAME).cloned().unwrap_or_else(|| "-".into()),
+            ac.labels()
+                .get(FLEET_NAME)
+                .cloned()
+                .unwrap_or_else(|| "-".into()),
             age(ac.metadata.creation_timestamp.as_ref(), now),
         ];
         if all_namespaces {
@@ -94,7 +112,11 @@ pub fn fleets(items: &[Fleet], all_namespaces: bool, wide: bool, now: Timestamp)
                 .filter(|c| !c.ready)
                 .map(|c| format!("{}({})", c.name, c.reason.as_deref().unwrap_or("NotReady")))
                 .collect();
-            row.push(if unready.is_empty() { "-".into() } else { unready.join(",") });
+            row.push(if unready.is_empty() {
+                "-".into()
+            } else {
+                unready.join(",")
+            });
         }
         t.add_row(row);
     }
@@ -117,7 +139,12 @@ mod tests {
     fn attached(name: &str, ready: Option<bool>, fleet: Option<&str>) -> AttachedCluster {
         let mut ac = AttachedCluster::new(
             name,
-            AttachedClusterSpec { kubeconfig: SecretKeyRef { name: name.into(), key: "value".into() } },
+            AttachedClusterSpec {
+                kubeconfig: SecretKeyRef {
+                    name: name.into(),
+                    key: "value".into(),
+                },
+            },
         );
         ac.metadata.namespace = Some("default".into());
         ac.metadata.creation_timestamp = Some(t(0));
@@ -125,12 +152,20 @@ mod tests {
             ac.metadata.labels = Some([(FLEET_NAME.to_string(), fleet.to_string())].into());
         }
         ac.status = ready.map(|ready| {
-            let (reason, message) =
-                if ready { ("Healthy", "API server answers") } else { ("Unreachable", "connection refused") };
+            let (reason, message) = if ready {
+                ("Healthy", "API server answers")
+            } else {
+                ("Unreachable", "connection refused")
+            };
             AttachedClusterStatus {
                 ready,
                 version: Some("v1.35.4".into()),
-                conditions: merge(&[], vec![Desired::new("Ready", ready, reason, message)], Some(1), t(0)),
+                conditions: merge(
+                    &[],
+                    vec![Desired::new("Ready", ready, reason, message)],
+                    Some(1),
+                    t(0),
+                ),
                 observed_generation: Some(1),
             }
         });
@@ -162,7 +197,12 @@ mod tests {
         let mut fleet = Fleet::new(
             "quickstart",
             FleetSpec {
-                clusters: ["m1", "m2"].map(|n| FleetCluster { name: n.into(), kind: ClusterKind::AttachedCluster }).to_vec(),
+                clusters: ["m1", "m2"]
+                    .map(|n| FleetCluster {
+                        name: n.into(),
+                        kind: ClusterKind::AttachedCluster,
+                    })
+                    .to_vec(),
                 plugin: None,
             },
         );

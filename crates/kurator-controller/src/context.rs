@@ -29,7 +29,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { health_interval: Duration::from_secs(30), probe_timeout: Duration::from_secs(10), concurrency: 16 }
+        Self {
+            health_interval: Duration::from_secs(30),
+            probe_timeout: Duration::from_secs(10),
+            concurrency: 16,
+        }
     }
 }
 
@@ -71,7 +75,10 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, settings: Settings) -> Self {
-        let reporter = Reporter { controller: "kurator".into(), instance: std::env::var("POD_NAME").ok() };
+        let reporter = Reporter {
+            controller: "kurator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,

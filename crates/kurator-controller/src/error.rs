@@ -39,7 +39,9 @@ impl Category {
 impl Error {
     pub fn category(&self) -> Category {
         match self {
-            Error::Kube(kube::Error::Api(status)) if status.code != 409 && (400..500).contains(&status.code) => {
+            Error::Kube(kube::Error::Api(status))
+                if status.code != 409 && (400..500).contains(&status.code) =>
+            {
                 Category::Rejected
             }
             Error::Kube(_) | Error::Finalizer(_) => Category::Transient,

@@ -21,7 +21,11 @@ pub enum AccessError {
     #[error("Secret {secret} has no key {key}")]
     KeyNotFound { secret: String, key: String },
     #[error("Secret {secret} key {key} is not a usable kubeconfig: {problem}")]
-    KubeconfigInvalid { secret: String, key: String, problem: String },
+    KubeconfigInvalid {
+        secret: String,
+        key: String,
+        problem: String,
+    },
     #[error("reading Secret {0} failed: {1}")]
     Host(String, #[source] kube::Error),
 }
@@ -54,14 +58,21 @@ impl MemberClients {
         resource_version: &str,
         timeout: Duration,
     ) -> Result<Client, AccessError> {
-        let key = (namespace.to_string(), secret_ref.name.clone(), secret_ref.key.clone());
+        let key = (
+            namespace.to_string(),
+            secret_ref.name.clone(),
+            secret_ref.key.clone(),
+        );
         if let Some((rv, client)) = self.cache.lock().expect("member cache poisoned").get(&key)
             && rv == resource_version
         {
             return Ok(client.clone());
         }
         let secret_name = format!("{namespace}/{}", secret_ref.name);
-        let secret = match Api::<Secret>::namespaced(host.clone(), namespace).get_opt(&secret_ref.name).await {
+        let secret = match Api::<Secret>::namespaced(host.clone(), namespace)
+            .get_opt(&secret_ref.name)
+            .await
+        {
             Ok(Some(secret)) => secret,
             Ok(None) => return Err(AccessError::SecretNotFound(secret_name)),
             Err(e) => return Err(AccessError::Host(secret_name, e)),
@@ -70,27 +81,42 @@ impl MemberClients {
             .data
             .as_ref()
             .and_then(|d| d.get(&secret_ref.key))
-            .ok_or_else(|| AccessError::KeyNotFound { secret: secret_name.clone(), key: secret_ref.key.clone() })?;
-        let invalid =
-            |problem: String| AccessError::KubeconfigInvalid { secret: secret_name.clone(), key: secret_ref.key.clone(), problem };
+            .ok_or_else(|| AccessError::KeyNotFound {
+                secret: secret_name.clone(),
+                key: secret_ref.key.clone(),
+            })?;
+        let invalid = |problem: String| AccessError::KubeconfigInvalid {
+            secret: secret_name.clone(),
+            key: secret_ref.key.clone(),
+            problem,
+        };
         let text = std::str::from_utf8(&data.0).map_err(|_| invalid("not UTF-8 text".into()))?;
-        let client = client_from_kubeconfig(text, timeout).await.map_err(invalid)?;
+        let client = client_from_kubeconfig(text, timeout)
+            .await
+            .map_err(invalid)?;
         let rv = secret.metadata.resource_version.unwrap_or_default();
-        self.cache.lock().expect("member cache poisoned").insert(key, (rv, client.clone()));
+        self.cache
+            .lock()
+            .expect("member cache poisoned")
+            .insert(key, (rv, client.clone()));
         Ok(client)
     }
 
     /// Drops cached clients of a Secret (it was deleted).
     pub fn forget_secret(&self, namespace: &str, name: &str) {
-        self.cache.lock().expect("member cache poisoned").retain(|(ns, n, _), _| !(ns == namespace && n == name));
+        self.cache
+            .lock()
+            .expect("member cache poisoned")
+            .retain(|(ns, n, _), _| !(ns == namespace && n == name));
     }
 }
 
 /// Builds a client from kubeconfig text. The error is a sanitised description.
 pub async fn client_from_kubeconfig(text: &str, timeout: Duration) -> Result<Client, String> {
     // The parser's own message may quote the input, so only its kind is reported.
-    let kubeconfig = Kubeconfig::from_yaml(text)
-        .map_err(|_| "cannot be parsed as kubeconfig YAML (clusters, users, contexts)".to_string())?;
+    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|_| {
+        "cannot be parsed as kubeconfig YAML (clusters, users, contexts)".to_string()
+    })?;
     check_self_contained(&kubeconfig)?;
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
@@ -105,7 +131,11 @@ pub async fn client_from_kubeconfig(text: &str, timeout: Duration) -> Result<Cli
 /// controller's own filesystem and exec plugins would run commands inside the controller.
 fn check_self_contained(kubeconfig: &Kubeconfig) -> Result<(), String> {
     for named in &kubeconfig.clusters {
-        if named.cluster.as_ref().is_some_and(|c| c.certificate_authority.is_some()) {
+        if named
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.certificate_authority.is_some())
+        {
             return Err(format!(
                 "cluster {:?} uses a certificate-authority file path; embed it as certificate-authority-data",
                 named.name
@@ -113,20 +143,27 @@ fn check_self_contained(kubeconfig: &Kubeconfig) -> Result<(), String> {
         }
     }
     for named in &kubeconfig.auth_infos {
-        let Some(auth) = &named.auth_info else { continue };
+        let Some(auth) = &named.auth_info else {
+            continue;
+        };
         let problem = if auth.exec.is_some() {
             Some("an exec credential plugin")
         } else if auth.auth_provider.is_some() {
             Some("an auth-provider plugin")
         } else if auth.client_certificate.is_some() || auth.client_key.is_some() {
-            Some("client certificate/key file paths (use client-certificate-data / client-key-data)")
+            Some(
+                "client certificate/key file paths (use client-certificate-data / client-key-data)",
+            )
         } else if auth.token_file.is_some() {
             Some("a token file path (use token)")
         } else {
             None
         };
         if let Some(problem) = problem {
-            return Err(format!("user {:?} uses {problem}, which is not allowed in a Secret", named.name));
+            return Err(format!(
+                "user {:?} uses {problem}, which is not allowed in a Secret",
+                named.name
+            ));
         }
     }
     Ok(())
@@ -150,14 +187,23 @@ fn describe_config_error(e: &kube::config::KubeconfigError) -> String {
 pub async fn probe(client: &Client, timeout: Duration) -> Result<String, ProbeError> {
     let check = async {
         let info = client.apiserver_version().await?;
-        Api::<Namespace>::all(client.clone()).get("kube-system").await?;
+        Api::<Namespace>::all(client.clone())
+            .get("kube-system")
+            .await?;
         Ok::<_, kube::Error>(info.git_version)
     };
     match tokio::time::timeout(timeout, check).await {
-        Err(_) => Err(ProbeError::Unreachable(format!("no answer within {}s", timeout.as_secs()))),
+        Err(_) => Err(ProbeError::Unreachable(format!(
+            "no answer within {}s",
+            timeout.as_secs()
+        ))),
         Ok(Ok(version)) => Ok(version),
-        Ok(Err(kube::Error::Api(status))) if status.code == 401 => Err(ProbeError::Unauthorized(status.message)),
-        Ok(Err(kube::Error::Api(status))) if status.code == 403 => Err(ProbeError::Forbidden(status.message)),
+        Ok(Err(kube::Error::Api(status))) if status.code == 401 => {
+            Err(ProbeError::Unauthorized(status.message))
+        }
+        Ok(Err(kube::Error::Api(status))) if status.code == 403 => {
+            Err(ProbeError::Forbidden(status.message))
+        }
         Ok(Err(e)) => Err(ProbeError::Unreachable(e.to_string())),
     }
 }
@@ -199,7 +245,9 @@ mod tests {
 
     #[tokio::test]
     async fn exec_and_file_paths_are_refused() {
-        let exec = with_user("    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n");
+        let exec = with_user(
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n",
+        );
         assert!(problem(&exec).await.contains("exec credential plugin"));
         let file = with_user("    client-certificate: /etc/passwd\n    client-key: /etc/shadow\n");
         assert!(problem(&file).await.contains("file paths"));
@@ -207,7 +255,8 @@ mod tests {
 
     #[tokio::test]
     async fn missing_context_is_named() {
-        let p = problem("apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n").await;
+        let p =
+            problem("apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n").await;
         assert!(p.contains("context"), "{p}");
     }
 }

@@ -37,23 +37,51 @@ impl Default for Metrics {
         let durations = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
             Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0])
         });
-        registry.register("reconcile", "Reconciles run, by controller", reconciles.clone());
-        registry.register("reconcile_errors", "Reconciles that failed, by controller and category", errors.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile duration, by controller", durations.clone());
-        Self { registry, reconciles, errors, durations }
+        registry.register(
+            "reconcile",
+            "Reconciles run, by controller",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by controller and category",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration, by controller",
+            durations.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            durations,
+        }
     }
 }
 
 impl Metrics {
     /// Starts timing one reconcile of `controller`; the measure is recorded when dropped.
     pub fn reconcile(&self, controller: &'static str) -> ReconcileMeasure<'_> {
-        self.reconciles.get_or_create(&ControllerLabel { controller }).inc();
-        ReconcileMeasure { metrics: self, controller, start: Instant::now() }
+        self.reconciles
+            .get_or_create(&ControllerLabel { controller })
+            .inc();
+        ReconcileMeasure {
+            metrics: self,
+            controller,
+            start: Instant::now(),
+        }
     }
 
     pub fn error(&self, controller: &'static str, error: &Error) {
         let category = error.category().as_str();
-        self.errors.get_or_create(&ErrorLabels { controller, category }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller,
+                category,
+            })
+            .inc();
     }
 
     /// The registry in the Prometheus text format.
@@ -74,7 +102,12 @@ pub struct ReconcileMeasure<'a> {
 impl Drop for ReconcileMeasure<'_> {
     fn drop(&mut self) {
         let seconds = self.start.elapsed().as_secs_f64();
-        self.metrics.durations.get_or_create(&ControllerLabel { controller: self.controller }).observe(seconds);
+        self.metrics
+            .durations
+            .get_or_create(&ControllerLabel {
+                controller: self.controller,
+            })
+            .observe(seconds);
     }
 }
 
@@ -88,8 +121,19 @@ mod tests {
         drop(metrics.reconcile("fleet"));
         metrics.error("fleet", &Error::Finalizer("x".into()));
         let text = metrics.render();
-        assert!(text.contains("kurator_reconcile_total{controller=\"fleet\"} 1"), "{text}");
-        assert!(text.contains("kurator_reconcile_errors_total{controller=\"fleet\",category=\"transient\"} 1"), "{text}");
-        assert!(text.contains("kurator_reconcile_duration_seconds_count{controller=\"fleet\"} 1"), "{text}");
+        assert!(
+            text.contains("kurator_reconcile_total{controller=\"fleet\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "kurator_reconcile_errors_total{controller=\"fleet\",category=\"transient\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("kurator_reconcile_duration_seconds_count{controller=\"fleet\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -15,7 +15,9 @@ use kube::{
         watcher,
     },
 };
-use kurator_api::{AttachedCluster, Cluster, CustomCluster, Fleet, fleet::ClusterKind, labels::FLEET_NAME};
+use kurator_api::{
+    AttachedCluster, Cluster, CustomCluster, Fleet, fleet::ClusterKind, labels::FLEET_NAME,
+};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
@@ -42,7 +44,13 @@ where
 
 impl<K> Shared<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     fn new() -> Self {
         let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
@@ -68,7 +76,12 @@ where
 }
 
 /// Runs every controller until `shutdown` resolves.
-pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let attached = Shared::<AttachedCluster>::new();
     let clusters = Shared::<Cluster>::new();
     let custom = Shared::<CustomCluster>::new();
@@ -82,27 +95,54 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
         fleets: fleets.store.clone(),
         secrets: secrets.store.clone(),
     };
-    let ctx = Arc::new(Context::new(client.clone(), stores.clone(), metrics, settings.clone()));
-    let config = controller::Config::default().concurrency(settings.concurrency).debounce(Duration::from_millis(50));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        stores.clone(),
+        metrics,
+        settings.clone(),
+    ));
+    let config = controller::Config::default()
+        .concurrency(settings.concurrency)
+        .debounce(Duration::from_millis(50));
     let shutdown = Box::pin(shutdown).shared();
 
     let ac_store = stores.attached_clusters.clone();
     let cluster_controller = Controller::for_shared_stream(attached.subscribe(), ac_store.clone())
         .with_config(config.clone())
-        .watches_shared_stream(secrets.subscribe(), move |secret| cluster::clusters_using_secret(&ac_store, &secret))
+        .watches_shared_stream(secrets.subscribe(), move |secret| {
+            cluster::clusters_using_secret(&ac_store, &secret)
+        })
         .graceful_shutdown_on(shutdown.clone())
-        .run(cluster::reconcile, error_policy(cluster::CONTROLLER), ctx.clone())
+        .run(
+            cluster::reconcile,
+            error_policy(cluster::CONTROLLER),
+            ctx.clone(),
+        )
         .for_each(log_result(cluster::CONTROLLER));
 
     let fleet_store = stores.fleets.clone();
-    let (f1, f2, f3) = (fleet_store.clone(), fleet_store.clone(), fleet_store.clone());
+    let (f1, f2, f3) = (
+        fleet_store.clone(),
+        fleet_store.clone(),
+        fleet_store.clone(),
+    );
     let fleet_controller = Controller::for_shared_stream(fleets.subscribe(), fleet_store.clone())
         .with_config(config)
-        .watches_shared_stream(attached.subscribe(), move |c| map_cluster(&f1, ClusterKind::AttachedCluster, c.as_ref()))
-        .watches_shared_stream(clusters.subscribe(), move |c| map_cluster(&f2, ClusterKind::Cluster, c.as_ref()))
-        .watches_shared_stream(custom.subscribe(), move |c| map_cluster(&f3, ClusterKind::CustomCluster, c.as_ref()))
+        .watches_shared_stream(attached.subscribe(), move |c| {
+            map_cluster(&f1, ClusterKind::AttachedCluster, c.as_ref())
+        })
+        .watches_shared_stream(clusters.subscribe(), move |c| {
+            map_cluster(&f2, ClusterKind::Cluster, c.as_ref())
+        })
+        .watches_shared_stream(custom.subscribe(), move |c| {
+            map_cluster(&f3, ClusterKind::CustomCluster, c.as_ref())
+        })
         .graceful_shutdown_on(shutdown)
-        .run(fleet::reconcile, error_policy(fleet::CONTROLLER), ctx.clone())
+        .run(
+            fleet::reconcile,
+            error_policy(fleet::CONTROLLER),
+            ctx.clone(),
+        )
         .for_each(log_result(fleet::CONTROLLER));
 
     // The watches run until the controllers stop; the controllers wait for the stores.
@@ -122,9 +162,19 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     }
 }
 
-fn map_cluster<K: ResourceExt>(fleets: &Store<Fleet>, kind: ClusterKind, cluster: &K) -> Vec<reflector::ObjectRef<Fleet>> {
+fn map_cluster<K: ResourceExt>(
+    fleets: &Store<Fleet>,
+    kind: ClusterKind,
+    cluster: &K,
+) -> Vec<reflector::ObjectRef<Fleet>> {
     let label = cluster.labels().get(FLEET_NAME).map(String::as_str);
-    fleet::fleets_for_cluster(fleets, kind, &cluster.name_any(), cluster.namespace().as_deref(), label)
+    fleet::fleets_for_cluster(
+        fleets,
+        kind,
+        &cluster.name_any(),
+        cluster.namespace().as_deref(),
+        label,
+    )
 }
 
 /// Transient errors retry in seconds; rejected writes retry slowly (the input must change).

@@ -36,7 +36,13 @@ pub fn router(health: Health) -> Router {
         .route(
             "/metrics",
             get(|State(h): State<Health>| async move {
-                ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], h.metrics.render())
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    h.metrics.render(),
+                )
             }),
         )
         .with_state(health)

@@ -11,7 +11,12 @@ use crate::error::Error;
 use kurator_api::labels::FIELD_MANAGER;
 
 /// Applies `status` unless it equals `current`. Returns whether a write happened.
-pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<bool, Error>
+pub async fn apply_status<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<bool, Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     S: Serialize + PartialEq,
@@ -24,6 +29,11 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(true)
 }

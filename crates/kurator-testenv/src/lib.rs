@@ -45,3 +45,22 @@ pub use error::{Error, Result};
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+#[cfg(test)]
+mod tests {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_can_be_shared_across_tasks() {
+        assert_send_sync::<super::TestEnv>();
+        assert_send_sync::<super::ClusterHandle>();
+        assert_send_sync::<super::Error>();
+    }
+
+    #[test]
+    fn crypto_provider_install_is_idempotent() {
+        super::install_crypto_provider();
+        super::install_crypto_provider();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
+}

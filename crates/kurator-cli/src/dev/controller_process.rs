@@ -25,7 +25,14 @@ pub fn start(state: &Path, host_kubeconfig: &Path) -> anyhow::Result<SocketAddr>
     let log = File::create(log_path(state))?;
     let exe = std::env::current_exe().context("locating the kurator binary")?;
     let child = Command::new(exe)
-        .args(["controller", "--health-interval", "10s", "--probe-timeout", "5s", "--metrics-addr"])
+        .args([
+            "controller",
+            "--health-interval",
+            "10s",
+            "--probe-timeout",
+            "5s",
+            "--metrics-addr",
+        ])
         .arg(addr.to_string())
         .arg("--kubeconfig")
         .arg(host_kubeconfig)
@@ -43,7 +50,11 @@ pub fn start(state: &Path, host_kubeconfig: &Path) -> anyhow::Result<SocketAddr>
 
 /// The controller's pid, if it is alive.
 pub fn running_pid(state: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_path(state)).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(pid_path(state))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     alive(pid).then_some(pid)
 }
 
@@ -54,14 +65,18 @@ pub fn is_running(state: &Path) -> bool {
 fn alive(pid: i32) -> bool {
     // A zombie (state Z) has exited; only its parent can reap it.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
 
 /// Stops the controller (SIGTERM, then SIGKILL after 5 s). Returns whether one was running.
 pub fn stop(state: &Path) -> bool {
-    let Some(pid) = running_pid(state) else { return false };
+    let Some(pid) = running_pid(state) else {
+        return false;
+    };
     // SAFETY: plain kill(2) on a pid we started and recorded.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -20,8 +20,14 @@ use crate::{manifest, tables};
 
 /// The quickstart manifests, compiled in so the binary works from any directory.
 const QUICKSTART: &[(&str, &str)] = &[
-    ("attachedclusters.yaml", include_str!("../../../../examples/quickstart/attachedclusters.yaml")),
-    ("fleet.yaml", include_str!("../../../../examples/quickstart/fleet.yaml")),
+    (
+        "attachedclusters.yaml",
+        include_str!("../../../../examples/quickstart/attachedclusters.yaml"),
+    ),
+    (
+        "fleet.yaml",
+        include_str!("../../../../examples/quickstart/fleet.yaml"),
+    ),
 ];
 const MEMBERS: usize = 2;
 const NAMESPACE: &str = "default";
@@ -79,8 +85,12 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
             controller_process::stop(state);
             TestEnv::stop_all(env_dir(state))?;
             std::fs::create_dir_all(state)?;
-            println!("Starting a host and {MEMBERS} member control planes (etcd + kube-apiserver, real binaries)...");
-            println!("The first run builds Kubernetes from source: several minutes; later runs take seconds.");
+            println!(
+                "Starting a host and {MEMBERS} member control planes (etcd + kube-apiserver, real binaries)..."
+            );
+            println!(
+                "The first run builds Kubernetes from source: several minutes; later runs take seconds."
+            );
             TestEnv::builder()
                 .members(MEMBERS)
                 .controller_manager(ControllerManagerMode::Host)
@@ -95,7 +105,10 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
     let host = env.host();
     if !controller_process::is_running(state) {
         let addr = controller_process::start(state, host.kubeconfig_path())?;
-        println!("Controller started (metrics on http://{addr}/metrics, log {}).", controller_process::log_path(state).display());
+        println!(
+            "Controller started (metrics on http://{addr}/metrics, log {}).",
+            controller_process::log_path(state).display()
+        );
     }
 
     let client = host.client().await?;
@@ -103,17 +116,28 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
         create_kubeconfig_secret(&client, index + 1, member).await?;
     }
     for (file, yaml) in QUICKSTART {
-        let objects = manifest::parse(yaml).with_context(|| format!("examples/quickstart/{file}"))?;
+        let objects =
+            manifest::parse(yaml).with_context(|| format!("examples/quickstart/{file}"))?;
         manifest::apply(&client, &objects, NAMESPACE).await?;
     }
-    println!("Applied examples/quickstart: AttachedClusters kurator-member1, kurator-member2 and Fleet {FLEET}.");
+    println!(
+        "Applied examples/quickstart: AttachedClusters kurator-member1, kurator-member2 and Fleet {FLEET}."
+    );
 
     let fleets: Api<Fleet> = Api::namespaced(client.clone(), NAMESPACE);
-    let fleet = wait::fleet_ready(&fleets, FLEET, MEMBERS as i32, timeout).await.inspect_err(|_| {
-        eprintln!("Controller log: {}", controller_process::log_path(state).display());
-    })?;
+    let fleet = wait::fleet_ready(&fleets, FLEET, MEMBERS as i32, timeout)
+        .await
+        .inspect_err(|_| {
+            eprintln!(
+                "Controller log: {}",
+                controller_process::log_path(state).display()
+            );
+        })?;
     println!();
-    print!("{}", tables::fleets(std::slice::from_ref(&fleet), false, false, Timestamp::now()));
+    print!(
+        "{}",
+        tables::fleets(std::slice::from_ref(&fleet), false, false, Timestamp::now())
+    );
     println!();
     println!("Next:");
     println!("  eval \"$(kurator dev env)\"        # point kubectl and kurator at the host");
@@ -125,17 +149,32 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
 }
 
 /// The member's kubeconfig, in a Secret named and keyed as the quickstart expects.
-async fn create_kubeconfig_secret(client: &kube::Client, index: usize, member: &ClusterHandle) -> anyhow::Result<()> {
+async fn create_kubeconfig_secret(
+    client: &kube::Client,
+    index: usize,
+    member: &ClusterHandle,
+) -> anyhow::Result<()> {
     let name = format!("kurator-member{index}");
     let secret = Secret {
-        metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(NAMESPACE.into()), ..Default::default() },
-        data: Some(BTreeMap::from([(format!("{name}.config"), ByteString(member.kubeconfig_yaml().into_bytes()))])),
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            format!("{name}.config"),
+            ByteString(member.kubeconfig_yaml().into_bytes()),
+        )])),
         ..Default::default()
     };
     let api: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
-        .await
-        .with_context(|| format!("creating Secret {name}"))?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .with_context(|| format!("creating Secret {name}"))?;
     Ok(())
 }
 
@@ -161,16 +200,35 @@ async fn status(state: &std::path::Path) -> anyhow::Result<()> {
     let dead = env.dead_processes().await;
     println!("Playground state: {}", state.display());
     for cluster in env.clusters() {
-        let up = if cluster.is_running().await { "running" } else { "STOPPED" };
-        println!("  {:<8} {:<8} {}  kubeconfig {}", cluster.name(), up, cluster.server_url(), cluster.kubeconfig_path().display());
+        let up = if cluster.is_running().await {
+            "running"
+        } else {
+            "STOPPED"
+        };
+        println!(
+            "  {:<8} {:<8} {}  kubeconfig {}",
+            cluster.name(),
+            up,
+            cluster.server_url(),
+            cluster.kubeconfig_path().display()
+        );
     }
     println!("  etcd     {}", env.etcd_url());
     match controller_process::running_pid(state) {
-        Some(pid) => println!("  controller running (pid {pid}), log {}", controller_process::log_path(state).display()),
-        None => println!("  controller STOPPED, log {}", controller_process::log_path(state).display()),
+        Some(pid) => println!(
+            "  controller running (pid {pid}), log {}",
+            controller_process::log_path(state).display()
+        ),
+        None => println!(
+            "  controller STOPPED, log {}",
+            controller_process::log_path(state).display()
+        ),
     }
     if !dead.is_empty() {
-        bail!("dead processes: {}; run `kurator dev up` to restart the playground", dead.join(", "));
+        bail!(
+            "dead processes: {}; run `kurator dev up` to restart the playground",
+            dead.join(", ")
+        );
     }
     Ok(())
 }
@@ -179,9 +237,16 @@ fn print_env(state: &std::path::Path) -> anyhow::Result<()> {
     let Some(env) = TestEnv::attach(env_dir(state))? else {
         bail!("no playground running; start one with: kurator dev up");
     };
-    println!("export KUBECONFIG={}", env.host().kubeconfig_path().display());
+    println!(
+        "export KUBECONFIG={}",
+        env.host().kubeconfig_path().display()
+    );
     for (index, member) in env.members().iter().enumerate() {
-        println!("export KURATOR_MEMBER{}_KUBECONFIG={}", index + 1, member.kubeconfig_path().display());
+        println!(
+            "export KURATOR_MEMBER{}_KUBECONFIG={}",
+            index + 1,
+            member.kubeconfig_path().display()
+        );
     }
     Ok(())
 }

@@ -9,12 +9,19 @@ use kurator_api::{Fleet, conditions};
 
 /// Polls the fleet until `expected` members are ready; shows a spinner on a terminal and
 /// one line per change elsewhere.
-pub async fn fleet_ready(api: &Api<Fleet>, name: &str, expected: i32, timeout: Duration) -> anyhow::Result<Fleet> {
+pub async fn fleet_ready(
+    api: &Api<Fleet>,
+    name: &str,
+    expected: i32,
+    timeout: Duration,
+) -> anyhow::Result<Fleet> {
     let bar = ProgressBar::new_spinner();
     if bar.is_hidden() {
         println!("Waiting for fleet {name} to become ready...");
     } else {
-        bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"),
+        );
         bar.enable_steady_tick(Duration::from_millis(120));
     }
     let deadline = Instant::now() + timeout;
@@ -37,7 +44,10 @@ pub async fn fleet_ready(api: &Api<Fleet>, name: &str, expected: i32, timeout: D
         }
         if Instant::now() > deadline {
             bar.finish_and_clear();
-            bail!("fleet {name} not ready after {}s: {line}", timeout.as_secs());
+            bail!(
+                "fleet {name} not ready after {}s: {line}",
+                timeout.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -48,7 +58,15 @@ fn describe(fleet: Option<&Fleet>, name: &str, expected: i32) -> (String, bool) 
         return (format!("fleet {name}: waiting for the controller"), false);
     };
     let ready = conditions::find(&status.conditions, conditions::READY);
-    let done = status.ready_clusters == expected && ready.is_some_and(|c| c.status == conditions::TRUE);
+    let done =
+        status.ready_clusters == expected && ready.is_some_and(|c| c.status == conditions::TRUE);
     let why = ready.map(|c| c.message.clone()).unwrap_or_default();
-    (format!("fleet {name}: {}/{expected} clusters ready, phase {} ({why})", status.ready_clusters, status.phase.as_deref().unwrap_or("-")), done)
+    (
+        format!(
+            "fleet {name}: {}/{expected} clusters ready, phase {} ({why})",
+            status.ready_clusters,
+            status.phase.as_deref().unwrap_or("-")
+        ),
+        done,
+    )
 }

@@ -6,7 +6,9 @@ mod status;
 
 use std::sync::Arc;
 
-use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{
+    api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+};
 use kube::{
     Api, Resource, ResourceExt,
     core::PartialObjectMeta,
@@ -42,31 +44,59 @@ pub async fn reconcile(ac: Arc<AttachedCluster>, ctx: Arc<Context>) -> Result<Ac
     let api: Api<AttachedCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let previous = ac.status.as_ref();
     if apply_status(&api, &ac, previous, &status).await? {
-        publish_transition(&ac, previous.map(|s| s.conditions.as_slice()).unwrap_or_default(), &status.conditions, &ctx)
-            .await;
+        publish_transition(
+            &ac,
+            previous
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default(),
+            &status.conditions,
+            &ctx,
+        )
+        .await;
     }
     Ok(Action::requeue(ctx.settings.health_interval))
 }
 
 /// Dereference + probe: everything that talks to the Secret and the member.
-async fn check_health(ac: &AttachedCluster, namespace: &str, ctx: &Context) -> Result<Health, Error> {
+async fn check_health(
+    ac: &AttachedCluster,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Health, Error> {
     let secret_ref = &ac.spec.kubeconfig;
-    let secret_key = ObjectRef::<PartialObjectMeta<Secret>>::new(&secret_ref.name).within(namespace);
+    let secret_key =
+        ObjectRef::<PartialObjectMeta<Secret>>::new(&secret_ref.name).within(namespace);
     let Some(secret_meta) = ctx.stores.secrets.get(&secret_key) else {
         ctx.members.forget_secret(namespace, &secret_ref.name);
         return Ok(Health::unhealthy(
             reason::SECRET_NOT_FOUND,
-            format!("kubeconfig Secret {namespace}/{} not found", secret_ref.name),
+            format!(
+                "kubeconfig Secret {namespace}/{} not found",
+                secret_ref.name
+            ),
         ));
     };
-    let rv = secret_meta.metadata.resource_version.clone().unwrap_or_default();
+    let rv = secret_meta
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap_or_default();
     let timeout = ctx.settings.probe_timeout;
-    let client = match ctx.members.client(&ctx.client, namespace, secret_ref, &rv, timeout).await {
+    let client = match ctx
+        .members
+        .client(&ctx.client, namespace, secret_ref, &rv, timeout)
+        .await
+    {
         Ok(client) => client,
         Err(AccessError::SecretNotFound(s)) => {
-            return Ok(Health::unhealthy(reason::SECRET_NOT_FOUND, format!("kubeconfig Secret {s} not found")));
+            return Ok(Health::unhealthy(
+                reason::SECRET_NOT_FOUND,
+                format!("kubeconfig Secret {s} not found"),
+            ));
         }
-        Err(e @ AccessError::KeyNotFound { .. }) => return Ok(Health::unhealthy(reason::KEY_NOT_FOUND, e.to_string())),
+        Err(e @ AccessError::KeyNotFound { .. }) => {
+            return Ok(Health::unhealthy(reason::KEY_NOT_FOUND, e.to_string()));
+        }
         Err(e @ AccessError::KubeconfigInvalid { .. }) => {
             return Ok(Health::unhealthy(reason::KUBECONFIG_INVALID, e.to_string()));
         }
@@ -74,8 +104,12 @@ async fn check_health(ac: &AttachedCluster, namespace: &str, ctx: &Context) -> R
     };
     Ok(match probe(&client, timeout).await {
         Ok(version) => Health::Healthy { version },
-        Err(e @ ProbeError::Unreachable(_)) => Health::unhealthy(reason::UNREACHABLE, e.to_string()),
-        Err(e @ ProbeError::Unauthorized(_)) => Health::unhealthy(reason::UNAUTHORIZED, e.to_string()),
+        Err(e @ ProbeError::Unreachable(_)) => {
+            Health::unhealthy(reason::UNREACHABLE, e.to_string())
+        }
+        Err(e @ ProbeError::Unauthorized(_)) => {
+            Health::unhealthy(reason::UNAUTHORIZED, e.to_string())
+        }
         Err(e @ ProbeError::Forbidden(_)) => Health::unhealthy(reason::FORBIDDEN, e.to_string()),
     })
 }
@@ -87,8 +121,10 @@ async fn publish_transition(
     after: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
     ctx: &Context,
 ) {
-    let (Some(new), old) = (conditions::find(after, conditions::READY), conditions::find(before, conditions::READY))
-    else {
+    let (Some(new), old) = (
+        conditions::find(after, conditions::READY),
+        conditions::find(before, conditions::READY),
+    ) else {
         return;
     };
     if old.is_some_and(|o| o.status == new.status && o.reason == new.reason) {
@@ -101,7 +137,11 @@ async fn publish_transition(
         warn!(reason = %new.reason, message = %new.message, "cluster not ready");
     }
     let event = Event {
-        type_: if ready { EventType::Normal } else { EventType::Warning },
+        type_: if ready {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
         reason: new.reason.clone(),
         note: Some(new.message.clone()),
         action: "HealthCheck".into(),
@@ -117,13 +157,18 @@ pub fn clusters_using_secret(
     ctx_clusters: &kube::runtime::reflector::Store<AttachedCluster>,
     secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<AttachedCluster>> {
-    let (Some(namespace), Some(name)) = (secret.metadata.namespace.as_deref(), secret.metadata.name.as_deref()) else {
+    let (Some(namespace), Some(name)) = (
+        secret.metadata.namespace.as_deref(),
+        secret.metadata.name.as_deref(),
+    ) else {
         return Vec::new();
     };
     ctx_clusters
         .state()
         .iter()
-        .filter(|ac| ac.namespace().as_deref() == Some(namespace) && ac.spec.kubeconfig.name == name)
+        .filter(|ac| {
+            ac.namespace().as_deref() == Some(namespace) && ac.spec.kubeconfig.name == name
+        })
         .map(|ac| ObjectRef::from_obj(ac.as_ref()))
         .collect()
 }

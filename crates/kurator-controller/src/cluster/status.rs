@@ -21,13 +21,21 @@ pub mod reason {
 /// Outcome of one health check.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Health {
-    Healthy { version: String },
-    Unhealthy { reason: &'static str, message: String },
+    Healthy {
+        version: String,
+    },
+    Unhealthy {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl Health {
     pub fn unhealthy(reason: &'static str, message: impl Into<String>) -> Self {
-        Health::Unhealthy { reason, message: message.into() }
+        Health::Unhealthy {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -38,11 +46,18 @@ pub fn build_status(ac: &AttachedCluster, health: &Health, now: Time) -> Attache
         Health::Healthy { version } => (
             true,
             Some(version.clone()),
-            Desired::new(conditions::READY, true, reason::HEALTHY, format!("API server answers, version {version}")),
+            Desired::new(
+                conditions::READY,
+                true,
+                reason::HEALTHY,
+                format!("API server answers, version {version}"),
+            ),
         ),
-        Health::Unhealthy { reason, message } => {
-            (false, previous.version.clone(), Desired::new(conditions::READY, false, reason, message.clone()))
-        }
+        Health::Unhealthy { reason, message } => (
+            false,
+            previous.version.clone(),
+            Desired::new(conditions::READY, false, reason, message.clone()),
+        ),
     };
     let generation = ac.metadata.generation;
     AttachedClusterStatus {
@@ -66,19 +81,38 @@ mod tests {
     fn healthy_then_unreachable_keeps_version_and_flips_time() {
         let mut ac = AttachedCluster::new("m1", Default::default());
         ac.metadata.generation = Some(3);
-        let healthy = build_status(&ac, &Health::Healthy { version: "v1.35.4".into() }, at(1));
+        let healthy = build_status(
+            &ac,
+            &Health::Healthy {
+                version: "v1.35.4".into(),
+            },
+            at(1),
+        );
         assert!(healthy.ready);
         assert_eq!(healthy.observed_generation, Some(3));
         ac.status = Some(healthy.clone());
 
-        let again = build_status(&ac, &Health::Healthy { version: "v1.35.4".into() }, at(2));
+        let again = build_status(
+            &ac,
+            &Health::Healthy {
+                version: "v1.35.4".into(),
+            },
+            at(2),
+        );
         assert_eq!(again, healthy, "a second identical check changes nothing");
 
-        let down = build_status(&ac, &Health::unhealthy(reason::UNREACHABLE, "refused"), at(3));
+        let down = build_status(
+            &ac,
+            &Health::unhealthy(reason::UNREACHABLE, "refused"),
+            at(3),
+        );
         assert!(!down.ready);
         assert_eq!(down.version.as_deref(), Some("v1.35.4"));
         let ready = conditions::find(&down.conditions, conditions::READY).unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Unreachable"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Unreachable")
+        );
         assert_eq!(ready.last_transition_time, at(3));
     }
 }

@@ -42,14 +42,28 @@ pub struct Plan {
 }
 
 /// The fleet that owns `cluster`, among the `fleets` of its namespace.
-pub fn owner<'a>(cluster: &FleetCluster, label: Option<&str>, fleets: &'a [Arc<Fleet>]) -> Option<&'a Fleet> {
-    let claimants = fleets.iter().filter(|f| f.metadata.deletion_timestamp.is_none() && f.spec.clusters.contains(cluster));
+pub fn owner<'a>(
+    cluster: &FleetCluster,
+    label: Option<&str>,
+    fleets: &'a [Arc<Fleet>],
+) -> Option<&'a Fleet> {
+    let claimants = fleets
+        .iter()
+        .filter(|f| f.metadata.deletion_timestamp.is_none() && f.spec.clusters.contains(cluster));
     let claimants: Vec<&Fleet> = claimants.map(|f| f.as_ref()).collect();
-    if let Some(holder) = claimants.iter().find(|f| Some(f.name_any().as_str()) == label) {
+    if let Some(holder) = claimants
+        .iter()
+        .find(|f| Some(f.name_any().as_str()) == label)
+    {
         return Some(holder);
     }
     claimants.into_iter().min_by(|a, b| {
-        let key = |f: &Fleet| (f.metadata.creation_timestamp.as_ref().map(|t| t.0), f.name_any());
+        let key = |f: &Fleet| {
+            (
+                f.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                f.name_any(),
+            )
+        };
         key(a).cmp(&key(b))
     })
 }
@@ -67,7 +81,12 @@ pub fn plan(
     let mut plan = Plan::default();
     for cluster in &fleet.spec.clusters {
         let Some(view) = lookup(cluster) else {
-            plan.members.push(member(cluster, false, reason::NOT_FOUND, format!("{} {} not found", cluster.kind, cluster.name)));
+            plan.members.push(member(
+                cluster,
+                false,
+                reason::NOT_FOUND,
+                format!("{} {} not found", cluster.kind, cluster.name),
+            ));
             continue;
         };
         let owner_name = owner(cluster, view.fleet_label.as_deref(), fleets).map(|f| f.name_any());
@@ -77,7 +96,10 @@ pub fn plan(
                     cluster,
                     false,
                     reason::CLAIMED_BY_OTHER_FLEET,
-                    format!("{} {} already belongs to fleet {owner}", cluster.kind, cluster.name),
+                    format!(
+                        "{} {} already belongs to fleet {owner}",
+                        cluster.kind, cluster.name
+                    ),
                 ));
                 continue;
             }
@@ -86,11 +108,14 @@ pub fn plan(
         if view.fleet_label.as_deref() != Some(me.as_str()) {
             plan.add_label.push(cluster.clone());
         }
-        plan.members.push(member(cluster, view.ready, &view.reason, view.message));
+        plan.members
+            .push(member(cluster, view.ready, &view.reason, view.message));
     }
     for cluster in labelled {
         let still_mine = plan.members.iter().any(|m| {
-            m.name == cluster.name && m.kind == cluster.kind && m.reason.as_deref() != Some(reason::CLAIMED_BY_OTHER_FLEET)
+            m.name == cluster.name
+                && m.kind == cluster.kind
+                && m.reason.as_deref() != Some(reason::CLAIMED_BY_OTHER_FLEET)
         });
         if !still_mine {
             plan.remove_label.push(cluster.clone());
@@ -99,7 +124,12 @@ pub fn plan(
     plan
 }
 
-fn member(cluster: &FleetCluster, ready: bool, reason: &str, message: String) -> FleetClusterStatus {
+fn member(
+    cluster: &FleetCluster,
+    ready: bool,
+    reason: &str,
+    message: String,
+) -> FleetClusterStatus {
     FleetClusterStatus {
         name: cluster.name.clone(),
         kind: cluster.kind,
@@ -111,7 +141,10 @@ fn member(cluster: &FleetCluster, ready: bool, reason: &str, message: String) ->
 
 /// Shorthand used by tests and the controller.
 pub fn cluster_ref(kind: ClusterKind, name: &str) -> FleetCluster {
-    FleetCluster { name: name.to_string(), kind }
+    FleetCluster {
+        name: name.to_string(),
+        kind,
+    }
 }
 
 #[cfg(test)]
@@ -124,7 +157,10 @@ mod tests {
         let mut f = Fleet::new(
             name,
             FleetSpec {
-                clusters: clusters.iter().map(|c| cluster_ref(ClusterKind::AttachedCluster, c)).collect(),
+                clusters: clusters
+                    .iter()
+                    .map(|c| cluster_ref(ClusterKind::AttachedCluster, c))
+                    .collect(),
                 plugin: None,
             },
         );
@@ -135,7 +171,11 @@ mod tests {
     fn view(ready: bool, label: Option<&str>) -> ClusterView {
         ClusterView {
             ready,
-            reason: if ready { "Healthy".into() } else { "Unreachable".into() },
+            reason: if ready {
+                "Healthy".into()
+            } else {
+                "Unreachable".into()
+            },
             message: String::new(),
             fleet_label: label.map(str::to_string),
         }
@@ -144,8 +184,16 @@ mod tests {
     #[test]
     fn labels_new_members_and_reports_missing_ones() {
         let f = fleet("quickstart", 1, &["m1", "m2"]);
-        let p = plan(&f, |c| (c.name == "m1").then(|| view(true, None)), &[], std::slice::from_ref(&f));
-        assert_eq!(p.add_label, vec![cluster_ref(ClusterKind::AttachedCluster, "m1")]);
+        let p = plan(
+            &f,
+            |c| (c.name == "m1").then(|| view(true, None)),
+            &[],
+            std::slice::from_ref(&f),
+        );
+        assert_eq!(
+            p.add_label,
+            vec![cluster_ref(ClusterKind::AttachedCluster, "m1")]
+        );
         assert_eq!(p.members[1].reason.as_deref(), Some(reason::NOT_FOUND));
         assert!(!p.members[1].ready);
     }
@@ -153,10 +201,21 @@ mod tests {
     #[test]
     fn members_that_left_lose_the_label() {
         let f = fleet("quickstart", 1, &["m1"]);
-        let labelled = [cluster_ref(ClusterKind::AttachedCluster, "m1"), cluster_ref(ClusterKind::AttachedCluster, "m2")];
-        let p = plan(&f, |_| Some(view(true, Some("quickstart"))), &labelled, std::slice::from_ref(&f));
+        let labelled = [
+            cluster_ref(ClusterKind::AttachedCluster, "m1"),
+            cluster_ref(ClusterKind::AttachedCluster, "m2"),
+        ];
+        let p = plan(
+            &f,
+            |_| Some(view(true, Some("quickstart"))),
+            &labelled,
+            std::slice::from_ref(&f),
+        );
         assert!(p.add_label.is_empty());
-        assert_eq!(p.remove_label, vec![cluster_ref(ClusterKind::AttachedCluster, "m2")]);
+        assert_eq!(
+            p.remove_label,
+            vec![cluster_ref(ClusterKind::AttachedCluster, "m2")]
+        );
     }
 
     #[test]
@@ -166,7 +225,10 @@ mod tests {
         let fleets = [older.clone(), newer.clone()];
         // b got there first (it holds the label): b keeps it, a reports the conflict.
         let p_a = plan(&older, |_| Some(view(true, Some("b"))), &[], &fleets);
-        assert_eq!(p_a.members[0].reason.as_deref(), Some(reason::CLAIMED_BY_OTHER_FLEET));
+        assert_eq!(
+            p_a.members[0].reason.as_deref(),
+            Some(reason::CLAIMED_BY_OTHER_FLEET)
+        );
         assert!(p_a.add_label.is_empty());
         let p_b = plan(&newer, |_| Some(view(true, Some("b"))), &[], &fleets);
         assert!(p_b.members[0].ready);
@@ -181,7 +243,10 @@ mod tests {
         let p_new = plan(&newer, |_| Some(view(true, None)), &[], &fleets);
         assert_eq!(p_old.add_label.len(), 1);
         assert!(p_new.add_label.is_empty());
-        assert_eq!(p_new.members[0].reason.as_deref(), Some(reason::CLAIMED_BY_OTHER_FLEET));
+        assert_eq!(
+            p_new.members[0].reason.as_deref(),
+            Some(reason::CLAIMED_BY_OTHER_FLEET)
+        );
     }
 
     #[test]

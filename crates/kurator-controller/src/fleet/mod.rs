@@ -52,8 +52,13 @@ pub async fn reconcile(fleet: Arc<Fleet>, ctx: Arc<Context>) -> Result<Action, E
 
 async fn apply(fleet: &Fleet, namespace: &str, ctx: &Context) -> Result<Action, Error> {
     // dereference
-    let fleets: Vec<Arc<Fleet>> =
-        ctx.stores.fleets.state().into_iter().filter(|f| f.namespace().as_deref() == Some(namespace)).collect();
+    let fleets: Vec<Arc<Fleet>> = ctx
+        .stores
+        .fleets
+        .state()
+        .into_iter()
+        .filter(|f| f.namespace().as_deref() == Some(namespace))
+        .collect();
     let labelled = labelled_with(&fleet.name_any(), namespace, ctx);
     // build
     let plan = plan(fleet, |c| view(c, namespace, ctx), &labelled, &fleets);
@@ -74,7 +79,14 @@ async fn apply(fleet: &Fleet, namespace: &str, ctx: &Context) -> Result<Action, 
         if let Some(after) = after
             && before.is_none_or(|b| b.status != after.status || b.reason != after.reason)
         {
-            publish(ctx, fleet, after.status == conditions::TRUE, &after.reason, &after.message).await;
+            publish(
+                ctx,
+                fleet,
+                after.status == conditions::TRUE,
+                &after.reason,
+                &after.message,
+            )
+            .await;
         }
     }
     Ok(Action::await_change())
@@ -106,34 +118,66 @@ fn labelled_with(fleet: &str, namespace: &str, ctx: &Context) -> Vec<FleetCluste
             .collect()
     }
     let stores = &ctx.stores;
-    let mut all = collect(&stores.attached_clusters, ClusterKind::AttachedCluster, fleet, namespace);
-    all.extend(collect(&stores.clusters, ClusterKind::Cluster, fleet, namespace));
-    all.extend(collect(&stores.custom_clusters, ClusterKind::CustomCluster, fleet, namespace));
+    let mut all = collect(
+        &stores.attached_clusters,
+        ClusterKind::AttachedCluster,
+        fleet,
+        namespace,
+    );
+    all.extend(collect(
+        &stores.clusters,
+        ClusterKind::Cluster,
+        fleet,
+        namespace,
+    ));
+    all.extend(collect(
+        &stores.custom_clusters,
+        ClusterKind::CustomCluster,
+        fleet,
+        namespace,
+    ));
     all
 }
 
 /// How one listed cluster looks in the stores, whatever its kind.
 fn view(cluster: &FleetCluster, namespace: &str, ctx: &Context) -> Option<ClusterView> {
-    let label = |labels: &std::collections::BTreeMap<String, String>| labels.get(FLEET_NAME).cloned();
+    let label =
+        |labels: &std::collections::BTreeMap<String, String>| labels.get(FLEET_NAME).cloned();
     match cluster.kind {
         ClusterKind::AttachedCluster => {
-            let ac = ctx.stores.attached_clusters.get(&ObjectRef::new(&cluster.name).within(namespace))?;
+            let ac = ctx
+                .stores
+                .attached_clusters
+                .get(&ObjectRef::new(&cluster.name).within(namespace))?;
             let status = ac.status.clone().unwrap_or_default();
             let ready_condition = conditions::find(&status.conditions, conditions::READY);
             Some(ClusterView {
                 ready: status.ready,
-                reason: ready_condition.map_or(membership::reason::PENDING.into(), |c| c.reason.clone()),
+                reason: ready_condition
+                    .map_or(membership::reason::PENDING.into(), |c| c.reason.clone()),
                 message: ready_condition.map_or("not checked yet".into(), |c| c.message.clone()),
                 fleet_label: label(ac.labels()),
             })
         }
         ClusterKind::Cluster => {
-            let c = ctx.stores.clusters.get(&ObjectRef::new(&cluster.name).within(namespace))?;
-            Some(provisioned_view(c.status.as_ref().and_then(|s| s.phase.as_deref()), label(c.labels())))
+            let c = ctx
+                .stores
+                .clusters
+                .get(&ObjectRef::new(&cluster.name).within(namespace))?;
+            Some(provisioned_view(
+                c.status.as_ref().and_then(|s| s.phase.as_deref()),
+                label(c.labels()),
+            ))
         }
         ClusterKind::CustomCluster => {
-            let c = ctx.stores.custom_clusters.get(&ObjectRef::new(&cluster.name).within(namespace))?;
-            Some(provisioned_view(c.status.as_ref().and_then(|s| s.phase.as_deref()), label(c.labels())))
+            let c = ctx
+                .stores
+                .custom_clusters
+                .get(&ObjectRef::new(&cluster.name).within(namespace))?;
+            Some(provisioned_view(
+                c.status.as_ref().and_then(|s| s.phase.as_deref()),
+                label(c.labels()),
+            ))
         }
     }
 }
@@ -142,30 +186,54 @@ fn provisioned_view(phase: Option<&str>, fleet_label: Option<String>) -> Cluster
     let ready = phase == Some(PROVISIONED_READY_PHASE);
     ClusterView {
         ready,
-        reason: if ready { PROVISIONED_READY_PHASE.into() } else { membership::reason::PROVISIONING.into() },
+        reason: if ready {
+            PROVISIONED_READY_PHASE.into()
+        } else {
+            membership::reason::PROVISIONING.into()
+        },
         message: format!("phase {}", phase.unwrap_or("unknown")),
         fleet_label,
     }
 }
 
 /// Sets (or with `None` removes) the membership label on one cluster object.
-async fn set_label(ctx: &Context, namespace: &str, cluster: &FleetCluster, fleet: Option<&str>) -> Result<(), Error> {
+async fn set_label(
+    ctx: &Context,
+    namespace: &str,
+    cluster: &FleetCluster,
+    fleet: Option<&str>,
+) -> Result<(), Error> {
     match cluster.kind {
-        ClusterKind::AttachedCluster => patch_label::<AttachedCluster>(ctx, namespace, &cluster.name, fleet).await,
+        ClusterKind::AttachedCluster => {
+            patch_label::<AttachedCluster>(ctx, namespace, &cluster.name, fleet).await
+        }
         ClusterKind::Cluster => patch_label::<Cluster>(ctx, namespace, &cluster.name, fleet).await,
-        ClusterKind::CustomCluster => patch_label::<CustomCluster>(ctx, namespace, &cluster.name, fleet).await,
+        ClusterKind::CustomCluster => {
+            patch_label::<CustomCluster>(ctx, namespace, &cluster.name, fleet).await
+        }
     }
 }
 
 /// A merge patch of one label: the label is shared with users and other fleets, so we
 /// change only that key instead of owning the whole label set.
-async fn patch_label<K>(ctx: &Context, namespace: &str, name: &str, fleet: Option<&str>) -> Result<(), Error>
+async fn patch_label<K>(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    fleet: Option<&str>,
+) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let patch = serde_json::json!({ "metadata": { "labels": { FLEET_NAME: fleet } } });
-    match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         // Gone already: nothing to label or unlabel.
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -175,7 +243,11 @@ where
 
 async fn publish(ctx: &Context, fleet: &Fleet, ready: bool, reason: &str, message: &str) {
     let event = Event {
-        type_: if ready { EventType::Normal } else { EventType::Warning },
+        type_: if ready {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
         reason: reason.to_string(),
         note: Some(message.chars().take(1000).collect()),
         action: "Reconcile".into(),

@@ -35,36 +35,74 @@ pub fn build_status(fleet: &Fleet, plan: &Plan, now: Time) -> FleetStatus {
         .collect();
 
     let clusters_ready = if members.is_empty() {
-        Desired::new(reason::CLUSTERS_READY, true, reason::NO_CLUSTERS, "the fleet lists no clusters")
+        Desired::new(
+            reason::CLUSTERS_READY,
+            true,
+            reason::NO_CLUSTERS,
+            "the fleet lists no clusters",
+        )
     } else if unready.is_empty() {
-        Desired::new(reason::CLUSTERS_READY, true, reason::ALL_CLUSTERS_READY, format!("all {ready} clusters are ready"))
+        Desired::new(
+            reason::CLUSTERS_READY,
+            true,
+            reason::ALL_CLUSTERS_READY,
+            format!("all {ready} clusters are ready"),
+        )
     } else {
         Desired::new(
             reason::CLUSTERS_READY,
             false,
             reason::CLUSTERS_NOT_READY,
-            format!("{} of {} clusters not ready: {}", unready.len(), members.len(), describe(&unready)),
+            format!(
+                "{} of {} clusters not ready: {}",
+                unready.len(),
+                members.len(),
+                describe(&unready)
+            ),
         )
     };
     let conflict = if conflicts.is_empty() {
-        Desired::new(reason::MEMBERSHIP_CONFLICT, false, reason::NO_CONFLICT, "no cluster is claimed by another fleet")
+        Desired::new(
+            reason::MEMBERSHIP_CONFLICT,
+            false,
+            reason::NO_CONFLICT,
+            "no cluster is claimed by another fleet",
+        )
     } else {
         Desired::new(
             reason::MEMBERSHIP_CONFLICT,
             true,
             member_reason::CLAIMED_BY_OTHER_FLEET,
-            format!("clusters already in another fleet are left out: {}", describe(&conflicts)),
+            format!(
+                "clusters already in another fleet are left out: {}",
+                describe(&conflicts)
+            ),
         )
     };
     let ready_condition = if !conflicts.is_empty() {
-        Desired::new(conditions::READY, false, reason::MEMBERSHIP_CONFLICT, conflict.message.clone())
+        Desired::new(
+            conditions::READY,
+            false,
+            reason::MEMBERSHIP_CONFLICT,
+            conflict.message.clone(),
+        )
     } else {
-        Desired { type_: conditions::READY.into(), ..clusters_ready.clone() }
+        Desired {
+            type_: conditions::READY.into(),
+            ..clusters_ready.clone()
+        }
     };
     let is_ready = ready_condition.status == conditions::TRUE;
     let generation = fleet.metadata.generation;
     FleetStatus {
-        phase: Some(if is_ready { phase::READY } else { phase::RUNNING }.to_string()),
+        phase: Some(
+            if is_ready {
+                phase::READY
+            } else {
+                phase::RUNNING
+            }
+            .to_string(),
+        ),
         reason: Some(ready_condition.reason.clone()),
         ready_clusters: ready as i32,
         un_ready_clusters: unready.len() as i32,
@@ -122,7 +160,10 @@ mod tests {
 
     #[test]
     fn all_ready_is_phase_ready() {
-        let plan = Plan { members: vec![m("a", true, "Healthy"), m("b", true, "Healthy")], ..Default::default() };
+        let plan = Plan {
+            members: vec![m("a", true, "Healthy"), m("b", true, "Healthy")],
+            ..Default::default()
+        };
         let s = build_status(&Fleet::new("f", Default::default()), &plan, now());
         assert_eq!(s.phase.as_deref(), Some("Ready"));
         assert_eq!((s.ready_clusters, s.un_ready_clusters), (2, 0));
@@ -131,7 +172,10 @@ mod tests {
 
     #[test]
     fn unready_members_are_named_with_their_reason() {
-        let plan = Plan { members: vec![m("a", true, "Healthy"), m("b", false, "Unreachable")], ..Default::default() };
+        let plan = Plan {
+            members: vec![m("a", true, "Healthy"), m("b", false, "Unreachable")],
+            ..Default::default()
+        };
         let s = build_status(&Fleet::new("f", Default::default()), &plan, now());
         assert_eq!(s.phase.as_deref(), Some("Running"));
         let c = conditions::find(&s.conditions, reason::CLUSTERS_READY).unwrap();
@@ -141,17 +185,32 @@ mod tests {
 
     #[test]
     fn conflicts_make_the_fleet_unready_with_their_own_reason() {
-        let plan = Plan { members: vec![m("a", false, member_reason::CLAIMED_BY_OTHER_FLEET)], ..Default::default() };
+        let plan = Plan {
+            members: vec![m("a", false, member_reason::CLAIMED_BY_OTHER_FLEET)],
+            ..Default::default()
+        };
         let s = build_status(&Fleet::new("f", Default::default()), &plan, now());
         let ready = conditions::find(&s.conditions, "Ready").unwrap();
         assert_eq!(ready.reason, reason::MEMBERSHIP_CONFLICT);
-        assert!(conditions::is_true(&s.conditions, reason::MEMBERSHIP_CONFLICT));
+        assert!(conditions::is_true(
+            &s.conditions,
+            reason::MEMBERSHIP_CONFLICT
+        ));
     }
 
     #[test]
     fn long_lists_are_cut() {
-        let members: Vec<_> = (0..15).map(|i| m(&format!("c{i}"), false, "NotFound")).collect();
-        let s = build_status(&Fleet::new("f", Default::default()), &Plan { members, ..Default::default() }, now());
+        let members: Vec<_> = (0..15)
+            .map(|i| m(&format!("c{i}"), false, "NotFound"))
+            .collect();
+        let s = build_status(
+            &Fleet::new("f", Default::default()),
+            &Plan {
+                members,
+                ..Default::default()
+            },
+            now(),
+        );
         let c = conditions::find(&s.conditions, reason::CLUSTERS_READY).unwrap();
         assert!(c.message.ends_with("and 5 more"), "{}", c.message);
     }
