@@ -17,6 +17,17 @@
 //! env.members()[0].start().await?; // back, same URL and kubeconfig
 //! # Ok(()) }
 //! ```
+//!
+//! Environment variables:
+//! - `KURATOR_TESTENV_BIN_DIR`: prebuilt `etcd`, `kube-apiserver`, `kube-controller-manager`
+//!   (nothing is built).
+//! - `KURATOR_TESTENV_CACHE`: cache dir (default `$XDG_CACHE_HOME/kurator-testenv` or
+//!   `~/.cache/kurator-testenv`); `KURATOR_TESTENV_GO`: the `go` executable.
+//! - `KURATOR_TESTENV_KEEP=1`: keep state dirs (logs, certs, kubeconfigs) on drop.
+//!
+//! Layout of a state dir: `env.json`, `logs/<cluster>-<component>.log` (and `etcd.log`),
+//! `clusters/<name>/kubeconfig`, `clusters/<name>/certs/`, `etcd-data/`, `run/*.pid`
+//! (detached only).
 
 mod apiserver;
 mod binaries;

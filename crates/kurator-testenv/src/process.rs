@@ -360,3 +360,76 @@ pub(crate) fn free_port() -> Result<u16> {
         .map(|a| a.port())
         .map_err(|e| Error::io("reading local address of", "127.0.0.1:0", e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with_log(log: PathBuf) -> ProcessSpec {
+        ProcessSpec {
+            name: "x".into(),
+            program: "/bin/true".into(),
+            args: Vec::new(),
+            log,
+            pid_file: None,
+        }
+    }
+
+    #[test]
+    fn port_race_is_read_from_the_last_run_only() {
+        let dir = std::env::temp_dir().join(format!("kurator-testenv-unit-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let log = dir.join("x.log");
+        let proc = Proc::adopt(spec_with_log(log.clone()), 0);
+        fs::write(
+            &log,
+            "=== kurator-testenv: starting x\nE run.go:72] failed to listen on 127.0.0.1:1: \
+             bind: address already in use\n",
+        )
+        .expect("write");
+        assert!(lost_port_race(&proc));
+        fs::write(
+            &log,
+            "=== kurator-testenv: starting x\nbind: address already in use\n\
+             === kurator-testenv: starting x\nE some other failure\n",
+        )
+        .expect("write");
+        assert!(!lost_port_race(&proc));
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn pid_zero_is_never_alive_or_signalled() {
+        assert!(!pid_alive(0, None));
+        let mut proc = Proc::adopt(spec_with_log("/nonexistent.log".into()), 0);
+        assert!(!proc.is_running());
+        proc.kill_blocking(); // must not signal our own process group
+    }
+
+    #[test]
+    fn spawned_process_is_killed_and_reaped() {
+        let dir =
+            std::env::temp_dir().join(format!("kurator-testenv-unit2-{}", std::process::id()));
+        let spec = ProcessSpec {
+            name: "sleeper".into(),
+            program: "/bin/sleep".into(),
+            args: vec!["30".into()],
+            log: dir.join("sleeper.log"),
+            pid_file: None,
+        };
+        let mut proc = Proc::spawn(spec, false).expect("spawn");
+        assert!(proc.is_running());
+        assert!(pid_alive(
+            proc.pid,
+            Some(std::path::Path::new("/bin/sleep"))
+        ));
+        proc.kill_blocking();
+        assert!(!proc.is_running());
+        assert!(
+            fs::read_to_string(dir.join("sleeper.log"))
+                .expect("log")
+                .contains("starting sleeper")
+        );
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

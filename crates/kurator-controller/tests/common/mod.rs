@@ -1,0 +1,167 @@
+//! Harness: real control planes (host + members) and the controllers running in-process.
+
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    fmt::Debug,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    ByteString, NamespaceResourceScope,
+    api::core::v1::{Event, Secret},
+};
+use kube::{
+    Api, Client, Resource,
+    api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+use kurator_api::{
+    AttachedCluster,
+    cluster::{AttachedClusterSpec, SecretKeyRef},
+};
+use kurator_controller::{Settings, metrics::Metrics, runtime};
+use kurator_testenv::TestEnv;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::oneshot;
+
+pub const NS: &str = "default";
+
+pub struct Harness {
+    pub env: TestEnv,
+    pub client: Client,
+    stop: Option<oneshot::Sender<()>>,
+    controller: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    /// A host with `members` member clusters and the controllers, health-checking every
+    /// `health_interval`.
+    pub async fn start(members: usize, health_interval: Duration) -> Harness {
+        let env = TestEnv::builder()
+            .members(members)
+            .crds(vec![kurator_api::crds::all_yaml()])
+            .start()
+            .await
+            .expect("test environment starts");
+        let client = env.host().client().await.expect("host client");
+        let settings =
+            Settings { health_interval, probe_timeout: Duration::from_secs(3), ..Default::default() };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let controller = tokio::spawn(runtime::run(client.clone(), settings, Arc::new(Metrics::default()), async {
+            let _ = stopped.await;
+        }));
+        Harness { env, client, stop: Some(stop), controller: Some(controller) }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    /// Kubeconfig Secret `name` holding `kubeconfig` under `key`.
+    pub async fn put_secret(&self, name: &str, key: &str, kubeconfig: &str) {
+        let secret = Secret {
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            data: Some(BTreeMap::from([(key.to_string(), ByteString(kubeconfig.as_bytes().to_vec()))])),
+            ..Default::default()
+        };
+        apply(&self.api::<Secret>(), name, &secret).await;
+    }
+
+    /// An AttachedCluster named `name` for member `member` (1-based), Secret and all.
+    pub async fn attach_member(&self, name: &str, member: usize) {
+        let kubeconfig = self.env.members()[member - 1].kubeconfig_yaml();
+        self.put_secret(name, "value", &kubeconfig).await;
+        self.create_attached(name, name, "value").await;
+    }
+
+    pub async fn create_attached(&self, name: &str, secret: &str, key: &str) {
+        let ac = AttachedCluster::new(
+            name,
+            AttachedClusterSpec { kubeconfig: SecretKeyRef { name: secret.into(), key: key.into() } },
+        );
+        self.api::<AttachedCluster>().create(&PostParams::default(), &ac).await.expect("create AttachedCluster");
+    }
+
+    /// Events recorded about objects named `name`, as text.
+    pub async fn events_about(&self, name: &str) -> String {
+        let events = self.api::<Event>().list(&ListParams::default()).await.expect("list events");
+        events
+            .items
+            .iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .map(|e| format!("{:?} {:?}\n", e.reason, e.message))
+            .collect()
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.controller.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(task) = self.controller.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Server-side apply of a typed object (field manager `test`).
+pub async fn apply<K>(api: &Api<K>, name: &str, obj: &K)
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let mut value = serde_json::to_value(obj).expect("serialisable");
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&value)).await.expect("apply");
+}
+
+/// Polls `name` until `check` holds, or panics after `timeout` showing the last state seen.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, timeout: Duration, check: impl Fn(&K) -> bool) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Serialize,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Some(obj) = api.get_opt(name).await.expect("get") {
+            if check(&obj) {
+                return obj;
+            }
+            last = Some(obj);
+        }
+        if Instant::now() > deadline {
+            let shown = last.map(|o| serde_saphyr::to_string(&o).unwrap_or_default());
+            panic!("{name}: condition not met within {timeout:?}; last seen:\n{}", shown.unwrap_or("<absent>".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls until `name` no longer exists.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let deadline = Instant::now() + timeout;
+    while api.get_opt(name).await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "{name} still exists after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reason of the `Ready` condition.
+pub fn ready_reason(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<String> {
+    kurator_api::conditions::find(conditions, "Ready").map(|c| c.reason.clone())
+}
