@@ -3,6 +3,9 @@
 //!
 //! Types only: nothing in this crate does network I/O.
 
+// Several `printcolumn(type_ = ...)` entries in one `#[kube]` attribute trip this lint.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod apps;
 pub mod cluster;
 pub mod conditions;

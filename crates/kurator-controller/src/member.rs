@@ -41,10 +41,14 @@ pub enum ProbeError {
     Forbidden(String),
 }
 
-/// Member clients, keyed by kubeconfig Secret and key, rebuilt when the Secret changes.
+/// Namespace, Secret name and key of a kubeconfig.
+type SecretKey = (String, String, String);
+
+/// Member clients, keyed by kubeconfig Secret and key, rebuilt when the Secret's
+/// resourceVersion changes.
 #[derive(Default)]
 pub struct MemberClients {
-    cache: Mutex<HashMap<(String, String, String), (String, Client)>>,
+    cache: Mutex<HashMap<SecretKey, (String, Client)>>,
 }
 
 impl MemberClients {

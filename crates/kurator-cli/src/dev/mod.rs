@@ -43,6 +43,8 @@ pub enum DevCommand {
     },
     /// Stop everything and remove the playground's state.
     Down,
+    /// Build (once) and cache the etcd and Kubernetes binaries the playground and tests use.
+    Prepare,
     /// Say what runs where.
     Status,
     /// Print shell exports for the playground's kubeconfigs.
@@ -69,6 +71,15 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
         DevCommand::Down => down(&state),
         DevCommand::Status => status(&state).await,
         DevCommand::Env => print_env(&state),
+        DevCommand::Prepare => {
+            let started = std::time::Instant::now();
+            let bins = tokio::task::spawn_blocking(kurator_testenv::ensure_binaries).await??;
+            println!("etcd:                    {}", bins.etcd.display());
+            println!("kube-apiserver:          {}", bins.kube_apiserver.display());
+            println!("kube-controller-manager: {}", bins.kube_controller_manager.display());
+            println!("ready in {:.1}s", started.elapsed().as_secs_f64());
+            Ok(())
+        }
     }
 }
 
@@ -139,12 +150,14 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
         tables::fleets(std::slice::from_ref(&fleet), false, false, Timestamp::now())
     );
     println!();
+    // The repository's ./kurator wrapper sets KURATOR_CMD so the hints can be pasted as is.
+    let cmd = std::env::var("KURATOR_CMD").unwrap_or_else(|_| "kurator".into());
     println!("Next:");
-    println!("  eval \"$(kurator dev env)\"        # point kubectl and kurator at the host");
-    println!("  kurator get clusters             # READY, VERSION, FLEET of each member");
-    println!("  kurator get fleets -o wide       # phase and unready members");
-    println!("  kurator dev status               # what runs where");
-    println!("  kurator dev down                 # stop everything");
+    println!("  eval \"$({cmd} dev env)\"   # KUBECONFIG (host) and KURATOR_MEMBER{{1,2}}_KUBECONFIG");
+    println!("  {cmd} get clusters        # READY, VERSION, FLEET of each member");
+    println!("  {cmd} get fleets -o wide  # phase, reason and unready members");
+    println!("  {cmd} dev status          # what runs where");
+    println!("  {cmd} dev down            # stop everything and remove the state");
     Ok(())
 }
 
