@@ -76,7 +76,10 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
             let bins = tokio::task::spawn_blocking(kurator_testenv::ensure_binaries).await??;
             println!("etcd:                    {}", bins.etcd.display());
             println!("kube-apiserver:          {}", bins.kube_apiserver.display());
-            println!("kube-controller-manager: {}", bins.kube_controller_manager.display());
+            println!(
+                "kube-controller-manager: {}",
+                bins.kube_controller_manager.display()
+            );
             println!("ready in {:.1}s", started.elapsed().as_secs_f64());
             Ok(())
         }
@@ -153,7 +156,9 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
     // The repository's ./kurator wrapper sets KURATOR_CMD so the hints can be pasted as is.
     let cmd = std::env::var("KURATOR_CMD").unwrap_or_else(|_| "kurator".into());
     println!("Next:");
-    println!("  eval \"$({cmd} dev env)\"   # KUBECONFIG (host) and KURATOR_MEMBER{{1,2}}_KUBECONFIG");
+    println!(
+        "  eval \"$({cmd} dev env)\"   # KUBECONFIG (host) and KURATOR_MEMBER{{1,2}}_KUBECONFIG"
+    );
     println!("  {cmd} get clusters        # READY, VERSION, FLEET of each member");
     println!("  {cmd} get fleets -o wide  # phase, reason and unready members");
     println!("  {cmd} dev status          # what runs where");

@@ -46,13 +46,26 @@ impl Harness {
             .await
             .expect("test environment starts");
         let client = env.host().client().await.expect("host client");
-        let settings =
-            Settings { health_interval, probe_timeout: Duration::from_secs(3), ..Default::default() };
+        let settings = Settings {
+            health_interval,
+            probe_timeout: Duration::from_secs(3),
+            ..Default::default()
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let controller = tokio::spawn(runtime::run(client.clone(), settings, Arc::new(Metrics::default()), async {
-            let _ = stopped.await;
-        }));
-        Harness { env, client, stop: Some(stop), controller: Some(controller) }
+        let controller = tokio::spawn(runtime::run(
+            client.clone(),
+            settings,
+            Arc::new(Metrics::default()),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Harness {
+            env,
+            client,
+            stop: Some(stop),
+            controller: Some(controller),
+        }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -65,8 +78,14 @@ impl Harness {
     /// Kubeconfig Secret `name` holding `kubeconfig` under `key`.
     pub async fn put_secret(&self, name: &str, key: &str, kubeconfig: &str) {
         let secret = Secret {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-            data: Some(BTreeMap::from([(key.to_string(), ByteString(kubeconfig.as_bytes().to_vec()))])),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                key.to_string(),
+                ByteString(kubeconfig.as_bytes().to_vec()),
+            )])),
             ..Default::default()
         };
         apply(&self.api::<Secret>(), name, &secret).await;
@@ -82,14 +101,26 @@ impl Harness {
     pub async fn create_attached(&self, name: &str, secret: &str, key: &str) {
         let ac = AttachedCluster::new(
             name,
-            AttachedClusterSpec { kubeconfig: SecretKeyRef { name: secret.into(), key: key.into() } },
+            AttachedClusterSpec {
+                kubeconfig: SecretKeyRef {
+                    name: secret.into(),
+                    key: key.into(),
+                },
+            },
         );
-        self.api::<AttachedCluster>().create(&PostParams::default(), &ac).await.expect("create AttachedCluster");
+        self.api::<AttachedCluster>()
+            .create(&PostParams::default(), &ac)
+            .await
+            .expect("create AttachedCluster");
     }
 
     /// Events recorded about objects named `name`, as text.
     pub async fn events_about(&self, name: &str) -> String {
-        let events = self.api::<Event>().list(&ListParams::default()).await.expect("list events");
+        let events = self
+            .api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .expect("list events");
         events
             .items
             .iter()
@@ -124,11 +155,22 @@ where
     let mut value = serde_json::to_value(obj).expect("serialisable");
     value["apiVersion"] = K::api_version(&()).into();
     value["kind"] = K::kind(&()).into();
-    api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&value)).await.expect("apply");
+    api.patch(
+        name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .expect("apply");
 }
 
 /// Polls `name` until `check` holds, or panics after `timeout` showing the last state seen.
-pub async fn wait_for<K>(api: &Api<K>, name: &str, timeout: Duration, check: impl Fn(&K) -> bool) -> K
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    check: impl Fn(&K) -> bool,
+) -> K
 where
     K: Resource + Clone + DeserializeOwned + Debug + Serialize,
 {
@@ -143,7 +185,10 @@ where
         }
         if Instant::now() > deadline {
             let shown = last.map(|o| serde_saphyr::to_string(&o).unwrap_or_default());
-            panic!("{name}: condition not met within {timeout:?}; last seen:\n{}", shown.unwrap_or("<absent>".into()));
+            panic!(
+                "{name}: condition not met within {timeout:?}; last seen:\n{}",
+                shown.unwrap_or("<absent>".into())
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -156,12 +201,17 @@ where
 {
     let deadline = Instant::now() + timeout;
     while api.get_opt(name).await.expect("get").is_some() {
-        assert!(Instant::now() < deadline, "{name} still exists after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{name} still exists after {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Reason of the `Ready` condition.
-pub fn ready_reason(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<String> {
+pub fn ready_reason(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<String> {
     kurator_api::conditions::find(conditions, "Ready").map(|c| c.reason.clone())
 }

@@ -1,0 +1,296 @@
+//! The `kurator` binary as a user runs it: the playground, and the controller process with
+//! its endpoints and leader election.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+const KURATOR: &str = env!("CARGO_BIN_EXE_kurator");
+
+fn kurator(dev_dir: &Path, args: &[&str]) -> Output {
+    Command::new(KURATOR)
+        .args(args)
+        .env("KURATOR_DEV_DIR", dev_dir)
+        .output()
+        .expect("kurator runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn playground_up_twice_env_status_get_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("dev");
+    // Stops the playground even when an assertion fails.
+    struct Down<'a>(&'a Path);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = kurator(self.0, &["dev", "down"]);
+        }
+    }
+    let _down = Down(&dev);
+
+    let up = kurator(&dev, &["dev", "up"]);
+    let up_text = text(&up);
+    assert!(up.status.success(), "{up_text}");
+    assert!(
+        up_text.contains("Fleet quickstart is ready: 2/2 clusters."),
+        "{up_text}"
+    );
+    assert!(up_text.contains("quickstart  Ready  2/2"), "{up_text}");
+
+    let again = kurator(&dev, &["dev", "up"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("Playground already running"),
+        "{}",
+        text(&again)
+    );
+
+    let env = text(&kurator(&dev, &["dev", "env"]));
+    let exports: Vec<(&str, &str)> = env
+        .lines()
+        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+        .collect();
+    let names: Vec<&str> = exports.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        names,
+        [
+            "KUBECONFIG",
+            "KURATOR_MEMBER1_KUBECONFIG",
+            "KURATOR_MEMBER2_KUBECONFIG"
+        ]
+    );
+    for (_, path) in &exports {
+        assert!(Path::new(path).exists(), "{path} missing");
+    }
+
+    let status = kurator(&dev, &["dev", "status"]);
+    assert!(status.status.success(), "{}", text(&status));
+    for expected in [
+        "host     running",
+        "member1  running",
+        "member2  running",
+        "controller running",
+    ] {
+        assert!(text(&status).contains(expected), "{}", text(&status));
+    }
+
+    let host = exports[0].1;
+    let clusters = Command::new(KURATOR)
+        .args(["get", "clusters", "--kubeconfig", host])
+        .output()
+        .unwrap();
+    let clusters = text(&clusters);
+    assert!(
+        clusters.starts_with("NAME             READY  VERSION  FLEET       AGE"),
+        "{clusters}"
+    );
+    assert!(
+        clusters.contains("kurator-member1  true   v1.35.4  quickstart"),
+        "{clusters}"
+    );
+    let json = Command::new(KURATOR)
+        .args(["get", "fleets", "-o", "json", "--kubeconfig", host])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&json.stdout).expect("-o json is JSON");
+    assert_eq!(list["items"][0]["status"]["readyClusters"], 2);
+
+    let down = kurator(&dev, &["dev", "down"]);
+    assert!(
+        text(&down).contains("Playground stopped"),
+        "{}",
+        text(&down)
+    );
+    assert!(!dev.exists(), "state removed");
+    let status = kurator(&dev, &["dev", "status"]);
+    assert!(text(&status).contains("No playground running"));
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET; returns (status code, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        code,
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; logs:\n{}",
+            all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+thread_local! {
+    static LOGS: std::cell::RefCell<Vec<std::path::PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn all_logs() -> String {
+    LOGS.with(|l| {
+        l.borrow()
+            .iter()
+            .map(|p| {
+                format!(
+                    "--- {}\n{}",
+                    p.display(),
+                    std::fs::read_to_string(p).unwrap_or_default()
+                )
+            })
+            .collect()
+    })
+}
+
+struct Controller {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Controller {
+    fn start(kubeconfig: &Path, log: std::path::PathBuf) -> Controller {
+        let port = free_port();
+        let file = std::fs::File::create(&log).unwrap();
+        LOGS.with(|l| l.borrow_mut().push(log.clone()));
+        let child = Command::new(KURATOR)
+            .args([
+                "controller",
+                "--lease-namespace",
+                "default",
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Controller { child, port, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn controller_endpoints_and_leader_election() {
+    kurator_cli::install_crypto_provider();
+    let env = kurator_testenv::TestEnv::builder()
+        .members(1)
+        .crds(vec![kurator_api::crds::all_yaml()])
+        .start()
+        .await
+        .expect("control planes");
+    let host = env.host().kubeconfig_path().to_path_buf();
+    let logs = tempfile::tempdir().unwrap();
+
+    let mut first = Controller::start(&host, logs.path().join("first.log"));
+    wait_until(Duration::from_secs(30), "first /readyz", || {
+        http_get(first.port, "/readyz").is_some_and(|r| r.0 == 200)
+    });
+    assert_eq!(http_get(first.port, "/healthz").map(|r| r.0), Some(200));
+    wait_until(Duration::from_secs(30), "first to lead", || {
+        first.log().contains("leading")
+    });
+    assert!(!first.log().contains("ERROR"), "{}", first.log());
+
+    // Work for the controller, seen in its metrics.
+    let client = env.host().client().await.unwrap();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: m1}}\nstringData:\n  value: |\n{}",
+        env.members()[0]
+            .kubeconfig_yaml()
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
+    let objects = kurator_cli::manifest::parse(&yaml).unwrap();
+    kurator_cli::manifest::apply(&client, &objects, "default")
+        .await
+        .unwrap();
+    let ac = kurator_cli::manifest::parse(
+        "apiVersion: cluster.kurator.dev/v1alpha1\nkind: AttachedCluster\nmetadata: {name: m1}\nspec:\n  kubeconfig: {name: m1}\n",
+    )
+    .unwrap();
+    kurator_cli::manifest::apply(&client, &ac, "default")
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "reconcile metrics", || {
+        http_get(first.port, "/metrics").is_some_and(|(_, body)| {
+            body.contains(
+                "kurator_reconcile_duration_seconds_count{controller=\"attachedcluster\"}",
+            )
+        })
+    });
+    let metrics = http_get(first.port, "/metrics").unwrap().1;
+    assert!(
+        metrics.contains("kurator_reconcile_total{controller=\"attachedcluster\"}"),
+        "{metrics}"
+    );
+
+    // A second replica stands by (ready, not leading) until the first is gone.
+    let second = Controller::start(&host, logs.path().join("second.log"));
+    wait_until(Duration::from_secs(30), "second /readyz", || {
+        http_get(second.port, "/readyz").is_some_and(|r| r.0 == 200)
+    });
+    wait_until(Duration::from_secs(10), "second to wait", || {
+        second.log().contains("waiting for the leader lease")
+    });
+    assert!(
+        !second.log().contains("leading"),
+        "two leaders:\n{}",
+        second.log()
+    );
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let killed = Instant::now();
+    wait_until(Duration::from_secs(60), "second to take over", || {
+        second.log().contains("leading")
+    });
+    eprintln!(
+        "standby took over {:?} after the leader was killed",
+        killed.elapsed()
+    );
+}
