@@ -92,10 +92,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         probe_timeout: args.probe_timeout,
         concurrency: args.concurrency,
     };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        info!("shutting down");
-    };
+    let shutdown = shutdown_signal();
     if !args.leader_elect {
         health.ready.store(true, Ordering::Relaxed);
         runtime::run(client, settings, metrics, shutdown).await;
@@ -137,6 +134,23 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     }
     lease_task.abort();
     Ok(())
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the controller");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    info!("shutting down");
 }
 
 fn hostname() -> String {

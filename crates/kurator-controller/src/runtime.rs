@@ -3,7 +3,11 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use futures::{FutureExt, StreamExt, future::BoxFuture};
+use futures::{
+    FutureExt, StreamExt,
+    channel::mpsc::{self, UnboundedSender},
+    future::BoxFuture,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -62,16 +66,29 @@ where
     }
 
     /// The task that drives the watch and feeds the store and the subscribers.
-    fn watch(self, api: Api<K>) -> BoxFuture<'static, ()> {
+    /// Shared subscriptions carry only applied objects, so deletions are handed to
+    /// `on_delete` here instead.
+    fn watch(self, api: Api<K>, on_delete: impl Fn(&K) + Send + 'static) -> BoxFuture<'static, ()> {
         watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .reflect_shared(self.writer)
-            .for_each(|event| async move {
-                if let Err(e) = event {
-                    warn!(kind = %K::kind(&()), error = %e, "watch error, retrying");
+            .for_each(move |event| {
+                match event {
+                    Ok(watcher::Event::Delete(obj)) => on_delete(&obj),
+                    Ok(_) => {}
+                    Err(e) => warn!(kind = %K::kind(&()), error = %e, "watch error, retrying"),
                 }
+                futures::future::ready(())
             })
             .boxed()
+    }
+}
+
+/// Queues reconciles of `refs` through a controller's `reconcile_on` channel.
+fn send_all<R>(tx: &UnboundedSender<R>, refs: impl IntoIterator<Item = R>) {
+    for r in refs {
+        // The receiver lives as long as its controller; after that nothing needs the event.
+        let _ = tx.unbounded_send(r);
     }
 }
 
@@ -106,12 +123,17 @@ pub async fn run(
         .debounce(Duration::from_millis(50));
     let shutdown = Box::pin(shutdown).shared();
 
+    // Deletions reach the controllers through these (see `Shared::watch`).
+    let (fleet_tx, fleet_rx) = mpsc::unbounded();
+    let (ac_tx, ac_rx) = mpsc::unbounded();
+
     let ac_store = stores.attached_clusters.clone();
     let cluster_controller = Controller::for_shared_stream(attached.subscribe(), ac_store.clone())
         .with_config(config.clone())
         .watches_shared_stream(secrets.subscribe(), move |secret| {
             cluster::clusters_using_secret(&ac_store, &secret)
         })
+        .reconcile_on(ac_rx)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             cluster::reconcile,
@@ -137,6 +159,7 @@ pub async fn run(
         .watches_shared_stream(custom.subscribe(), move |c| {
             map_cluster(&f3, ClusterKind::CustomCluster, c.as_ref())
         })
+        .reconcile_on(fleet_rx)
         .graceful_shutdown_on(shutdown)
         .run(
             fleet::reconcile,
@@ -147,11 +170,23 @@ pub async fn run(
 
     // The watches run until the controllers stop; the controllers wait for the stores.
     let watches = futures::future::join5(
-        attached.watch(Api::all(client.clone())),
-        clusters.watch(Api::all(client.clone())),
-        custom.watch(Api::all(client.clone())),
-        fleets.watch(Api::all(client.clone())),
-        secrets.watch(Api::all(client.clone())),
+        attached.watch(Api::all(client.clone()), {
+            let (fleets, tx) = (stores.fleets.clone(), fleet_tx.clone());
+            move |c| send_all(&tx, map_cluster(&fleets, ClusterKind::AttachedCluster, c))
+        }),
+        clusters.watch(Api::all(client.clone()), {
+            let (fleets, tx) = (stores.fleets.clone(), fleet_tx.clone());
+            move |c| send_all(&tx, map_cluster(&fleets, ClusterKind::Cluster, c))
+        }),
+        custom.watch(Api::all(client.clone()), {
+            let (fleets, tx) = (stores.fleets.clone(), fleet_tx);
+            move |c| send_all(&tx, map_cluster(&fleets, ClusterKind::CustomCluster, c))
+        }),
+        fleets.watch(Api::all(client.clone()), |_| {}),
+        secrets.watch(Api::all(client.clone()), {
+            let acs = stores.attached_clusters.clone();
+            move |secret| send_all(&ac_tx, cluster::clusters_using_secret(&acs, secret))
+        }),
     );
     // Controllers are polled from the start so the shared watches never wait on a full
     // subscriber buffer; each reconcile waits for every store's first list instead.

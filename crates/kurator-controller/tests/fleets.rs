@@ -262,5 +262,44 @@ async fn cluster_and_custom_cluster_members_follow_their_phase() {
         label(&customs.get("vms").await.unwrap()).as_deref(),
         Some("mixed")
     );
+
+    // A member deleted behind the fleet's back is reported missing.
+    customs
+        .delete("vms", &DeleteParams::default())
+        .await
+        .unwrap();
+    let f = wait_for(&fleets, "mixed", WAIT, |f| {
+        counts(f) == Some((1, 1, "Running".into()))
+    })
+    .await;
+    assert!(
+        condition(&f, "ClustersReady")
+            .unwrap()
+            .2
+            .contains("vms (NotFound")
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn controllers_survive_a_host_api_server_restart() {
+    let h = Harness::start(1, Duration::from_secs(5)).await;
+    let fleets: Api<Fleet> = h.api();
+    h.attach_member("m1", 1).await;
+    apply(&fleets, "f", &Fleet::new("f", attached(&["m1"]))).await;
+    wait_for(&fleets, "f", WAIT, |f| {
+        counts(f) == Some((1, 0, "Ready".into()))
+    })
+    .await;
+
+    h.env.host().stop().await.expect("stop host");
+    h.env.host().start().await.expect("start host");
+
+    // New work after the restart is picked up by the same controller instance.
+    apply(&fleets, "f", &Fleet::new("f", attached(&["m1", "ghost"]))).await;
+    wait_for(&fleets, "f", Duration::from_secs(60), |f| {
+        counts(f) == Some((1, 1, "Running".into()))
+    })
+    .await;
     h.shutdown().await;
 }

@@ -22,7 +22,7 @@ use kurator_api::{
     AttachedCluster, Cluster, CustomCluster, Fleet,
     cluster::PROVISIONED_READY_PHASE,
     conditions,
-    fleet::{ClusterKind, FleetCluster},
+    fleet::{ClusterKind, FleetCluster, FleetStatus, phase},
     labels::{FLEET_FINALIZER, FLEET_NAME},
 };
 use serde::de::DeserializeOwned;
@@ -94,6 +94,14 @@ async fn apply(fleet: &Fleet, namespace: &str, ctx: &Context) -> Result<Action, 
 
 /// Removes the membership label from every cluster this fleet labelled.
 async fn cleanup(fleet: &Fleet, namespace: &str, ctx: &Context) -> Result<Action, Error> {
+    let api: Api<Fleet> = Api::namespaced(ctx.client.clone(), namespace);
+    let previous = fleet.status.as_ref();
+    let terminating = FleetStatus {
+        phase: Some(phase::TERMINATING.into()),
+        reason: Some(phase::TERMINATING.into()),
+        ..previous.cloned().unwrap_or_default()
+    };
+    apply_status(&api, fleet, previous, &terminating).await?;
     for cluster in labelled_with(&fleet.name_any(), namespace, ctx) {
         set_label(ctx, namespace, &cluster, None).await?;
     }
