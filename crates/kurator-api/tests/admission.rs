@@ -53,14 +53,20 @@ async fn create(client: &kube::Client, yaml: &str) -> Result<DynamicObject, kube
     api.create(&PostParams::default(), &obj).await
 }
 
-#[tokio::test]
-async fn brief_manifests_accepted_and_invalid_corpus_rejected() {
+/// A host API server with our CRDs; keep the env alive as long as the client is used.
+async fn host_with_crds() -> (TestEnv, kube::Client) {
     let env = TestEnv::builder()
         .crds(vec![kurator_api::crds::all_yaml()])
         .start()
         .await
         .expect("control plane");
     let client = env.host().client().await.expect("client");
+    (env, client)
+}
+
+#[tokio::test]
+async fn brief_manifests_accepted_and_invalid_corpus_rejected() {
+    let (_env, client) = host_with_crds().await;
 
     for (path, yaml) in fixtures("seed") {
         if let Err(e) = create(&client, &yaml).await {
@@ -93,12 +99,7 @@ async fn brief_manifests_accepted_and_invalid_corpus_rejected() {
 
 #[tokio::test]
 async fn defaults_match_upstream() {
-    let env = TestEnv::builder()
-        .crds(vec![kurator_api::crds::all_yaml()])
-        .start()
-        .await
-        .expect("control plane");
-    let client = env.host().client().await.expect("client");
+    let (_env, client) = host_with_crds().await;
     let created = create(
         &client,
         "apiVersion: fleet.kurator.dev/v1alpha1\nkind: Fleet\nmetadata: {name: defaults}\nspec:\n  clusters: [{name: m1}]\n  plugin:\n    policy:\n      kyverno:\n        podSecurity: {}\n",
