@@ -97,7 +97,8 @@ async fn kubeconfig_problems_become_reasons_and_secret_changes_are_seen_at_once(
 
 #[tokio::test]
 async fn member_outage_and_recovery() {
-    let h = Harness::start(1, Duration::from_secs(2)).await;
+    // The default health interval: the promise is "Ready=False within 60 s" as shipped.
+    let h = Harness::start(1, kurator_controller::Settings::default().health_interval).await;
     let acs: Api<AttachedCluster> = h.api();
     h.attach_member("m1", 1).await;
     wait_for(&acs, "m1", Duration::from_secs(30), |ac| {
@@ -107,12 +108,10 @@ async fn member_outage_and_recovery() {
 
     let member = &h.env.members()[0];
     member.stop().await.expect("stop member1");
-    let down_at = Instant::now();
     let ac = wait_for(&acs, "m1", Duration::from_secs(60), |ac| {
         reason_is(ac, "Unreachable")
     })
     .await;
-    eprintln!("outage noticed after {:?}", down_at.elapsed());
     let status = ac.status.unwrap();
     assert!(!status.ready);
     assert_eq!(
@@ -122,11 +121,9 @@ async fn member_outage_and_recovery() {
     );
 
     member.start().await.expect("restart member1");
-    let up_at = Instant::now();
     wait_for(&acs, "m1", Duration::from_secs(60), |ac| {
         reason_is(ac, "Healthy")
     })
     .await;
-    eprintln!("recovery noticed after {:?}", up_at.elapsed());
     h.shutdown().await;
 }
