@@ -3,8 +3,13 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
-use kube::{Api, Client, Resource, api::ListParams};
+use kube::{
+    Api, Client, Resource,
+    api::ListParams,
+    runtime::{WatchStreamExt, watcher},
+};
 use kurator_api::{AttachedCluster, Fleet};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -23,6 +28,9 @@ pub struct GetArgs {
     /// Output format.
     #[arg(short, long, value_enum)]
     pub output: Option<Output>,
+    /// After the first listing, print the table again whenever it changes.
+    #[arg(short, long)]
+    pub watch: bool,
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 }
@@ -44,22 +52,74 @@ pub enum Output {
 
 pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let client = crate::client(args.kubeconfig.as_ref()).await?;
+    let mut shown = render(&client, &args).await?;
+    print!("{shown}");
+    if !args.watch {
+        return Ok(());
+    }
+    let mut changes = match args.what {
+        What::Clusters => changes(api::<AttachedCluster>(&client, &args)),
+        What::Fleets => changes(api::<Fleet>(&client, &args)),
+    };
+    while changes.next().await.is_some() {
+        let text = render(&client, &args).await?;
+        if text != shown {
+            println!();
+            print!("{text}");
+            shown = text;
+        }
+    }
+    Ok(())
+}
+
+/// The listing as the chosen output format.
+async fn render(client: &Client, args: &GetArgs) -> anyhow::Result<String> {
     let now = Timestamp::now();
     let wide = args.output == Some(Output::Wide);
-    let text = match args.what {
+    Ok(match args.what {
         What::Clusters => {
-            let items = list::<AttachedCluster>(&client, &args).await?;
+            let items = list::<AttachedCluster>(client, args).await?;
             structured(&items, args.output)?
                 .unwrap_or_else(|| tables::clusters(&items, args.all_namespaces, wide, now))
         }
         What::Fleets => {
-            let items = list::<Fleet>(&client, &args).await?;
+            let items = list::<Fleet>(client, args).await?;
             structured(&items, args.output)?
                 .unwrap_or_else(|| tables::fleets(&items, args.all_namespaces, wide, now))
         }
-    };
-    print!("{text}");
-    Ok(())
+    })
+}
+
+/// One item per change of any listed object (watch errors are retried with backoff).
+fn changes<K>(api: Api<K>) -> futures::stream::BoxStream<'static, ()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(|event| async move {
+            matches!(
+                event,
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))
+            )
+            .then_some(())
+        })
+        .boxed()
+}
+
+fn api<K>(client: &Client, args: &GetArgs) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    if args.all_namespaces {
+        Api::all(client.clone())
+    } else {
+        let ns = args
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        Api::namespaced(client.clone(), &ns)
+    }
 }
 
 async fn list<K>(client: &Client, args: &GetArgs) -> anyhow::Result<Vec<K>>
@@ -69,16 +129,10 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let api: Api<K> = if args.all_namespaces {
-        Api::all(client.clone())
-    } else {
-        let ns = args
-            .namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_string());
-        Api::namespaced(client.clone(), &ns)
-    };
-    let mut items = api.list(&ListParams::default()).await?.items;
+    let mut items = api::<K>(client, args)
+        .list(&ListParams::default())
+        .await?
+        .items;
     items.sort_by_key(|o| (o.meta().namespace.clone(), o.meta().name.clone()));
     Ok(items)
 }

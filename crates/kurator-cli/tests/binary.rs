@@ -107,6 +107,46 @@ fn playground_up_twice_env_status_get_down() {
     let list: serde_json::Value = serde_json::from_slice(&json.stdout).expect("-o json is JSON");
     assert_eq!(list["items"][0]["status"]["readyClusters"], 2);
 
+    // --watch prints the table again when the fleet changes.
+    let mut watch = Command::new(KURATOR)
+        .args(["get", "fleets", "--watch", "--kubeconfig", host])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let first = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("first table");
+    assert!(first.starts_with("NAME"), "{first}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = kurator_cli::client(Some(&std::path::PathBuf::from(host))).await.unwrap();
+        let fleet = "apiVersion: fleet.kurator.dev/v1alpha1\nkind: Fleet\nmetadata: {name: quickstart, namespace: default}\nspec:\n  clusters:\n  - {name: kurator-member1, kind: AttachedCluster}\n  - {name: kurator-member2, kind: AttachedCluster}\n  - {name: ghost, kind: AttachedCluster}\n";
+        let objects = kurator_cli::manifest::parse(fleet).unwrap();
+        kurator_cli::manifest::apply(&client, &objects, "default").await.unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("watch shows the change");
+        if line.starts_with("quickstart  Running  2/3") {
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+
     let down = kurator(&dev, &["dev", "down"]);
     assert!(
         text(&down).contains("Playground stopped"),
