@@ -234,7 +234,11 @@ impl Controller {
             ])
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .env("RUST_LOG", "info")
+            // Debug level: the key-material check below covers what kube and the controller log.
+            .env(
+                "RUST_LOG",
+                "debug,hyper=info,hyper_util=info,h2=info,rustls=info,tower=info",
+            )
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -274,7 +278,7 @@ async fn controller_endpoints_and_leader_election() {
     wait_until(Duration::from_secs(30), "first to lead", || {
         first.log().contains("leading")
     });
-    assert!(!first.log().contains("ERROR"), "{}", first.log());
+    assert!(!first.log().contains(" ERROR "), "{}", first.log());
 
     // Work for the controller, seen in its metrics.
     let client = env.host().client().await.unwrap();
@@ -304,6 +308,16 @@ async fn controller_endpoints_and_leader_election() {
             )
         })
     });
+    // The kubeconfig's key material never reaches the log.
+    let kubeconfig = env.members()[0].kubeconfig_yaml();
+    let key_data = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("client-key-data: "))
+        .expect("inline client key");
+    assert!(
+        !first.log().contains(&key_data[..40]),
+        "key material in the log"
+    );
     let metrics = http_get(first.port, "/metrics").unwrap().1;
     assert!(
         metrics.contains("kurator_reconcile_total{controller=\"attachedcluster\"}"),
