@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod conditions;
 pub mod crds;
 pub mod fleet;
+pub mod flux;
 pub mod labels;
 mod schema;
 

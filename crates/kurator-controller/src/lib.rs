@@ -2,6 +2,7 @@
 //! stores) → validate → build (pure) → apply (server-side apply, field manager `kurator`) →
 //! status (written only when it changed).
 
+pub mod application;
 pub mod cluster;
 pub mod context;
 pub mod error;
