@@ -232,6 +232,8 @@ pub struct ClusterSelector {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.kustomization) != has(self.helm)")
     .message("exactly one of kustomization or helm must be set in a sync policy"))]
+#[x_kube(validation = Rule::new("!has(self.clusterVariables) || !self.clusterVariables || has(self.kustomization)")
+    .message("clusterVariables needs a kustomization policy (Flux substitutes variables in Kustomizations only)"))]
 pub struct ApplicationSyncPolicy {
     /// Defaults to `<application>-<index>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,6 +246,12 @@ pub struct ApplicationSyncPolicy {
     /// Overrides the Application's destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<ApplicationDestination>,
+    /// Kurator in Rust addition, off by default: set `KURATOR_CLUSTER`, `KURATOR_FLEET` and
+    /// `KURATOR_CLUSTER_KIND` in each generated Kustomization's `postBuild.substitute`, so one
+    /// manifest can say `${KURATOR_CLUSTER}`. Off by default because Flux then rewrites every
+    /// `${...}` in the manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_variables: Option<bool>,
 }
 
 /// The subset of the Flux Kustomization spec (kustomize.toolkit.fluxcd.io/v1) Kurator exposes.
