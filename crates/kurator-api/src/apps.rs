@@ -20,6 +20,12 @@ type Json = serde_json::Value;
     status = "ApplicationStatus",
     category = "kurator-dev",
     printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.sourceRevision"
+    ),
+    printcolumn(name = "Synced", type_ = "string", json_path = ".status.synced"),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
@@ -393,10 +399,47 @@ pub struct ApplicationStatus {
     /// The status of each Flux Kustomization / HelmRelease, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sync_status: Vec<ApplicationSyncStatus>,
+    /// The source's latest artifact revision (e.g. `master@sha1:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_revision: Option<String>,
+    /// `synced/total` selected clusters, for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<String>,
+    /// Selected clusters that run the source's latest revision.
+    #[serde(default)]
+    pub synced_clusters: i32,
+    /// Clusters selected by all policies.
+    #[serde(default)]
+    pub total_clusters: i32,
+    /// One entry per policy × selected cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ApplicationClusterStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// Where one policy stands on one cluster.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationClusterStatus {
+    pub policy: String,
+    pub fleet: String,
+    pub cluster: String,
+    pub cluster_kind: crate::fleet::ClusterKind,
+    /// `Kustomization` or `HelmRelease`, and its name on the host.
+    pub kind: String,
+    pub name: String,
+    /// The revision Flux last applied to the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_revision: Option<String>,
+    /// Applied and at the source's latest revision.
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
