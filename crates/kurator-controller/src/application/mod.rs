@@ -2,3 +2,4 @@
 //! Kustomization or HelmRelease per policy and cluster) and reports their state.
 
 pub mod build;
+pub mod targets;
