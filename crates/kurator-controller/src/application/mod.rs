@@ -2,4 +2,5 @@
 //! Kustomization or HelmRelease per policy and cluster) and reports their state.
 
 pub mod build;
+pub mod status;
 pub mod targets;

@@ -1,0 +1,319 @@
+//! Pure: the Application status from what the controller resolved and what Flux reports.
+//!
+//! `Ready` is True only when every selected cluster runs the source's latest revision: each
+//! Kustomization applied the source's current artifact revision, each HelmRelease is Ready at
+//! its current generation.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kurator_api::{
+    Application,
+    apps::{
+        ApplicationClusterStatus, ApplicationSourceStatus, ApplicationStatus, ApplicationSyncStatus,
+    },
+    conditions::{self, Desired as Condition},
+    flux::{FluxKind, FluxStatus},
+};
+
+use super::{
+    build::{policy_name, resource_name},
+    targets::Resolved,
+};
+
+/// Condition types and reasons (documented in docs/conditions.md).
+pub mod reason {
+    pub const SOURCE_READY: &str = "SourceReady";
+    pub const SYNCED: &str = "Synced";
+
+    pub const ALL_CLUSTERS_SYNCED: &str = "AllClustersSynced";
+    pub const NOT_SYNCED: &str = "NotSynced";
+    pub const NO_CLUSTERS_SELECTED: &str = "NoClustersSelected";
+    pub const SOURCE_NOT_READY: &str = "SourceNotReady";
+    pub const DESTINATION_PROBLEM: &str = "DestinationProblem";
+    pub const FLUX_NOT_INSTALLED: &str = "FluxNotInstalled";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const CLUSTER_NOT_READY: &str = "ClusterNotReady";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const OUTDATED_REVISION: &str = "OutdatedRevision";
+}
+
+/// At most this many entries are named in a condition message.
+const NAMED_IN_MESSAGE: usize = 10;
+
+/// What stops the Application before Flux objects can be reconciled.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Blocker {
+    FluxNotInstalled,
+    InvalidSpec(String),
+}
+
+/// Flux's view: the source's status and each per-cluster object's (generation, status), by name.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub source: Option<FluxStatus>,
+    pub objects: BTreeMap<String, (Option<i64>, FluxStatus)>,
+}
+
+pub fn build_status(
+    app: &Application,
+    resolved: &Resolved,
+    observed: &Observed,
+    blocker: Option<&Blocker>,
+    now: Time,
+) -> ApplicationStatus {
+    let previous = app.status.clone().unwrap_or_default();
+    let source_revision = observed
+        .source
+        .as_ref()
+        .and_then(|s| s.revision())
+        .map(str::to_string);
+    let source_ready = observed.source.as_ref().and_then(FluxStatus::ready);
+
+    let mut clusters = Vec::new();
+    let mut sync_status = Vec::new();
+    for (index, policy) in app.spec.sync_policies.iter().enumerate() {
+        let Some(targets) = resolved.policies.get(index) else {
+            continue;
+        };
+        let policy_name = policy_name(app, index);
+        let helm = policy.helm.is_some();
+        for target in &targets.targets {
+            let name = resource_name(&policy_name, target.cluster_kind, &target.cluster_name);
+            let flux = observed.objects.get(&name);
+            let cluster_ready = resolved
+                .cluster_ready
+                .get(&(target.cluster_kind, target.cluster_name.clone()))
+                .copied()
+                .unwrap_or(true);
+            let entry = entry(flux, helm, source_revision.as_deref(), cluster_ready);
+            if let Some((_, status)) = flux {
+                let raw = serde_json::to_value(status).ok();
+                sync_status.push(ApplicationSyncStatus {
+                    name: name.clone(),
+                    kustomization_status: if helm { None } else { raw.clone() },
+                    helm_release_status: if helm { raw } else { None },
+                });
+            }
+            clusters.push(ApplicationClusterStatus {
+                policy: policy_name.clone(),
+                fleet: target.fleet.clone(),
+                cluster: target.cluster_name.clone(),
+                cluster_kind: target.cluster_kind,
+                kind: if helm {
+                    FluxKind::HelmRelease
+                } else {
+                    FluxKind::Kustomization
+                }
+                .as_str()
+                .to_string(),
+                name,
+                applied_revision: entry.applied_revision,
+                ready: entry.ready,
+                reason: entry.reason,
+                message: entry.message,
+            });
+        }
+    }
+    let synced = clusters.iter().filter(|c| c.ready).count();
+    let total = clusters.len();
+
+    let source_condition = match (source_ready, observed.source.as_ref()) {
+        (Some(true), _) => Condition::new(
+            reason::SOURCE_READY,
+            true,
+            "Succeeded",
+            format!(
+                "source at revision {}",
+                source_revision.as_deref().unwrap_or("unknown")
+            ),
+        ),
+        (_, Some(status)) => {
+            let c = status.condition("Ready");
+            Condition::new(
+                reason::SOURCE_READY,
+                false,
+                c.and_then(|c| c.reason.as_deref())
+                    .unwrap_or(reason::PROGRESSING),
+                c.and_then(|c| c.message.clone())
+                    .unwrap_or_else(|| "waiting for the source".into()),
+            )
+        }
+        (_, None) => Condition::new(
+            reason::SOURCE_READY,
+            false,
+            reason::PROGRESSING,
+            "source not fetched yet",
+        ),
+    };
+    let unsynced: Vec<&ApplicationClusterStatus> = clusters.iter().filter(|c| !c.ready).collect();
+    let synced_condition = if total == 0 {
+        Condition::new(
+            reason::SYNCED,
+            false,
+            reason::NO_CLUSTERS_SELECTED,
+            "no cluster is selected by any policy",
+        )
+    } else if unsynced.is_empty() {
+        Condition::new(
+            reason::SYNCED,
+            true,
+            reason::ALL_CLUSTERS_SYNCED,
+            format!("all {total} clusters synced"),
+        )
+    } else {
+        Condition::new(
+            reason::SYNCED,
+            false,
+            reason::NOT_SYNCED,
+            format!(
+                "{} of {total} not synced: {}",
+                unsynced.len(),
+                describe(&unsynced)
+            ),
+        )
+    };
+    let ready = match blocker {
+        Some(Blocker::FluxNotInstalled) => Condition::new(
+            conditions::READY,
+            false,
+            reason::FLUX_NOT_INSTALLED,
+            "Flux is not installed on the host: the source.toolkit.fluxcd.io, kustomize.toolkit.fluxcd.io and helm.toolkit.fluxcd.io APIs are missing",
+        ),
+        Some(Blocker::InvalidSpec(message)) => Condition::new(
+            conditions::READY,
+            false,
+            reason::INVALID_SPEC,
+            message.clone(),
+        ),
+        None if !resolved.problems.is_empty() => Condition::new(
+            conditions::READY,
+            false,
+            reason::DESTINATION_PROBLEM,
+            resolved.problems.join("; "),
+        ),
+        None if source_condition.status != conditions::TRUE => Condition {
+            type_: conditions::READY.into(),
+            reason: reason::SOURCE_NOT_READY.into(),
+            ..source_condition.clone()
+        },
+        None => Condition {
+            type_: conditions::READY.into(),
+            ..synced_condition.clone()
+        },
+    };
+
+    let generation = app.metadata.generation;
+    ApplicationStatus {
+        source_status: observed.source.as_ref().map(|s| source_status(app, s)),
+        sync_status,
+        source_revision,
+        synced: Some(format!("{synced}/{total}")),
+        synced_clusters: synced as i32,
+        total_clusters: total as i32,
+        clusters,
+        conditions: conditions::merge(
+            &previous.conditions,
+            vec![ready, source_condition, synced_condition],
+            generation,
+            now,
+        ),
+        observed_generation: generation,
+    }
+}
+
+struct Entry {
+    ready: bool,
+    applied_revision: Option<String>,
+    reason: Option<String>,
+    message: Option<String>,
+}
+
+fn entry(
+    flux: Option<&(Option<i64>, FluxStatus)>,
+    helm: bool,
+    source_revision: Option<&str>,
+    cluster_ready: bool,
+) -> Entry {
+    let Some((generation, status)) = flux else {
+        return Entry {
+            ready: false,
+            applied_revision: None,
+            reason: Some(reason::PROGRESSING.into()),
+            message: Some("waiting for Flux".into()),
+        };
+    };
+    let applied = if helm {
+        status.last_attempted_revision.clone()
+    } else {
+        status.last_applied_revision.clone()
+    };
+    let current = status.observed(*generation) && status.ready() == Some(true);
+    let at_latest = helm || (applied.is_some() && applied.as_deref() == source_revision);
+    let ready = current && at_latest;
+    let flux_ready = status.condition("Ready");
+    let (reason, message) = if ready {
+        (None, None)
+    } else if !cluster_ready {
+        (
+            Some(reason::CLUSTER_NOT_READY.to_string()),
+            flux_ready.and_then(|c| c.message.clone()),
+        )
+    } else if current && !at_latest {
+        (
+            Some(reason::OUTDATED_REVISION.to_string()),
+            Some(format!(
+                "at {}, source at {}",
+                applied.as_deref().unwrap_or("none"),
+                source_revision.unwrap_or("unknown")
+            )),
+        )
+    } else {
+        (
+            Some(
+                flux_ready
+                    .and_then(|c| c.reason.clone())
+                    .unwrap_or_else(|| reason::PROGRESSING.into()),
+            ),
+            flux_ready.and_then(|c| c.message.clone()),
+        )
+    };
+    Entry {
+        ready,
+        applied_revision: applied,
+        reason,
+        message,
+    }
+}
+
+fn source_status(app: &Application, status: &FluxStatus) -> ApplicationSourceStatus {
+    let raw = serde_json::to_value(status).ok();
+    let source = &app.spec.source;
+    ApplicationSourceStatus {
+        git_repo_status: source.git_repository.as_ref().and(raw.clone()),
+        helm_repo_status: source.helm_repository.as_ref().and(raw.clone()),
+        oci_repo_status: source.oci_repository.as_ref().and(raw),
+    }
+}
+
+fn describe(entries: &[&ApplicationClusterStatus]) -> String {
+    let mut parts: Vec<String> = entries
+        .iter()
+        .take(NAMED_IN_MESSAGE)
+        .map(|c| {
+            format!(
+                "{}/{} ({})",
+                c.policy,
+                c.cluster,
+                c.reason.as_deref().unwrap_or(reason::PROGRESSING)
+            )
+        })
+        .collect();
+    if entries.len() > NAMED_IN_MESSAGE {
+        parts.push(format!("and {} more", entries.len() - NAMED_IN_MESSAGE));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests;

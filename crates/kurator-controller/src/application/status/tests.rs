@@ -1,0 +1,265 @@
+//! Application status from Flux's view.
+
+use super::*;
+use crate::application::build::{PolicyTargets, Target};
+use k8s_openapi::jiff::Timestamp;
+use kurator_api::{cluster::SecretKeyRef, fleet::ClusterKind};
+
+const DEMO: &str = "
+metadata: {name: demo, namespace: default, generation: 2}
+spec:
+  source:
+    gitRepository: {url: 'https://example.com/repo.git', interval: 1m}
+  destination: {fleet: quickstart}
+  syncPolicies:
+    - kustomization: {interval: 1m, prune: true, path: ./deploy}
+";
+
+fn app(yaml: &str) -> Application {
+    serde_saphyr::from_str(yaml).expect("fixture")
+}
+
+fn now() -> Time {
+    Time(Timestamp::from_second(1_000).unwrap())
+}
+
+fn resolved(clusters: &[(&str, bool)]) -> Resolved {
+    let targets = clusters
+        .iter()
+        .map(|(name, _)| Target {
+            fleet: "quickstart".into(),
+            cluster_name: name.to_string(),
+            cluster_kind: ClusterKind::AttachedCluster,
+            kubeconfig: SecretKeyRef {
+                name: name.to_string(),
+                key: "value".into(),
+            },
+        })
+        .collect();
+    Resolved {
+        policies: vec![PolicyTargets {
+            targets,
+            substitute: false,
+        }],
+        cluster_ready: clusters
+            .iter()
+            .map(|(n, r)| ((ClusterKind::AttachedCluster, n.to_string()), *r))
+            .collect(),
+        problems: vec![],
+        complete: true,
+    }
+}
+
+fn flux(json: serde_json::Value) -> FluxStatus {
+    serde_json::from_value(json).expect("flux status")
+}
+
+fn source_at(revision: &str) -> FluxStatus {
+    flux(serde_json::json!({
+        "observedGeneration": 1,
+        "artifact": {"revision": revision, "digest": "sha256:0"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded", "message": "stored artifact"}]
+    }))
+}
+
+fn applied(revision: &str) -> (Option<i64>, FluxStatus) {
+    (
+        Some(1),
+        flux(serde_json::json!({
+            "observedGeneration": 1,
+            "lastAppliedRevision": revision,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded"}]
+        })),
+    )
+}
+
+fn failing(message: &str) -> (Option<i64>, FluxStatus) {
+    (
+        Some(1),
+        flux(serde_json::json!({
+            "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "ReconciliationFailed", "message": message}]
+        })),
+    )
+}
+
+fn observed(source: &str, objects: Vec<(&str, (Option<i64>, FluxStatus))>) -> Observed {
+    Observed {
+        source: Some(source_at(source)),
+        objects: objects
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), s))
+            .collect(),
+    }
+}
+
+const M1: &str = "demo-0-attachedcluster-m1";
+const M2: &str = "demo-0-attachedcluster-m2";
+
+fn ready(status: &ApplicationStatus) -> (String, String, String) {
+    let c = conditions::find(&status.conditions, "Ready").unwrap();
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+#[test]
+fn every_cluster_at_the_source_revision_is_ready() {
+    let app = app(DEMO);
+    let seen = observed(
+        "master@sha1:abc",
+        vec![
+            (M1, applied("master@sha1:abc")),
+            (M2, applied("master@sha1:abc")),
+        ],
+    );
+    let s = build_status(
+        &app,
+        &resolved(&[("m1", true), ("m2", true)]),
+        &seen,
+        None,
+        now(),
+    );
+    assert_eq!(ready(&s).1, reason::ALL_CLUSTERS_SYNCED);
+    assert_eq!(s.synced.as_deref(), Some("2/2"));
+    assert_eq!(s.source_revision.as_deref(), Some("master@sha1:abc"));
+    assert_eq!(s.sync_status.len(), 2);
+    assert!(s.sync_status[0].kustomization_status.is_some());
+    assert!(s.source_status.unwrap().git_repo_status.is_some());
+    assert_eq!(s.observed_generation, Some(2));
+    assert!(
+        s.clusters
+            .iter()
+            .all(|c| c.ready && c.applied_revision.as_deref() == Some("master@sha1:abc"))
+    );
+}
+
+#[test]
+fn a_cluster_behind_the_new_commit_is_not_synced() {
+    let app = app(DEMO);
+    let seen = observed(
+        "master@sha1:def",
+        vec![
+            (M1, applied("master@sha1:def")),
+            (M2, applied("master@sha1:abc")),
+        ],
+    );
+    let s = build_status(
+        &app,
+        &resolved(&[("m1", true), ("m2", true)]),
+        &seen,
+        None,
+        now(),
+    );
+    assert_eq!(s.synced.as_deref(), Some("1/2"));
+    let (status, reason_, message) = ready(&s);
+    assert_eq!(
+        (status.as_str(), reason_.as_str()),
+        ("False", reason::NOT_SYNCED)
+    );
+    assert!(
+        message.contains("demo-0/m2 (OutdatedRevision)"),
+        "{message}"
+    );
+    let m2 = s.clusters.iter().find(|c| c.cluster == "m2").unwrap();
+    assert_eq!(
+        m2.message.as_deref(),
+        Some("at master@sha1:abc, source at master@sha1:def")
+    );
+}
+
+#[test]
+fn an_unready_member_is_named_and_does_not_hide_the_others() {
+    let app = app(DEMO);
+    let seen = observed(
+        "r1",
+        vec![
+            (M1, applied("r1")),
+            (M2, failing("dial tcp: connection refused")),
+        ],
+    );
+    let s = build_status(
+        &app,
+        &resolved(&[("m1", true), ("m2", false)]),
+        &seen,
+        None,
+        now(),
+    );
+    let m1 = s.clusters.iter().find(|c| c.cluster == "m1").unwrap();
+    let m2 = s.clusters.iter().find(|c| c.cluster == "m2").unwrap();
+    assert!(m1.ready);
+    assert_eq!(m2.reason.as_deref(), Some(reason::CLUSTER_NOT_READY));
+    assert_eq!(m2.message.as_deref(), Some("dial tcp: connection refused"));
+}
+
+#[test]
+fn objects_flux_has_not_seen_yet_are_progressing() {
+    let app = app(DEMO);
+    let seen = Observed {
+        source: None,
+        objects: BTreeMap::new(),
+    };
+    let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
+    assert_eq!(ready(&s).1, reason::SOURCE_NOT_READY);
+    assert_eq!(s.clusters[0].reason.as_deref(), Some(reason::PROGRESSING));
+    assert_eq!(s.synced.as_deref(), Some("0/1"));
+    assert!(s.sync_status.is_empty());
+}
+
+#[test]
+fn blockers_and_destination_problems_explain_why() {
+    let app = app(DEMO);
+    let seen = Observed::default();
+    let s = build_status(
+        &app,
+        &resolved(&[]),
+        &seen,
+        Some(&Blocker::FluxNotInstalled),
+        now(),
+    );
+    assert_eq!(ready(&s).1, reason::FLUX_NOT_INSTALLED);
+
+    let mut problems = resolved(&[]);
+    problems.problems.push("fleet quickstart not found".into());
+    let s = build_status(&app, &problems, &seen, None, now());
+    assert_eq!(ready(&s).1, reason::DESTINATION_PROBLEM);
+    assert_eq!(ready(&s).2, "fleet quickstart not found");
+}
+
+#[test]
+fn helm_policies_are_synced_when_the_release_is_ready() {
+    let app = app("
+metadata: {name: demo, namespace: default}
+spec:
+  source:
+    helmRepository: {url: 'https://charts.example.com', interval: 1m}
+  destination: {fleet: quickstart}
+  syncPolicies:
+    - helm: {interval: 1m, chart: {spec: {chart: podinfo}}}
+");
+    let release = (
+        Some(3),
+        flux(serde_json::json!({
+            "observedGeneration": 3,
+            "lastAttemptedRevision": "6.5.0",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "InstallSucceeded"}]
+        })),
+    );
+    let seen = observed("sha256:index", vec![(M1, release)]);
+    let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
+    assert_eq!(ready(&s).1, reason::ALL_CLUSTERS_SYNCED);
+    assert_eq!(s.clusters[0].kind, "HelmRelease");
+    assert_eq!(s.clusters[0].applied_revision.as_deref(), Some("6.5.0"));
+    assert!(s.sync_status[0].helm_release_status.is_some());
+}
+
+#[test]
+fn identical_inputs_give_an_identical_status() {
+    let mut app = app(DEMO);
+    let seen = observed("r1", vec![(M1, applied("r1"))]);
+    let first = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
+    app.status = Some(first.clone());
+    let later = Time(Timestamp::from_second(2_000).unwrap());
+    assert_eq!(
+        build_status(&app, &resolved(&[("m1", true)]), &seen, None, later),
+        first
+    );
+}
