@@ -12,7 +12,10 @@ use kube::{
         reflector::Store,
     },
 };
-use kurator_api::{AttachedCluster, Cluster, CustomCluster, Fleet};
+use kurator_api::{
+    Application, AttachedCluster, Cluster, CustomCluster, Fleet,
+    flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository},
+};
 
 use crate::{member::MemberClients, metrics::Metrics};
 
@@ -44,8 +47,38 @@ pub struct Stores {
     pub clusters: Store<Cluster>,
     pub custom_clusters: Store<CustomCluster>,
     pub fleets: Store<Fleet>,
+    pub applications: Store<Application>,
     /// Secret metadata only: enough to notice a kubeconfig change without caching secrets.
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Flux's objects: these stays empty (never ready) while Flux is not installed.
+    pub flux: FluxStores,
+}
+
+/// The Flux objects on the host.
+#[derive(Clone)]
+pub struct FluxStores {
+    pub git_repositories: Store<GitRepository>,
+    pub helm_repositories: Store<HelmRepository>,
+    pub oci_repositories: Store<OCIRepository>,
+    pub kustomizations: Store<Kustomization>,
+    pub helm_releases: Store<HelmRelease>,
+}
+
+impl FluxStores {
+    /// Whether every Flux watch delivered its first list within `timeout`. False while Flux's
+    /// CRDs are missing: their watches keep retrying.
+    pub async fn ready_within(&self, timeout: Duration) -> bool {
+        let all = async {
+            futures::join!(
+                self.git_repositories.wait_until_ready(),
+                self.helm_repositories.wait_until_ready(),
+                self.oci_repositories.wait_until_ready(),
+                self.kustomizations.wait_until_ready(),
+                self.helm_releases.wait_until_ready(),
+            )
+        };
+        tokio::time::timeout(timeout, all).await.is_ok()
+    }
 }
 
 impl Stores {
@@ -58,6 +91,7 @@ impl Stores {
             self.clusters.wait_until_ready(),
             self.custom_clusters.wait_until_ready(),
             self.fleets.wait_until_ready(),
+            self.applications.wait_until_ready(),
             self.secrets.wait_until_ready(),
         );
     }

@@ -20,14 +20,17 @@ use kube::{
     },
 };
 use kurator_api::{
-    AttachedCluster, Cluster, CustomCluster, Fleet, fleet::ClusterKind, labels::FLEET_NAME,
+    Application, AttachedCluster, Cluster, CustomCluster, Fleet,
+    fleet::ClusterKind,
+    flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository},
+    labels::FLEET_NAME,
 };
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::{
-    cluster,
-    context::{Context, Settings, Stores},
+    application, cluster,
+    context::{Context, FluxStores, Settings, Stores},
     error::{Category, Error},
     fleet,
     metrics::Metrics,
@@ -103,14 +106,28 @@ pub async fn run(
     let clusters = Shared::<Cluster>::new();
     let custom = Shared::<CustomCluster>::new();
     let fleets = Shared::<Fleet>::new();
+    let applications = Shared::<Application>::new();
     let secrets = Shared::<PartialObjectMeta<Secret>>::new();
+    let git = Shared::<GitRepository>::new();
+    let helm_repos = Shared::<HelmRepository>::new();
+    let oci = Shared::<OCIRepository>::new();
+    let kustomizations = Shared::<Kustomization>::new();
+    let helm_releases = Shared::<HelmRelease>::new();
 
     let stores = Stores {
         attached_clusters: attached.store.clone(),
         clusters: clusters.store.clone(),
         custom_clusters: custom.store.clone(),
         fleets: fleets.store.clone(),
+        applications: applications.store.clone(),
         secrets: secrets.store.clone(),
+        flux: FluxStores {
+            git_repositories: git.store.clone(),
+            helm_repositories: helm_repos.store.clone(),
+            oci_repositories: oci.store.clone(),
+            kustomizations: kustomizations.store.clone(),
+            helm_releases: helm_releases.store.clone(),
+        },
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -126,6 +143,7 @@ pub async fn run(
     // Deletions reach the controllers through these (see `Shared::watch`).
     let (fleet_tx, fleet_rx) = mpsc::unbounded();
     let (ac_tx, ac_rx) = mpsc::unbounded();
+    let (app_tx, app_rx) = mpsc::unbounded();
 
     let ac_store = stores.attached_clusters.clone();
     let cluster_controller = Controller::for_shared_stream(attached.subscribe(), ac_store.clone())
@@ -149,7 +167,7 @@ pub async fn run(
         fleet_store.clone(),
     );
     let fleet_controller = Controller::for_shared_stream(fleets.subscribe(), fleet_store.clone())
-        .with_config(config)
+        .with_config(config.clone())
         .watches_shared_stream(attached.subscribe(), move |c| {
             map_cluster(&f1, ClusterKind::AttachedCluster, c.as_ref())
         })
@@ -160,7 +178,7 @@ pub async fn run(
             map_cluster(&f3, ClusterKind::CustomCluster, c.as_ref())
         })
         .reconcile_on(fleet_rx)
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(
             fleet::reconcile,
             error_policy(fleet::CONTROLLER),
@@ -168,8 +186,38 @@ pub async fn run(
         )
         .for_each(log_result(fleet::CONTROLLER));
 
-    // The watches run until the controllers stop; the controllers wait for the stores.
-    let watches = futures::future::join5(
+    let app_store = stores.applications.clone();
+    let (a1, a2) = (app_store.clone(), app_store.clone());
+    let application_controller =
+        Controller::for_shared_stream(applications.subscribe(), app_store.clone())
+            .with_config(config)
+            .watches_shared_stream(fleets.subscribe(), move |f| apps_for_fleet(&a1, f.as_ref()))
+            .watches_shared_stream(attached.subscribe(), move |c| {
+                apps_for_cluster(&a2, c.as_ref())
+            })
+            .watches_shared_stream(git.subscribe(), |o| application::owner_of(o.as_ref()))
+            .watches_shared_stream(helm_repos.subscribe(), |o| {
+                application::owner_of(o.as_ref())
+            })
+            .watches_shared_stream(oci.subscribe(), |o| application::owner_of(o.as_ref()))
+            .watches_shared_stream(kustomizations.subscribe(), |o| {
+                application::owner_of(o.as_ref())
+            })
+            .watches_shared_stream(helm_releases.subscribe(), |o| {
+                application::owner_of(o.as_ref())
+            })
+            .reconcile_on(app_rx)
+            .graceful_shutdown_on(shutdown)
+            .run(
+                application::reconcile,
+                error_policy(application::CONTROLLER),
+                ctx.clone(),
+            )
+            .for_each(log_result(application::CONTROLLER));
+
+    // The watches run until the controllers stop; the controllers wait for the stores. The
+    // Flux watches keep retrying (with backoff) while Flux's CRDs are missing.
+    let watches = futures::future::join_all([
         attached.watch(Api::all(client.clone()), {
             let (fleets, tx) = (stores.fleets.clone(), fleet_tx.clone());
             move |c| send_all(&tx, map_cluster(&fleets, ClusterKind::AttachedCluster, c))
@@ -182,19 +230,58 @@ pub async fn run(
             let (fleets, tx) = (stores.fleets.clone(), fleet_tx);
             move |c| send_all(&tx, map_cluster(&fleets, ClusterKind::CustomCluster, c))
         }),
-        fleets.watch(Api::all(client.clone()), |_| {}),
+        fleets.watch(Api::all(client.clone()), {
+            let (apps, tx) = (stores.applications.clone(), app_tx.clone());
+            move |f| send_all(&tx, apps_for_fleet(&apps, f))
+        }),
+        applications.watch(Api::all(client.clone()), |_| {}),
         secrets.watch(Api::all(client.clone()), {
             let acs = stores.attached_clusters.clone();
             move |secret| send_all(&ac_tx, cluster::clusters_using_secret(&acs, secret))
         }),
-    );
+        git.watch(Api::all(client.clone()), owner_sender(&app_tx)),
+        helm_repos.watch(Api::all(client.clone()), owner_sender(&app_tx)),
+        oci.watch(Api::all(client.clone()), owner_sender(&app_tx)),
+        kustomizations.watch(Api::all(client.clone()), owner_sender(&app_tx)),
+        helm_releases.watch(Api::all(client.clone()), owner_sender(&app_tx)),
+    ]);
     // Controllers are polled from the start so the shared watches never wait on a full
     // subscriber buffer; each reconcile waits for every store's first list instead.
-    let controllers = futures::future::join(cluster_controller, fleet_controller);
+    let controllers =
+        futures::future::join3(cluster_controller, fleet_controller, application_controller);
     tokio::select! {
         _ = watches => warn!("watches ended"),
         _ = controllers => info!("controllers stopped"),
     }
+}
+
+/// On deletion of a Flux object, reconcile its Application (it recreates what it wants).
+fn owner_sender<K: Resource>(
+    tx: &UnboundedSender<reflector::ObjectRef<Application>>,
+) -> impl Fn(&K) + Send + 'static {
+    let tx = tx.clone();
+    move |o| send_all(&tx, application::owner_of(o))
+}
+
+/// Applications with a destination in this fleet.
+fn apps_for_fleet(
+    apps: &Store<Application>,
+    fleet: &Fleet,
+) -> Vec<reflector::ObjectRef<Application>> {
+    let namespace = fleet.namespace().unwrap_or_default();
+    application::applications_for_fleet(apps, &namespace, &fleet.name_any())
+}
+
+/// Applications deploying to the fleet this cluster belongs to (its readiness shows in them).
+fn apps_for_cluster<K: ResourceExt>(
+    apps: &Store<Application>,
+    cluster: &K,
+) -> Vec<reflector::ObjectRef<Application>> {
+    let (Some(fleet), Some(namespace)) = (cluster.labels().get(FLEET_NAME), cluster.namespace())
+    else {
+        return Vec::new();
+    };
+    application::applications_for_fleet(apps, &namespace, fleet)
 }
 
 fn map_cluster<K: ResourceExt>(

@@ -37,3 +37,41 @@ where
     .await?;
     Ok(true)
 }
+
+/// Records an Event when the `Ready` condition appears or changes status or reason:
+/// Normal when ready, Warning otherwise.
+pub async fn publish_ready_transition<K>(
+    ctx: &crate::context::Context,
+    obj: &K,
+    before: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    after: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    action: &str,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    use kube::runtime::events::{Event, EventType};
+    use kurator_api::conditions::{self, READY};
+    let Some(new) = conditions::find(after, READY) else {
+        return;
+    };
+    if conditions::find(before, READY)
+        .is_some_and(|old| old.status == new.status && old.reason == new.reason)
+    {
+        return;
+    }
+    let ready = new.status == conditions::TRUE;
+    let event = Event {
+        type_: if ready {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: new.reason.clone(),
+        note: Some(new.message.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing event failed");
+    }
+}

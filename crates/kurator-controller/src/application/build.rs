@@ -242,7 +242,7 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// 32-bit FNV-1a.
-fn fnv1a(s: &str) -> u32 {
+pub(crate) fn fnv1a(s: &str) -> u32 {
     s.bytes().fold(0x811c_9dc5, |h: u32, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })

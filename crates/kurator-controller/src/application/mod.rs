@@ -1,6 +1,342 @@
 //! Application controller: turns each Application into Flux objects (one source, one
-//! Kustomization or HelmRelease per policy and cluster) and reports their state.
+//! Kustomization or HelmRelease per policy and cluster), prunes what is no longer wanted, and
+//! reports where every cluster stands.
+//!
+//! Pipeline: dereference (`targets`, from the stores) → build (`build`, pure) → apply
+//! (`apply`) → status (`status`, pure).
 
+pub mod apply;
 pub mod build;
 pub mod status;
 pub mod targets;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{
+        controller::Action,
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::{ObjectRef, Store},
+    },
+};
+use kurator_api::{
+    Application, Fleet,
+    cluster::PROVISIONED_READY_PHASE,
+    fleet::{ClusterKind, FleetCluster},
+    flux::{
+        FluxKind, FluxStatus, GitRepository, HelmRelease, HelmRepository, Kustomization,
+        OCIRepository,
+    },
+    labels::APP_FINALIZER,
+};
+use tracing::{info, instrument};
+
+use self::{
+    apply::{apply_object, delete_object, flux_installed},
+    build::{Desired, Existing, FluxObjectRef, Source},
+    status::{Blocker, Observed, build_status},
+    targets::{ClusterInfo, resolve},
+};
+use crate::{
+    context::{Context, FluxStores},
+    error::Error,
+    status::{apply_status, publish_ready_transition},
+};
+
+pub const CONTROLLER: &str = "application";
+
+/// How long a reconcile waits for the Flux watches before asking whether Flux is installed.
+const FLUX_WAIT: Duration = Duration::from_secs(5);
+/// How often an Application re-checks while Flux is missing.
+const FLUX_MISSING_RETRY: Duration = Duration::from_secs(30);
+
+#[instrument(skip_all, fields(application = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
+pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.stores.wait_until_ready().await;
+    let _measure = ctx.metrics.reconcile(CONTROLLER);
+    let namespace = app.namespace().unwrap_or_default();
+    let api: Api<Application> = Api::namespaced(ctx.client.clone(), &namespace);
+    Ok(finalizer(&api, APP_FINALIZER, app, |event| async {
+        match event {
+            Finalizer::Apply(app) => reconcile_app(&app, &namespace, &ctx).await,
+            Finalizer::Cleanup(app) => cleanup(&app, &namespace, &ctx).await,
+        }
+    })
+    .await?)
+}
+
+async fn reconcile_app(app: &Application, namespace: &str, ctx: &Context) -> Result<Action, Error> {
+    let flux = &ctx.stores.flux;
+    if !flux.ready_within(FLUX_WAIT).await {
+        if flux_installed(&ctx.client).await? {
+            // Installed just now: the watches catch up within their backoff.
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        write_status(
+            app,
+            namespace,
+            ctx,
+            &targets::Resolved::default(),
+            &Observed::default(),
+            Some(&Blocker::FluxNotInstalled),
+        )
+        .await?;
+        return Ok(Action::requeue(FLUX_MISSING_RETRY));
+    }
+
+    // dereference
+    let resolved = resolve(
+        app,
+        |fleet| {
+            ctx.stores
+                .fleets
+                .get(&ObjectRef::<Fleet>::new(fleet).within(namespace))
+                .map(|f| (*f).clone())
+        },
+        |cluster| cluster_info(ctx, namespace, cluster),
+    );
+    // build
+    let desired = match build::build(app, &resolved.policies) {
+        Ok(desired) => desired,
+        Err(e) => {
+            let blocker = Blocker::InvalidSpec(e.to_string());
+            write_status(
+                app,
+                namespace,
+                ctx,
+                &resolved,
+                &Observed::default(),
+                Some(&blocker),
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    // apply
+    let mut writes = 0;
+    writes += apply_source(ctx, &desired.source).await? as usize;
+    for k in &desired.kustomizations {
+        writes += apply_object(&ctx.client, &flux.kustomizations, k.clone()).await? as usize;
+    }
+    for h in &desired.helm_releases {
+        writes += apply_object(&ctx.client, &flux.helm_releases, h.clone()).await? as usize;
+    }
+    let mut pruned = 0;
+    if resolved.complete {
+        for object in build::prune(app, &existing(flux, namespace), &desired) {
+            delete(ctx, &object).await?;
+            pruned += 1;
+        }
+    }
+    if writes + pruned > 0 {
+        info!(writes, pruned, "flux objects updated");
+    }
+    // status
+    write_status(
+        app,
+        namespace,
+        ctx,
+        &resolved,
+        &observed(flux, namespace, &desired),
+        None,
+    )
+    .await?;
+    // Flux object changes, fleet and cluster changes all trigger a reconcile; the long
+    // requeue only guards against a missed event.
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Deletes every Flux object the Application owns; Flux prunes the workloads from the
+/// members (prune: true) and uninstalls releases. Works with the fleet and clusters gone.
+async fn cleanup(app: &Application, namespace: &str, ctx: &Context) -> Result<Action, Error> {
+    let flux = &ctx.stores.flux;
+    if !flux.ready_within(FLUX_WAIT).await && !flux_installed(&ctx.client).await? {
+        return Ok(Action::await_change());
+    }
+    let uid = app.metadata.uid.clone().unwrap_or_default();
+    for e in existing(flux, namespace) {
+        if e.owner_uids.contains(&uid) {
+            delete(ctx, &e.object).await?;
+        }
+    }
+    info!("application deleted, flux objects removed");
+    Ok(Action::await_change())
+}
+
+async fn write_status(
+    app: &Application,
+    namespace: &str,
+    ctx: &Context,
+    resolved: &targets::Resolved,
+    observed: &Observed,
+    blocker: Option<&Blocker>,
+) -> Result<(), Error> {
+    let status = build_status(app, resolved, observed, blocker, Time(Timestamp::now()));
+    let api: Api<Application> = Api::namespaced(ctx.client.clone(), namespace);
+    let previous = app.status.as_ref();
+    if apply_status(&api, app, previous, &status).await? {
+        let before = previous
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        publish_ready_transition(ctx, app, before, &status.conditions, "Sync").await;
+    }
+    Ok(())
+}
+
+fn cluster_info(ctx: &Context, namespace: &str, cluster: &FleetCluster) -> Option<ClusterInfo> {
+    let stores = &ctx.stores;
+    let labels = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.labels.clone().unwrap_or_default()
+    };
+    match cluster.kind {
+        ClusterKind::AttachedCluster => {
+            let ac = stores
+                .attached_clusters
+                .get(&ObjectRef::new(&cluster.name).within(namespace))?;
+            Some(ClusterInfo {
+                labels: labels(&ac.metadata),
+                kubeconfig: Some(ac.spec.kubeconfig.clone()),
+                ready: ac.status.as_ref().is_some_and(|s| s.ready),
+            })
+        }
+        ClusterKind::Cluster => {
+            let c = stores
+                .clusters
+                .get(&ObjectRef::new(&cluster.name).within(namespace))?;
+            Some(ClusterInfo {
+                labels: labels(&c.metadata),
+                kubeconfig: Some(c.kubeconfig_ref()),
+                ready: c.status.as_ref().and_then(|s| s.phase.as_deref())
+                    == Some(PROVISIONED_READY_PHASE),
+            })
+        }
+        ClusterKind::CustomCluster => {
+            let c = stores
+                .custom_clusters
+                .get(&ObjectRef::new(&cluster.name).within(namespace))?;
+            Some(ClusterInfo {
+                labels: labels(&c.metadata),
+                kubeconfig: c.kubeconfig_ref(),
+                ready: c.status.as_ref().and_then(|s| s.phase.as_deref())
+                    == Some(PROVISIONED_READY_PHASE),
+            })
+        }
+    }
+}
+
+async fn apply_source(ctx: &Context, source: &Source) -> Result<bool, Error> {
+    let flux = &ctx.stores.flux;
+    match source {
+        Source::Git(s) => apply_object(&ctx.client, &flux.git_repositories, s.clone()).await,
+        Source::Helm(s) => apply_object(&ctx.client, &flux.helm_repositories, s.clone()).await,
+        Source::Oci(s) => apply_object(&ctx.client, &flux.oci_repositories, s.clone()).await,
+    }
+}
+
+async fn delete(ctx: &Context, object: &FluxObjectRef) -> Result<(), Error> {
+    let (client, ns, name) = (&ctx.client, object.namespace.as_str(), object.name.as_str());
+    match object.kind {
+        FluxKind::GitRepository => delete_object::<GitRepository>(client, ns, name).await,
+        FluxKind::HelmRepository => delete_object::<HelmRepository>(client, ns, name).await,
+        FluxKind::OciRepository => delete_object::<OCIRepository>(client, ns, name).await,
+        FluxKind::Kustomization => delete_object::<Kustomization>(client, ns, name).await,
+        FluxKind::HelmRelease => delete_object::<HelmRelease>(client, ns, name).await,
+    }
+}
+
+/// Every Flux object in `namespace`, as the prune step sees it.
+fn existing(flux: &FluxStores, namespace: &str) -> Vec<Existing> {
+    fn of<K: Resource<DynamicType = ()> + Clone>(
+        store: &Store<K>,
+        namespace: &str,
+    ) -> Vec<Existing> {
+        store
+            .state()
+            .iter()
+            .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+            .filter_map(|o| Existing::of(o.as_ref()))
+            .collect()
+    }
+    let mut all = of(&flux.git_repositories, namespace);
+    all.extend(of(&flux.helm_repositories, namespace));
+    all.extend(of(&flux.oci_repositories, namespace));
+    all.extend(of(&flux.kustomizations, namespace));
+    all.extend(of(&flux.helm_releases, namespace));
+    all
+}
+
+/// Flux's status of the desired objects, from the stores.
+fn observed(flux: &FluxStores, namespace: &str, desired: &Desired) -> Observed {
+    let name = desired.source.metadata().name.clone().unwrap_or_default();
+    let key = |n: &str| (n.to_string(), namespace.to_string());
+    let source = match &desired.source {
+        Source::Git(_) => flux
+            .git_repositories
+            .get(&ObjectRef::new(&name).within(namespace))
+            .and_then(|o| o.status.clone()),
+        Source::Helm(_) => flux
+            .helm_repositories
+            .get(&ObjectRef::new(&name).within(namespace))
+            .and_then(|o| o.status.clone()),
+        Source::Oci(_) => flux
+            .oci_repositories
+            .get(&ObjectRef::new(&name).within(namespace))
+            .and_then(|o| o.status.clone()),
+    };
+    let mut objects: BTreeMap<String, (Option<i64>, FluxStatus)> = BTreeMap::new();
+    for k in &desired.kustomizations {
+        let (n, ns) = key(&k.name_any());
+        if let Some(found) = flux.kustomizations.get(&ObjectRef::new(&n).within(&ns))
+            && let Some(status) = found.status.clone()
+        {
+            objects.insert(n, (found.metadata.generation, status));
+        }
+    }
+    for h in &desired.helm_releases {
+        let (n, ns) = key(&h.name_any());
+        if let Some(found) = flux.helm_releases.get(&ObjectRef::new(&n).within(&ns))
+            && let Some(status) = found.status.clone()
+        {
+            objects.insert(n, (found.metadata.generation, status));
+        }
+    }
+    Observed { source, objects }
+}
+
+/// The Applications to reconcile when a Flux object changes: its owner.
+pub fn owner_of<K: Resource>(obj: &K) -> Option<ObjectRef<Application>> {
+    let namespace = obj.meta().namespace.as_deref()?;
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == "Application" && o.api_version == Application::api_version(&()))
+        .map(|o| ObjectRef::new(&o.name).within(namespace))
+}
+
+/// Applications in `namespace` with a destination in `fleet`.
+pub fn applications_for_fleet(
+    apps: &Store<Application>,
+    namespace: &str,
+    fleet: &str,
+) -> Vec<ObjectRef<Application>> {
+    apps.state()
+        .iter()
+        .filter(|a| a.namespace().as_deref() == Some(namespace))
+        .filter(|a| {
+            let app_level = a
+                .spec
+                .destination
+                .as_ref()
+                .is_some_and(|d| d.fleet == fleet);
+            app_level
+                || a.spec
+                    .sync_policies
+                    .iter()
+                    .any(|p| p.destination.as_ref().is_some_and(|d| d.fleet == fleet))
+        })
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
+}
