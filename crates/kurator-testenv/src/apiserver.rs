@@ -54,6 +54,7 @@ pub(crate) fn spec(p: &ApiserverParams<'_>) -> ProcessSpec {
         args,
         log: p.log.clone(),
         pid_file: p.pid_file.clone(),
+        env: Vec::new(),
     }
 }
 

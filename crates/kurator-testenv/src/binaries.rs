@@ -1,4 +1,5 @@
-//! Building and caching etcd, kube-apiserver and kube-controller-manager.
+//! Building and caching etcd, kube-apiserver and kube-controller-manager (and, through the
+//! same machinery, the Flux controllers: see `flux_binaries.rs`).
 //!
 //! The binaries are compiled from the pinned wrapper Go modules in `tools/testenv/`, whose
 //! `go.mod`/`go.sum` are embedded in this crate so that the `kurator` binary is self-contained.
@@ -36,7 +37,7 @@ pub const CACHE_ENV: &str = "KURATOR_TESTENV_CACHE";
 /// Environment variable naming the `go` executable (default: `go` on `PATH`).
 pub const GO_ENV: &str = "KURATOR_TESTENV_GO";
 
-/// Paths of the control-plane binaries.
+/// Paths of the control-plane binaries (Flux: [`crate::FluxBinaries`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binaries {
     pub etcd: PathBuf,
@@ -44,19 +45,23 @@ pub struct Binaries {
     pub kube_controller_manager: PathBuf,
 }
 
-struct Wrapper {
+pub(crate) struct Wrapper {
     /// Directory name under tools/testenv.
-    name: &'static str,
-    go_mod: &'static str,
-    go_sum: &'static str,
-    version: &'static str,
-    ldflags: String,
+    pub name: &'static str,
+    pub go_mod: &'static str,
+    pub go_sum: &'static str,
+    pub version: &'static str,
+    pub ldflags: String,
 }
 
-struct Target<'a> {
-    wrapper: &'a Wrapper,
-    binary: &'static str,
-    package: &'static str,
+pub(crate) struct Target<'a> {
+    pub wrapper: &'a Wrapper,
+    pub binary: &'static str,
+    /// Main package to `go build`.
+    pub package: &'static str,
+    /// Module (at `wrapper.version`) whose `config/crd/bases/*.yaml` are cached next to the
+    /// binary.
+    pub crds_module: Option<&'static str>,
 }
 
 fn kubernetes_wrapper() -> Wrapper {
@@ -94,7 +99,7 @@ fn etcd_wrapper() -> Wrapper {
 
 impl Wrapper {
     /// Short hash of the wrapper files and build flags.
-    fn hash8(&self) -> String {
+    pub(crate) fn hash8(&self) -> String {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         for part in [RECIPE, self.go_mod, self.go_sum, &self.ldflags] {
             ctx.update(part.as_bytes());
@@ -110,7 +115,7 @@ impl Wrapper {
 }
 
 impl Target<'_> {
-    fn file_name(&self) -> String {
+    pub(crate) fn file_name(&self) -> String {
         format!(
             "{}-{}-{}",
             self.binary,
@@ -147,24 +152,14 @@ pub fn cache_dir() -> Result<PathBuf> {
 /// exclusive file lock on `<cache>/build.lock`, and each binary is written to a temporary
 /// path and renamed into place, so concurrent test processes never see a partial file.
 pub fn ensure_binaries() -> Result<Binaries> {
-    if let Some(dir) = std::env::var_os(BIN_DIR_ENV).filter(|v| !v.is_empty()) {
-        let dir = PathBuf::from(dir);
-        let pick = |name: &str| {
-            let p = dir.join(name);
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(Error::MissingPrebuilt(p))
-            }
-        };
+    if let Some(dir) = prebuilt_dir() {
         return Ok(Binaries {
-            etcd: pick("etcd")?,
-            kube_apiserver: pick("kube-apiserver")?,
-            kube_controller_manager: pick("kube-controller-manager")?,
+            etcd: pick_prebuilt(&dir, "etcd")?,
+            kube_apiserver: pick_prebuilt(&dir, "kube-apiserver")?,
+            kube_controller_manager: pick_prebuilt(&dir, "kube-controller-manager")?,
         });
     }
 
-    let cache = cache_dir()?;
     let k8s = kubernetes_wrapper();
     let etcd = etcd_wrapper();
     let targets = [
@@ -172,25 +167,73 @@ pub fn ensure_binaries() -> Result<Binaries> {
             wrapper: &etcd,
             binary: "etcd",
             package: "go.etcd.io/etcd/server/v3",
+            crds_module: None,
         },
         Target {
             wrapper: &k8s,
             binary: "kube-apiserver",
             package: "k8s.io/kubernetes/cmd/kube-apiserver",
+            crds_module: None,
         },
         Target {
             wrapper: &k8s,
             binary: "kube-controller-manager",
             package: "k8s.io/kubernetes/cmd/kube-controller-manager",
+            crds_module: None,
         },
     ];
-    let bin_dir = cache.join("bin");
-    let paths: Vec<PathBuf> = targets
-        .iter()
-        .map(|t| bin_dir.join(t.file_name()))
-        .collect();
+    match <[Built; 3]>::try_from(ensure_targets(&targets)?) {
+        Ok([etcd, kube_apiserver, kube_controller_manager]) => Ok(Binaries {
+            etcd: etcd.binary,
+            kube_apiserver: kube_apiserver.binary,
+            kube_controller_manager: kube_controller_manager.binary,
+        }),
+        Err(_) => unreachable!("three targets"),
+    }
+}
 
-    if paths.iter().any(|p| !p.is_file()) {
+/// `$KURATOR_TESTENV_BIN_DIR`, if set and not empty.
+pub(crate) fn prebuilt_dir() -> Option<PathBuf> {
+    std::env::var_os(BIN_DIR_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `<dir>/<name>`, which must be a file.
+pub(crate) fn pick_prebuilt(dir: &Path, name: &str) -> Result<PathBuf> {
+    let p = dir.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(Error::MissingPrebuilt(p))
+    }
+}
+
+/// A cached build: the binary and, for targets with `crds_module`, the directory of the
+/// module's CRD YAML files.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub binary: PathBuf,
+    pub crds: Option<PathBuf>,
+}
+
+/// Builds (under the cache lock) whatever of `targets` is not cached yet and returns the
+/// cached paths in the order of `targets`.
+pub(crate) fn ensure_targets(targets: &[Target<'_>]) -> Result<Vec<Built>> {
+    let cache = cache_dir()?;
+    let bin_dir = cache.join("bin");
+    let built: Vec<Built> = targets
+        .iter()
+        .map(|t| Built {
+            binary: bin_dir.join(t.file_name()),
+            crds: t
+                .crds_module
+                .map(|_| bin_dir.join(format!("{}.crds", t.file_name()))),
+        })
+        .collect();
+    let missing = |b: &Built| !b.binary.is_file() || b.crds.as_ref().is_some_and(|d| !d.is_dir());
+
+    if built.iter().any(missing) {
         fs::create_dir_all(&bin_dir).map_err(|e| Error::io("creating", &bin_dir, e))?;
         let lock_path = cache.join("build.lock");
         let lock = File::create(&lock_path).map_err(|e| Error::io("creating", &lock_path, e))?;
@@ -209,26 +252,21 @@ pub fn ensure_binaries() -> Result<Binaries> {
                 return Err(Error::io("locking", &lock_path, e));
             }
         }
-        for (target, path) in targets.iter().zip(&paths) {
+        for (target, paths) in targets.iter().zip(&built) {
             // Re-check under the lock: another process may have built it meanwhile.
-            if !path.is_file() {
-                build(&cache, target, path)?;
+            if !paths.binary.is_file() {
+                build(&cache, target, &paths.binary)?;
+            }
+            if let (Some(module), Some(dir)) = (target.crds_module, &paths.crds)
+                && !dir.is_dir()
+            {
+                copy_crds(&cache, target, module, dir)?;
             }
         }
         drop(lock);
     }
-
-    let mut it = paths.into_iter();
-    match (it.next(), it.next(), it.next()) {
-        (Some(etcd), Some(kube_apiserver), Some(kube_controller_manager)) => Ok(Binaries {
-            etcd,
-            kube_apiserver,
-            kube_controller_manager,
-        }),
-        _ => unreachable!("three targets"),
-    }
+    Ok(built)
 }
-
 /// `$KURATOR_TESTENV_GO`, else `go` from `PATH`, else the standard `/usr/local/go/bin/go`.
 fn go_command() -> String {
     if let Some(go) = std::env::var(GO_ENV).ok().filter(|v| !v.is_empty()) {
@@ -243,15 +281,85 @@ fn go_command() -> String {
     "go".to_string()
 }
 
-fn build(cache: &Path, target: &Target<'_>, dest: &Path) -> Result<()> {
-    let wrapper = target.wrapper;
-    let hash = wrapper.hash8();
-    let src = cache.join("src").join(format!("{}-{}", wrapper.name, hash));
+/// Writes the wrapper module to `<cache>/src/<name>-<hash8>` and returns that directory.
+fn prepare_src(cache: &Path, wrapper: &Wrapper) -> Result<PathBuf> {
+    let src = cache
+        .join("src")
+        .join(format!("{}-{}", wrapper.name, wrapper.hash8()));
     fs::create_dir_all(&src).map_err(|e| Error::io("creating", &src, e))?;
     for (file, content) in [("go.mod", wrapper.go_mod), ("go.sum", wrapper.go_sum)] {
         let p = src.join(file);
         fs::write(&p, content).map_err(|e| Error::io("writing", &p, e))?;
     }
+    Ok(src)
+}
+
+/// Copies `config/crd/bases/*.yaml` of `module@version` (from the Go module cache, downloaded
+/// if needed) into `dest` (written to a temporary directory, then renamed).
+fn copy_crds(cache: &Path, target: &Target<'_>, module: &str, dest: &Path) -> Result<()> {
+    let src = prepare_src(cache, target.wrapper)?;
+    let module_at = format!("{module}@{}", target.wrapper.version);
+    let crd_error = |message: String| Error::FluxCrds {
+        module: module_at.clone(),
+        message,
+    };
+    let go = go_command();
+    let output = Command::new(&go)
+        .current_dir(&src)
+        .args(["mod", "download", "-json", &module_at])
+        .env("GOWORK", "off")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::GoMissing {
+            go: go.clone(),
+            source,
+        })?;
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+        crd_error(format!(
+            "`go mod download -json` printed no JSON ({e}); stderr: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    })?;
+    if let Some(err) = info.get("Error").and_then(|e| e.as_str()) {
+        return Err(crd_error(err.to_string()));
+    }
+    let Some(dir) = info.get("Dir").and_then(|d| d.as_str()) else {
+        return Err(crd_error("`go mod download -json` reported no Dir".into()));
+    };
+    let bases = Path::new(dir).join("config").join("crd").join("bases");
+    let mut files: Vec<PathBuf> = fs::read_dir(&bases)
+        .map_err(|e| Error::io("reading", &bases, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(crd_error(format!("no *.yaml in {}", bases.display())));
+    }
+    let tmp = dest.with_file_name(format!(
+        ".{}.crds.tmp-{}",
+        target.file_name(),
+        std::process::id()
+    ));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+    for file in &files {
+        let Some(name) = file.file_name() else {
+            continue;
+        };
+        let to = tmp.join(name);
+        // The module cache is read-only; copy contents, not permissions.
+        let text = fs::read(file).map_err(|e| Error::io("reading", file, e))?;
+        fs::write(&to, text).map_err(|e| Error::io("writing", &to, e))?;
+    }
+    fs::rename(&tmp, dest).map_err(|e| Error::io("renaming CRD directory to", dest, e))?;
+    tracing::info!(module = %module_at, crds = files.len(), dir = %dest.display(), "cached CRDs");
+    Ok(())
+}
+
+fn build(cache: &Path, target: &Target<'_>, dest: &Path) -> Result<()> {
+    let wrapper = target.wrapper;
+    let src = prepare_src(cache, wrapper)?;
     let logs = cache.join("logs");
     fs::create_dir_all(&logs).map_err(|e| Error::io("creating", &logs, e))?;
     let log_path = logs.join(format!("build-{}.log", target.file_name()));
@@ -343,6 +451,7 @@ mod tests {
             wrapper: &k8s,
             binary: "kube-apiserver",
             package: "k8s.io/kubernetes/cmd/kube-apiserver",
+            crds_module: None,
         };
         let name = t.file_name();
         assert!(name.starts_with("kube-apiserver-v1.35.4-"), "{name}");

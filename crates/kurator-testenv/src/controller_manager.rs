@@ -35,6 +35,7 @@ fn spec(p: &ControllerManagerParams<'_>, port: u16) -> ProcessSpec {
         ],
         log: p.log.clone(),
         pid_file: p.pid_file.clone(),
+        env: Vec::new(),
     }
 }
 

@@ -11,6 +11,8 @@ use crate::cluster::{ClusterHandle, ClusterSetup};
 use crate::crds::{install_crds, parse_crds};
 use crate::error::{Error, Result};
 use crate::etcd;
+use crate::flux::{self, FluxParams};
+use crate::flux_binaries::{FluxBinaries, ensure_flux_binaries};
 use crate::process::Proc;
 use crate::state::{self, ClusterState, EnvState, EtcdState};
 
@@ -39,6 +41,8 @@ pub struct TestEnvBuilder {
     detached: bool,
     timeout: Duration,
     binaries: Option<Binaries>,
+    flux: bool,
+    flux_binaries: Option<FluxBinaries>,
 }
 
 impl Default for TestEnvBuilder {
@@ -51,6 +55,8 @@ impl Default for TestEnvBuilder {
             detached: false,
             timeout: Duration::from_secs(60),
             binaries: None,
+            flux: false,
+            flux_binaries: None,
         }
     }
 }
@@ -103,18 +109,48 @@ impl TestEnvBuilder {
         self
     }
 
+    /// Runs Flux source-, kustomize- and helm-controller against the host: all Flux CRDs are
+    /// installed on the host first, then the controllers start (logs in
+    /// `logs/host-<controller>.log`). The first use builds them (minutes, see
+    /// [`ensure_flux_binaries`]). Default off.
+    pub fn flux(mut self, enabled: bool) -> Self {
+        self.flux = enabled;
+        self
+    }
+
+    /// Use these Flux binaries instead of [`ensure_flux_binaries`] (implies nothing: combine
+    /// with [`TestEnvBuilder::flux`]).
+    pub fn flux_binaries(mut self, binaries: FluxBinaries) -> Self {
+        self.flux_binaries = Some(binaries);
+        self
+    }
+
     /// Builds the binaries if needed (first run: minutes), starts etcd and all control planes
     /// concurrently, installs the CRDs, and returns once everything is ready.
     pub async fn start(self) -> Result<TestEnv> {
         crate::install_crypto_provider();
         let started = Instant::now();
-        let crds = parse_crds(&self.crds)?;
-        let binaries = match self.binaries.clone() {
-            Some(b) => b,
-            None => tokio::task::spawn_blocking(ensure_binaries)
-                .await
-                .map_err(|e| Error::Usage(format!("binary build task failed: {e}")))??,
-        };
+        let mut crds = parse_crds(&self.crds)?;
+        let (given, given_flux, flux_wanted) =
+            (self.binaries.clone(), self.flux_binaries.clone(), self.flux);
+        let (binaries, flux_binaries) = tokio::task::spawn_blocking(move || {
+            let binaries = match given {
+                Some(b) => b,
+                None => ensure_binaries()?,
+            };
+            let flux = match (flux_wanted, given_flux) {
+                (false, _) => None,
+                (true, Some(f)) => Some(f),
+                (true, None) => Some(ensure_flux_binaries()?),
+            };
+            Ok::<_, Error>((binaries, flux))
+        })
+        .await
+        .map_err(|e| Error::Usage(format!("binary build task failed: {e}")))??;
+        if let Some(flux) = &flux_binaries {
+            // Installed together with the caller's CRDs, all before any controller starts.
+            crds.extend(parse_crds(&flux.crds()?)?);
+        }
         let run_id = random_id();
         let state_dir = prepare_state_dir(self.state_dir.as_deref(), &run_id)?;
         let mut record = EnvState::new(&run_id, self.detached);
@@ -142,6 +178,7 @@ impl TestEnvBuilder {
             etcd: Mutex::new(etcd.proc),
             etcd_port: etcd.client_port,
             clusters: Vec::new(),
+            flux: Mutex::new(Vec::new()),
             detached: self.detached,
             keep: AtomicBool::new(false),
             failed: false,
@@ -193,6 +230,24 @@ impl TestEnvBuilder {
             }
         }
 
+        if let Some(binaries) = &flux_binaries {
+            let started = flux::start(&FluxParams {
+                binaries,
+                kubeconfig: env.host().kubeconfig_path(),
+                state_dir: &env.state_dir,
+                detached: self.detached,
+                timeout: self.timeout,
+            })
+            .await;
+            match started {
+                Ok(procs) => {
+                    record.flux = procs.iter().map(|p| p.spec.clone()).collect();
+                    *env.flux.get_mut().unwrap_or_else(|e| e.into_inner()) = procs;
+                }
+                Err(e) => return Err(env.fail(e)),
+            }
+        }
+
         for cluster in &env.clusters {
             let api = cluster.apiserver.lock().await;
             let kcm = cluster.controller_manager.lock().await;
@@ -230,6 +285,8 @@ pub struct TestEnv {
     etcd: Mutex<Proc>,
     etcd_port: u16,
     clusters: Vec<ClusterHandle>,
+    /// Flux controllers (empty unless started with [`TestEnvBuilder::flux`]).
+    flux: Mutex<Vec<Proc>>,
     detached: bool,
     keep: AtomicBool,
     /// Start failed: kill even in detached mode, keep the logs.
@@ -281,6 +338,8 @@ impl TestEnv {
                 state::ATTACHED_TIMEOUT,
             )?);
         }
+        let flux: Vec<Proc> = record.flux.iter().map(state::adopt).collect();
+        any_alive |= flux.iter().any(|p| p.pid != 0);
         if !any_alive {
             return Ok(None);
         }
@@ -291,6 +350,7 @@ impl TestEnv {
             etcd: Mutex::new(etcd),
             etcd_port: etcd_state.client_port,
             clusters,
+            flux: Mutex::new(flux),
             detached: true,
             keep: AtomicBool::new(true),
             failed: false,
@@ -354,6 +414,12 @@ impl TestEnv {
         self.keep.store(true, Ordering::Relaxed);
     }
 
+    /// Whether this environment runs Flux and all three controllers are alive.
+    pub fn flux_running(&self) -> bool {
+        let mut flux = self.flux.lock().unwrap_or_else(|e| e.into_inner());
+        !flux.is_empty() && flux.iter_mut().all(Proc::is_running)
+    }
+
     /// Names of processes that are not running (e.g. `member1-kube-apiserver` after
     /// [`ClusterHandle::stop`], or after a crash).
     pub async fn dead_processes(&self) -> Vec<String> {
@@ -363,6 +429,11 @@ impl TestEnv {
             if !etcd.is_running() {
                 dead.push(etcd.spec.name.clone());
             }
+            let mut flux = self.flux.lock().unwrap_or_else(|e| e.into_inner());
+            dead.extend(
+                flux.iter_mut()
+                    .filter_map(|p| (!p.is_running()).then(|| p.spec.name.clone())),
+            );
         }
         for c in &self.clusters {
             dead.extend(c.dead_processes().await);
@@ -378,6 +449,9 @@ impl TestEnv {
     }
 
     fn kill_all(&mut self) {
+        for proc in self.flux.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            proc.kill_blocking();
+        }
         for cluster in &mut self.clusters {
             cluster.kill_blocking();
         }

@@ -44,6 +44,22 @@ pub enum Error {
         tail: String,
     },
 
+    /// The CRDs of a Flux controller module could not be fetched from the Go module cache.
+    #[error("fetching the CRDs of {module}: {message}")]
+    FluxCrds { module: String, message: String },
+
+    /// A `git` command failed.
+    #[error("`git {args}` failed ({status}): {stderr}")]
+    Git {
+        args: String,
+        status: String,
+        stderr: String,
+    },
+
+    /// A chart archive or repository index could not be written or read.
+    #[error("helm repository: {0}")]
+    HelmRepo(String),
+
     /// A prebuilt binary named by KURATOR_TESTENV_BIN_DIR is missing.
     #[error("KURATOR_TESTENV_BIN_DIR is set but {0} does not exist or is not a file")]
     MissingPrebuilt(PathBuf),

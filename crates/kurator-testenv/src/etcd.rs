@@ -45,6 +45,7 @@ fn spec(
         ],
         log: state.join("logs").join("etcd.log"),
         pid_file,
+        env: Vec::new(),
     }
 }
 

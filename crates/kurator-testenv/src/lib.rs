@@ -6,28 +6,42 @@
 //! default. Binaries are built once from the pinned Go modules in `tools/testenv/` and cached
 //! (see [`ensure_binaries`]). No Docker, no mocks.
 //!
+//! End to end: [`TestEnvBuilder::flux`] adds Flux source-, kustomize- and helm-controller
+//! against the host (built by [`ensure_flux_binaries`]), [`GitServer`] serves bare git
+//! repositories over smart HTTP and [`HelmRepo`] a chart repository, both on loopback.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), kurator_testenv::Error> {
-//! use kurator_testenv::TestEnv;
+//! use kurator_testenv::{GitServer, HelmRepo, TestEnv};
 //! let env = TestEnv::builder().members(2).start().await?;
 //! let host = env.host().client().await?;
 //! let member1 = env.cluster("member1").expect("member1").client().await?;
 //! # let _ = (host, member1);
 //! env.members()[0].stop().await?; // outage
 //! env.members()[0].start().await?; // back, same URL and kubeconfig
+//!
+//! let env = TestEnv::builder().members(1).flux(true).start().await?;
+//! let git = GitServer::start(env.state_dir().join("git"))?;
+//! let repo = git.create_repo("fleet")?; // http://127.0.0.1:<port>/fleet.git, branch master
+//! let sha = repo.commit_files(&[("deploy/cm.yaml", "apiVersion: v1\nkind: ConfigMap\n")], "init")?;
+//! let charts = HelmRepo::start(env.state_dir().join("charts"))?;
+//! charts.add_chart("demo", "0.1.0", &[("templates/cm.yaml", "kind: ConfigMap\n")])?;
+//! # let _ = sha;
 //! # Ok(()) }
 //! ```
 //!
 //! Environment variables:
 //! - `KURATOR_TESTENV_BIN_DIR`: prebuilt `etcd`, `kube-apiserver`, `kube-controller-manager`
-//!   (nothing is built).
+//!   and (for Flux) `source-controller`, `kustomize-controller`, `helm-controller` plus the
+//!   CRD directory `flux-crds/` (nothing is built).
 //! - `KURATOR_TESTENV_CACHE`: cache dir (default `$XDG_CACHE_HOME/kurator-testenv` or
 //!   `~/.cache/kurator-testenv`); `KURATOR_TESTENV_GO`: the `go` executable.
 //! - `KURATOR_TESTENV_KEEP=1`: keep state dirs (logs, certs, kubeconfigs) on drop.
 //!
-//! Layout of a state dir: `env.json`, `logs/<cluster>-<component>.log` (and `etcd.log`),
-//! `clusters/<name>/kubeconfig`, `clusters/<name>/certs/`, `etcd-data/`, `run/*.pid`
-//! (detached only).
+//! Layout of a state dir: `env.json`, `logs/<cluster>-<component>.log` (and `etcd.log`; Flux:
+//! `host-{source,kustomize,helm}-controller.log`), `clusters/<name>/kubeconfig`,
+//! `clusters/<name>/certs/`, `etcd-data/`, `flux/storage/` (source-controller artifacts),
+//! `run/*.pid` (detached only).
 
 mod apiserver;
 mod binaries;
@@ -38,6 +52,11 @@ mod crds;
 mod env;
 mod error;
 mod etcd;
+mod flux;
+mod flux_binaries;
+mod git_server;
+mod helm_repo;
+mod http_server;
 mod kubeconfig;
 mod process;
 mod state;
@@ -50,6 +69,12 @@ pub use cluster::ClusterHandle;
 pub use crds::{FIELD_MANAGER, parse_crds};
 pub use env::{ControllerManagerMode, KEEP_ENV, TestEnv, TestEnvBuilder};
 pub use error::{Error, Result};
+pub use flux_binaries::{
+    FLUX_HELM_VERSION, FLUX_KUSTOMIZE_VERSION, FLUX_SOURCE_VERSION, FluxBinaries,
+    PREBUILT_FLUX_CRDS_DIR, ensure_flux_binaries,
+};
+pub use git_server::{FileChange, GIT_BRANCH, GitRepo, GitServer, serve as serve_git};
+pub use helm_repo::{HelmRepo, serve_static as serve_helm_repo, write_chart, write_index};
 
 /// Installs rustls' ring provider as the process default. Idempotent: an already installed
 /// provider (ours or another) is left in place.
@@ -66,6 +91,9 @@ mod tests {
         assert_send_sync::<super::TestEnv>();
         assert_send_sync::<super::ClusterHandle>();
         assert_send_sync::<super::Error>();
+        assert_send_sync::<super::GitServer>();
+        assert_send_sync::<super::GitRepo>();
+        assert_send_sync::<super::HelmRepo>();
     }
 
     #[test]

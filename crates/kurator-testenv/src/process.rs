@@ -31,6 +31,9 @@ pub(crate) struct ProcessSpec {
     /// Where the pid is recorded (detached environments), so another process can find it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
+    /// Extra environment variables (on top of the inherited environment).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
 }
 
 /// A running (or exited) process.
@@ -106,7 +109,8 @@ impl Proc {
             .stdout(log)
             .stderr(log_err)
             .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("no_proxy", "127.0.0.1,localhost");
+            .env("no_proxy", "127.0.0.1,localhost")
+            .envs(spec.env.iter().map(|(k, v)| (k, v)));
         // etcd reads ETCD_* variables as flags; never let the caller's environment leak in.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("ETCD_") {
@@ -372,6 +376,7 @@ mod tests {
             args: Vec::new(),
             log,
             pid_file: None,
+            env: Vec::new(),
         }
     }
 
@@ -416,6 +421,7 @@ mod tests {
             args: vec!["30".into()],
             log: dir.join("sleeper.log"),
             pid_file: None,
+            env: Vec::new(),
         };
         let mut proc = Proc::spawn(spec, false).expect("spawn");
         assert!(proc.is_running());

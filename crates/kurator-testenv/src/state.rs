@@ -24,6 +24,9 @@ pub(crate) struct EnvState {
     pub detached: bool,
     pub etcd: Option<EtcdState>,
     pub clusters: Vec<ClusterState>,
+    /// Flux controllers running against the host (none unless started with Flux).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flux: Vec<ProcessSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +53,7 @@ impl EnvState {
             detached,
             etcd: None,
             clusters: Vec::new(),
+            flux: Vec::new(),
         }
     }
 
@@ -90,13 +94,15 @@ impl EnvState {
         fs::rename(&tmp, &path).map_err(|e| Error::io("renaming to", path, e))
     }
 
-    /// Every process spec, in teardown order (controller-managers, apiservers, etcd).
+    /// Every process spec, in teardown order (Flux controllers, controller-managers,
+    /// apiservers, etcd).
     pub fn specs(&self) -> Vec<&ProcessSpec> {
-        let mut specs: Vec<&ProcessSpec> = self
-            .clusters
-            .iter()
-            .filter_map(|c| c.controller_manager.as_ref())
-            .collect();
+        let mut specs: Vec<&ProcessSpec> = self.flux.iter().collect();
+        specs.extend(
+            self.clusters
+                .iter()
+                .filter_map(|c| c.controller_manager.as_ref()),
+        );
         specs.extend(self.clusters.iter().map(|c| &c.apiserver));
         specs.extend(self.etcd.as_ref().map(|e| &e.process));
         specs
