@@ -43,7 +43,7 @@ pub enum DevCommand {
     },
     /// Stop everything and remove the playground's state.
     Down,
-    /// Build (once) and cache the etcd and Kubernetes binaries the playground and tests use.
+    /// Build (once) and cache the etcd, Kubernetes and Flux binaries the playground and tests use.
     Prepare,
     /// Say what runs where.
     Status,
@@ -74,8 +74,21 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
         DevCommand::Prepare => {
             let started = std::time::Instant::now();
             let bins = tokio::task::spawn_blocking(kurator_testenv::ensure_binaries).await??;
+            let flux = tokio::task::spawn_blocking(kurator_testenv::ensure_flux_binaries).await??;
             println!("etcd:                    {}", bins.etcd.display());
             println!("kube-apiserver:          {}", bins.kube_apiserver.display());
+            println!(
+                "source-controller:       {}",
+                flux.source_controller.display()
+            );
+            println!(
+                "kustomize-controller:    {}",
+                flux.kustomize_controller.display()
+            );
+            println!(
+                "helm-controller:         {}",
+                flux.helm_controller.display()
+            );
             println!(
                 "kube-controller-manager: {}",
                 bins.kube_controller_manager.display()
