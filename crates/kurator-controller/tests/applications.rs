@@ -31,9 +31,18 @@ async fn without_flux_the_application_says_so_and_waits() {
         a.status.as_ref().is_some_and(|s| !s.conditions.is_empty())
     })
     .await;
-    let ready = conditions::find(&a.status.unwrap().conditions, "Ready").cloned().unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "FluxNotInstalled"));
-    assert!(ready.message.contains("source.toolkit.fluxcd.io"), "{}", ready.message);
+    let ready = conditions::find(&a.status.unwrap().conditions, "Ready")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "FluxNotInstalled")
+    );
+    assert!(
+        ready.message.contains("source.toolkit.fluxcd.io"),
+        "{}",
+        ready.message
+    );
 
     // Deleting it still works: the finalizer has nothing to clean up.
     apps.delete("demo", &Default::default()).await.unwrap();

@@ -39,8 +39,14 @@ impl Harness {
     /// A host with `members` member clusters and the controllers, health-checking every
     /// `health_interval`.
     pub async fn start(members: usize, health_interval: Duration) -> Harness {
+        Self::start_with(members, health_interval, false).await
+    }
+
+    /// As `start`, with Flux's controllers running against the host when `flux` is set.
+    pub async fn start_with(members: usize, health_interval: Duration, flux: bool) -> Harness {
         let env = TestEnv::builder()
             .members(members)
+            .flux(flux)
             .crds(vec![kurator_api::crds::all_yaml()])
             .start()
             .await

@@ -1,0 +1,305 @@
+//! Application distribution end to end: real Flux controllers on the host, a git server and
+//! a Helm repository on loopback, workloads landing in real member API servers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, NS, apply, wait_for, wait_gone};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+};
+use kurator_api::{
+    Application, AttachedCluster, Fleet, conditions,
+    fleet::{ClusterKind, FleetCluster, FleetSpec},
+    flux::{HelmRelease, Kustomization},
+    labels::APP_NAME,
+};
+use kurator_testenv::{GitServer, HelmRepo};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn configmap(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\ndata:\n  version: {value}\n"
+    )
+}
+
+fn fleet(members: &[&str]) -> Fleet {
+    Fleet::new(
+        "quickstart",
+        FleetSpec {
+            clusters: members
+                .iter()
+                .map(|m| FleetCluster {
+                    name: m.to_string(),
+                    kind: ClusterKind::AttachedCluster,
+                })
+                .collect(),
+            plugin: None,
+        },
+    )
+}
+
+fn synced(a: &Application) -> Option<(String, String)> {
+    let s = a.status.as_ref()?;
+    let ready = conditions::find(&s.conditions, "Ready")?;
+    Some((ready.reason.clone(), s.synced.clone().unwrap_or_default()))
+}
+
+async fn member_value(client: &Client, name: &str) -> Option<String> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    cms.get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|cm| cm.data?.get("version").cloned())
+}
+
+async fn wait_member(client: &Client, name: &str, want: Option<&str>) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = member_value(client, name).await;
+        if got.as_deref() == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: wanted {want:?}, member has {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn attach_quickstart(h: &Harness, members: &[&str]) {
+    for (i, name) in members.iter().enumerate() {
+        h.attach_member(name, i + 1).await;
+    }
+    let fleets: Api<Fleet> = h.api();
+    apply(&fleets, "quickstart", &fleet(members)).await;
+    wait_for(&fleets, "quickstart", WAIT, |f| {
+        f.status
+            .as_ref()
+            .is_some_and(|s| s.ready_clusters == members.len() as i32)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn gitrepo_kustomization_demo_to_both_members_then_update_shrink_delete() {
+    let h = Harness::start_with(2, Duration::from_secs(10), true).await;
+    let git = GitServer::start(h.env.state_dir().join("git")).unwrap();
+    let repo = git.create_repo("podinfo").unwrap();
+    repo.commit_files(
+        &[
+            ("deploy/webapp/cm.yaml", &configmap("webapp", "v1")),
+            ("kustomize/cm.yaml", &configmap("kustomized", "v1")),
+        ],
+        "v1",
+    )
+    .unwrap();
+    attach_quickstart(&h, &["kurator-member1", "kurator-member2"]).await;
+
+    // The brief's Application, pointed at the local repository (and a short interval).
+    let yaml = format!(
+        "apiVersion: apps.kurator.dev/v1alpha1
+kind: Application
+metadata:
+  name: gitrepo-kustomization-demo
+  namespace: default
+spec:
+  source:
+    gitRepository:
+      interval: 5s
+      ref:
+        branch: master
+      timeout: 1m0s
+      url: {}
+  syncPolicies:
+    - destination:
+        fleet: quickstart
+      kustomization:
+        interval: 5m0s
+        path: ./deploy/webapp
+        prune: true
+        timeout: 2m0s
+    - destination:
+        fleet: quickstart
+      kustomization:
+        targetNamespace: default
+        interval: 5m0s
+        path: ./kustomize
+        prune: true
+        timeout: 2m0s
+",
+        repo.url()
+    );
+    let app: Application = serde_saphyr::from_str(&yaml).unwrap();
+    let apps: Api<Application> = h.api();
+    apply(&apps, "gitrepo-kustomization-demo", &app).await;
+
+    // (a) both members get both paths; status says 4/4.
+    let a = wait_for(&apps, "gitrepo-kustomization-demo", WAIT, |a| {
+        synced(a) == Some(("AllClustersSynced".into(), "4/4".into()))
+    })
+    .await;
+    let first_revision = a.status.as_ref().unwrap().source_revision.clone().unwrap();
+    let m1 = h.env.members()[0].client().await.unwrap();
+    let m2 = h.env.members()[1].client().await.unwrap();
+    for client in [&m1, &m2] {
+        assert_eq!(member_value(client, "webapp").await.as_deref(), Some("v1"));
+        assert_eq!(
+            member_value(client, "kustomized").await.as_deref(),
+            Some("v1")
+        );
+    }
+    let ks: Api<Kustomization> = h.api();
+    let names: Vec<String> = ks
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|k| k.name_any())
+        .collect();
+    assert!(
+        names.contains(&"gitrepo-kustomization-demo-0-attachedcluster-kurator-member1".to_string()),
+        "{names:?}"
+    );
+
+    // (b) a new commit reaches both members and the status follows.
+    let sha = repo
+        .commit_files(
+            &[("deploy/webapp/cm.yaml", &configmap("webapp", "v2"))],
+            "v2",
+        )
+        .unwrap();
+    let a = wait_for(&apps, "gitrepo-kustomization-demo", WAIT, |a| {
+        let s = a.status.as_ref();
+        s.and_then(|s| s.source_revision.as_deref())
+            .is_some_and(|r| r.contains(&sha))
+            && synced(a) == Some(("AllClustersSynced".into(), "4/4".into()))
+    })
+    .await;
+    assert_ne!(
+        a.status.as_ref().unwrap().source_revision.as_deref(),
+        Some(first_revision.as_str())
+    );
+    assert!(a.status.unwrap().clusters.iter().all(|c| {
+        c.applied_revision
+            .as_deref()
+            .is_some_and(|r| r.contains(&sha))
+    }));
+    wait_member(&m1, "webapp", Some("v2")).await;
+    wait_member(&m2, "webapp", Some("v2")).await;
+
+    // (c) member2 leaves the fleet: its workload is pruned, member1 keeps its own.
+    let fleets: Api<Fleet> = h.api();
+    apply(&fleets, "quickstart", &fleet(&["kurator-member1"])).await;
+    wait_for(&apps, "gitrepo-kustomization-demo", WAIT, |a| {
+        synced(a) == Some(("AllClustersSynced".into(), "2/2".into()))
+    })
+    .await;
+    wait_member(&m2, "webapp", None).await;
+    wait_member(&m2, "kustomized", None).await;
+    assert_eq!(member_value(&m1, "webapp").await.as_deref(), Some("v2"));
+
+    // (f) deleting the Application leaves nothing of it on the host or the members.
+    apps.delete("gitrepo-kustomization-demo", &Default::default())
+        .await
+        .unwrap();
+    wait_gone(&apps, "gitrepo-kustomization-demo", WAIT).await;
+    wait_member(&m1, "webapp", None).await;
+    wait_member(&m1, "kustomized", None).await;
+    let selector = ListParams::default().labels(&format!("{APP_NAME}=gitrepo-kustomization-demo"));
+    let deadline = std::time::Instant::now() + WAIT;
+    while !ks.list(&selector).await.unwrap().items.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Kustomizations left on the host"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn helm_release_to_the_selected_member_only() {
+    let h = Harness::start_with(2, Duration::from_secs(10), true).await;
+    let charts = HelmRepo::start(h.env.state_dir().join("charts")).unwrap();
+    charts
+        .add_chart(
+            "greeter",
+            "0.1.0",
+            &[
+                ("values.yaml", "greeting: hello\n"),
+                (
+                    "templates/cm.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeter\n  namespace: default\ndata:\n  version: {{ .Values.greeting }}\n",
+                ),
+            ],
+        )
+        .unwrap();
+    attach_quickstart(&h, &["kurator-member1", "kurator-member2"]).await;
+    // (e) only clusters labelled env=prod are selected.
+    let acs: Api<AttachedCluster> = h.api();
+    let prod = serde_json::json!({"metadata": {"labels": {"env": "prod"}}});
+    acs.patch(
+        "kurator-member1",
+        &PatchParams::default(),
+        &Patch::Merge(&prod),
+    )
+    .await
+    .unwrap();
+
+    let yaml = format!(
+        "metadata: {{name: greeter, namespace: default}}
+spec:
+  source:
+    helmRepository: {{url: '{}', interval: 1m}}
+  syncPolicies:
+    - destination:
+        fleet: quickstart
+        clusterSelector:
+          matchLabels: {{env: prod}}
+      helm:
+        interval: 1m
+        chart:
+          spec: {{chart: greeter, version: 0.1.0}}
+        values: {{greeting: hi-from-kurator}}
+        install: {{disableWait: true}}
+        upgrade: {{disableWait: true}}
+",
+        charts.url()
+    );
+    let app: Application = serde_saphyr::from_str(&yaml).unwrap();
+    let apps: Api<Application> = h.api();
+    apply(&apps, "greeter", &app).await;
+
+    // (d) the release's objects land, with the injected value.
+    wait_for(&apps, "greeter", WAIT, |a| {
+        synced(a) == Some(("AllClustersSynced".into(), "1/1".into()))
+    })
+    .await;
+    let m1 = h.env.members()[0].client().await.unwrap();
+    let m2 = h.env.members()[1].client().await.unwrap();
+    wait_member(&m1, "greeter", Some("hi-from-kurator")).await;
+    assert_eq!(
+        member_value(&m2, "greeter").await,
+        None,
+        "member2 is not selected"
+    );
+    let hrs: Api<HelmRelease> = h.api();
+    let names: Vec<String> = hrs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|r| r.name_any())
+        .collect();
+    assert_eq!(names, ["greeter-0-attachedcluster-kurator-member1"]);
+    h.shutdown().await;
+}
