@@ -10,7 +10,7 @@ use kube::{
     api::ListParams,
     runtime::{WatchStreamExt, watcher},
 };
-use kurator_api::{AttachedCluster, Fleet};
+use kurator_api::{Application, AttachedCluster, Fleet};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::tables;
@@ -41,6 +41,8 @@ pub enum What {
     Clusters,
     #[value(alias = "fleet")]
     Fleets,
+    #[value(alias = "application", alias = "apps", alias = "app")]
+    Applications,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +62,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let mut changes = match args.what {
         What::Clusters => changes(api::<AttachedCluster>(&client, &args)),
         What::Fleets => changes(api::<Fleet>(&client, &args)),
+        What::Applications => changes(api::<Application>(&client, &args)),
     };
     while changes.next().await.is_some() {
         let text = render(&client, &args).await?;
@@ -86,6 +89,11 @@ async fn render(client: &Client, args: &GetArgs) -> anyhow::Result<String> {
             let items = list::<Fleet>(client, args).await?;
             structured(&items, args.output)?
                 .unwrap_or_else(|| tables::fleets(&items, args.all_namespaces, wide, now))
+        }
+        What::Applications => {
+            let items = list::<Application>(client, args).await?;
+            structured(&items, args.output)?
+                .unwrap_or_else(|| tables::applications(&items, args.all_namespaces, wide, now))
         }
     })
 }

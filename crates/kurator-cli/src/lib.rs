@@ -1,6 +1,7 @@
 //! `kurator` commands: controller, crds, get, dev.
 
 pub mod controller_cmd;
+pub mod describe;
 pub mod dev;
 pub mod get;
 pub mod manifest;
@@ -29,8 +30,10 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
-    /// List clusters or fleets with their state.
+    /// List clusters, fleets or applications with their state.
     Get(get::GetArgs),
+    /// Show one fleet or application: members, per-cluster state, conditions.
+    Describe(describe::DescribeArgs),
     /// A local playground: host and member control planes, and the controller.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -46,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(args) => controller_cmd::run(args).await,
         Command::Crds { out_dir } => write_crds(out_dir),
         Command::Get(args) => get::run(args).await,
+        Command::Describe(args) => describe::run(args).await,
         Command::Dev(cmd) => dev::run(cmd).await,
     }
 }

@@ -3,7 +3,7 @@
 use comfy_table::{Table, presets::NOTHING};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
-use kurator_api::{AttachedCluster, Fleet, conditions, labels::FLEET_NAME};
+use kurator_api::{Application, AttachedCluster, Fleet, conditions, labels::FLEET_NAME};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -123,6 +123,54 @@ pub fn fleets(items: &[Fleet], all_namespaces: bool, wide: bool, now: Timestamp)
     render(t)
 }
 
+/// NAMESPACE (with -A), NAME, REVISION, SYNCED x/y, READY, AGE; `wide` adds REASON.
+pub fn applications(
+    items: &[Application],
+    all_namespaces: bool,
+    wide: bool,
+    now: Timestamp,
+) -> String {
+    let mut header = vec!["NAME", "REVISION", "SYNCED", "READY", "AGE"];
+    if all_namespaces {
+        header.insert(0, "NAMESPACE");
+    }
+    if wide {
+        header.push("REASON");
+    }
+    let mut t = table(&header);
+    for app in items {
+        let status = app.status.clone().unwrap_or_default();
+        let ready = conditions::find(&status.conditions, conditions::READY);
+        let mut row = vec![
+            app.name_any(),
+            status
+                .source_revision
+                .as_deref()
+                .map(short_revision)
+                .unwrap_or_else(|| "-".into()),
+            status.synced.clone().unwrap_or_else(|| "-".into()),
+            ready.map_or("Unknown".into(), |c| c.status.clone()),
+            age(app.metadata.creation_timestamp.as_ref(), now),
+        ];
+        if all_namespaces {
+            row.insert(0, app.namespace().unwrap_or_default());
+        }
+        if wide {
+            row.push(ready.map_or("-".into(), |c| c.reason.clone()));
+        }
+        t.add_row(row);
+    }
+    render(t)
+}
+
+/// `master@sha1:0123456789abcdef…` → `master@sha1:0123456`: enough to tell commits apart.
+pub fn short_revision(revision: &str) -> String {
+    match revision.split_once(':') {
+        Some((prefix, digest)) if digest.len() > 7 => format!("{prefix}:{}", &digest[..7]),
+        _ => revision.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +273,31 @@ mod tests {
         insta::assert_snapshot!(fleets(std::slice::from_ref(&fleet), false, true, now), @r"
         NAME        PHASE    READY  AGE  REASON            UNREADY
         quickstart  Running  1/2    90s  ClustersNotReady  m2(Unreachable)
+        ");
+    }
+
+    #[test]
+    fn application_table() {
+        let mut app: Application = serde_saphyr::from_str(
+            "metadata: {name: demo, namespace: default}\nspec:\n  source:\n    gitRepository: {url: 'https://e.com/r.git', interval: 1m}\n  destination: {fleet: quickstart}\n  syncPolicies:\n  - kustomization: {interval: 1m, prune: true}\n",
+        )
+        .unwrap();
+        app.metadata.creation_timestamp = Some(t(0));
+        app.status = Some(kurator_api::apps::ApplicationStatus {
+            source_revision: Some("master@sha1:0123456789abcdef0123456789abcdef01234567".into()),
+            synced: Some("1/2".into()),
+            conditions: merge(
+                &[],
+                vec![Desired::new("Ready", false, "NotSynced", "m2 behind")],
+                Some(1),
+                t(0),
+            ),
+            ..Default::default()
+        });
+        let now = Timestamp::from_second(600).unwrap();
+        insta::assert_snapshot!(applications(std::slice::from_ref(&app), false, true, now), @r"
+        NAME  REVISION             SYNCED  READY  AGE  REASON
+        demo  master@sha1:0123456  1/2     False  10m  NotSynced
         ");
     }
 

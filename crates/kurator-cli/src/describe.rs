@@ -1,0 +1,253 @@
+//! `kurator describe fleet|application NAME`: one object, its conditions and its members.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use comfy_table::{Table, presets::NOTHING};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
+use kube::{Api, ResourceExt};
+use kurator_api::{Application, Fleet};
+
+use crate::tables::{age, short_revision};
+
+#[derive(Args, Debug)]
+pub struct DescribeArgs {
+    pub what: Describe,
+    pub name: String,
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Describe {
+    Fleet,
+    #[value(alias = "app")]
+    Application,
+}
+
+pub async fn run(args: DescribeArgs) -> anyhow::Result<()> {
+    let client = crate::client(args.kubeconfig.as_ref()).await?;
+    let ns = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let now = Timestamp::now();
+    let text = match args.what {
+        Describe::Fleet => {
+            let fleet = Api::<Fleet>::namespaced(client, &ns)
+                .get(&args.name)
+                .await
+                .with_context(|| format!("fleet {ns}/{}", args.name))?;
+            fleet_text(&fleet, now)
+        }
+        Describe::Application => {
+            let app = Api::<Application>::namespaced(client, &ns)
+                .get(&args.name)
+                .await
+                .with_context(|| format!("application {ns}/{}", args.name))?;
+            application_text(&app, now)
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_style(NOTHING)
+        .set_header(header.iter().map(|h| h.to_string()));
+    for row in rows {
+        t.add_row(row);
+    }
+    t.lines()
+        .map(|l| format!("  {}\n", l.strip_prefix(' ').unwrap_or(&l).trim_end()))
+        .collect()
+}
+
+fn conditions_text(conditions: &[Condition]) -> String {
+    if conditions.is_empty() {
+        return "Conditions: none yet\n".into();
+    }
+    let rows = conditions
+        .iter()
+        .map(|c| {
+            vec![
+                c.type_.clone(),
+                c.status.clone(),
+                c.reason.clone(),
+                c.message.clone(),
+            ]
+        })
+        .collect();
+    format!(
+        "Conditions:\n{}",
+        table(&["TYPE", "STATUS", "REASON", "MESSAGE"], rows)
+    )
+}
+
+/// Pure: the text of `kurator describe fleet`.
+pub fn fleet_text(fleet: &Fleet, now: Timestamp) -> String {
+    let status = fleet.status.clone().unwrap_or_default();
+    let mut out = format!(
+        "Name:       {}\nNamespace:  {}\nAge:        {}\nPhase:      {}\nReady:      {}/{}\n",
+        fleet.name_any(),
+        fleet.namespace().unwrap_or_default(),
+        age(fleet.metadata.creation_timestamp.as_ref(), now),
+        status.phase.as_deref().unwrap_or("Pending"),
+        status.ready_clusters,
+        fleet.spec.clusters.len(),
+    );
+    let rows = status
+        .clusters
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.kind.to_string(),
+                c.ready.to_string(),
+                c.reason.clone().unwrap_or_else(|| "-".into()),
+                c.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push_str(&format!(
+        "Clusters:\n{}",
+        table(&["NAME", "KIND", "READY", "REASON", "MESSAGE"], rows)
+    ));
+    out.push_str(&conditions_text(&status.conditions));
+    out
+}
+
+/// Pure: the text of `kurator describe application`.
+pub fn application_text(app: &Application, now: Timestamp) -> String {
+    let status = app.status.clone().unwrap_or_default();
+    let source = &app.spec.source;
+    let (kind, url) = if let Some(g) = &source.git_repository {
+        ("GitRepository", g.url.as_str())
+    } else if let Some(h) = &source.helm_repository {
+        ("HelmRepository", h.url.as_str())
+    } else if let Some(o) = &source.oci_repository {
+        ("OCIRepository", o.url.as_str())
+    } else {
+        ("-", "-")
+    };
+    let mut out = format!(
+        "Name:       {}\nNamespace:  {}\nAge:        {}\nSource:     {kind} {url}\nRevision:   {}\nSynced:     {}\n",
+        app.name_any(),
+        app.namespace().unwrap_or_default(),
+        age(app.metadata.creation_timestamp.as_ref(), now),
+        status.source_revision.as_deref().unwrap_or("-"),
+        status.synced.as_deref().unwrap_or("-"),
+    );
+    let rows = status
+        .clusters
+        .iter()
+        .map(|c| {
+            vec![
+                c.policy.clone(),
+                c.fleet.clone(),
+                c.cluster.clone(),
+                c.kind.clone(),
+                c.ready.to_string(),
+                c.applied_revision
+                    .as_deref()
+                    .map(short_revision)
+                    .unwrap_or_else(|| "-".into()),
+                match (&c.reason, &c.message) {
+                    (Some(r), Some(m)) => format!("{r}: {m}"),
+                    (Some(r), None) => r.clone(),
+                    _ => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    out.push_str(&format!(
+        "Clusters:\n{}",
+        table(
+            &[
+                "POLICY", "FLEET", "CLUSTER", "KIND", "SYNCED", "REVISION", "WHY"
+            ],
+            rows
+        )
+    ));
+    out.push_str(&conditions_text(&status.conditions));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kurator_api::{
+        apps::{ApplicationClusterStatus, ApplicationStatus},
+        conditions::{Desired, merge},
+        fleet::ClusterKind,
+    };
+
+    #[test]
+    fn application_description() {
+        let mut app: Application = serde_saphyr::from_str(
+            "metadata: {name: demo, namespace: default}\nspec:\n  source:\n    gitRepository: {url: 'http://127.0.0.1:1/podinfo.git', interval: 1m}\n  destination: {fleet: quickstart}\n  syncPolicies:\n  - kustomization: {interval: 1m, prune: true}\n",
+        )
+        .unwrap();
+        let t0 = Time(Timestamp::from_second(0).unwrap());
+        app.metadata.creation_timestamp = Some(t0.clone());
+        let cluster = |name: &str, ready: bool, revision: &str, why: Option<(&str, &str)>| {
+            ApplicationClusterStatus {
+                policy: "demo-0".into(),
+                fleet: "quickstart".into(),
+                cluster: name.into(),
+                cluster_kind: ClusterKind::AttachedCluster,
+                kind: "Kustomization".into(),
+                name: format!("demo-0-attachedcluster-{name}"),
+                applied_revision: Some(revision.into()),
+                ready,
+                reason: why.map(|w| w.0.into()),
+                message: why.map(|w| w.1.into()),
+            }
+        };
+        app.status = Some(ApplicationStatus {
+            source_revision: Some("master@sha1:bbbbbbbbbbbbbbbb".into()),
+            synced: Some("1/2".into()),
+            clusters: vec![
+                cluster("m1", true, "master@sha1:bbbbbbbbbbbbbbbb", None),
+                cluster(
+                    "m2",
+                    false,
+                    "master@sha1:aaaaaaaaaaaaaaaa",
+                    Some(("OutdatedRevision", "at a, source at b")),
+                ),
+            ],
+            conditions: merge(
+                &[],
+                vec![Desired::new(
+                    "Ready",
+                    false,
+                    "NotSynced",
+                    "1 of 2 not synced",
+                )],
+                None,
+                t0,
+            ),
+            ..Default::default()
+        });
+        insta::assert_snapshot!(application_text(&app, Timestamp::from_second(30).unwrap()), @r"
+        Name:       demo
+        Namespace:  default
+        Age:        30s
+        Source:     GitRepository http://127.0.0.1:1/podinfo.git
+        Revision:   master@sha1:bbbbbbbbbbbbbbbb
+        Synced:     1/2
+        Clusters:
+          POLICY  FLEET       CLUSTER  KIND           SYNCED  REVISION             WHY
+          demo-0  quickstart  m1       Kustomization  true    master@sha1:bbbbbbb  -
+          demo-0  quickstart  m2       Kustomization  false   master@sha1:aaaaaaa  OutdatedRevision: at a, source at b
+        Conditions:
+          TYPE   STATUS  REASON     MESSAGE
+          Ready  False   NotSynced  1 of 2 not synced
+        ");
+    }
+}
