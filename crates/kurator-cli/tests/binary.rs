@@ -48,6 +48,11 @@ fn playground_up_twice_env_status_get_down() {
         "{up_text}"
     );
     assert!(up_text.contains("quickstart  Ready  2/2"), "{up_text}");
+    assert!(
+        up_text.contains("Application gitrepo-kustomization-demo is synced on every cluster."),
+        "{up_text}"
+    );
+    assert!(up_text.contains("4/4     True"), "{up_text}");
 
     let again = kurator(&dev, &["dev", "up"]);
     assert!(again.status.success(), "{}", text(&again));
@@ -82,11 +87,32 @@ fn playground_up_twice_env_status_get_down() {
         "member1  running",
         "member2  running",
         "controller running",
+        "git-server running",
+        "flux     source-",
     ] {
         assert!(text(&status).contains(expected), "{}", text(&status));
     }
 
     let host = exports[0].1;
+    // The example application's workload landed in both members.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (_, member) in &exports[1..] {
+        let found = rt.block_on(async {
+            let client = kurator_cli::client(Some(&std::path::PathBuf::from(member)))
+                .await
+                .unwrap();
+            let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                kube::Api::namespaced(client, "default");
+            (
+                cms.get_opt("webapp-config").await.unwrap(),
+                cms.get_opt("podinfo-kustomized").await.unwrap(),
+            )
+        });
+        assert!(
+            found.0.is_some() && found.1.is_some(),
+            "example workload missing in {member}"
+        );
+    }
     let clusters = Command::new(KURATOR)
         .args(["get", "clusters", "--kubeconfig", host])
         .output()
@@ -128,7 +154,6 @@ fn playground_up_twice_env_status_get_down() {
         .recv_timeout(Duration::from_secs(20))
         .expect("first table");
     assert!(first.starts_with("NAME"), "{first}");
-    let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = kurator_cli::client(Some(&std::path::PathBuf::from(host))).await.unwrap();
         let fleet = "apiVersion: fleet.kurator.dev/v1alpha1\nkind: Fleet\nmetadata: {name: quickstart, namespace: default}\nspec:\n  clusters:\n  - {name: kurator-member1, kind: AttachedCluster}\n  - {name: kurator-member2, kind: AttachedCluster}\n  - {name: ghost, kind: AttachedCluster}\n";

@@ -1,37 +1,26 @@
 //! `kurator dev up|down|status|env`: a playground of real control planes on loopback (a host
 //! and two members), the controller, and the quickstart fleet. No Docker.
 
-mod controller_process;
+mod background;
+mod quickstart;
 mod wait;
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use k8s_openapi::{ByteString, api::core::v1::Secret, jiff::Timestamp};
-use kube::{
-    Api,
-    api::{ObjectMeta, Patch, PatchParams},
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kurator_api::{Application, Fleet};
+use kurator_testenv::{ControllerManagerMode, TestEnv};
+
+use self::{
+    background::Background,
+    quickstart::{APPLICATION, FLEET, NAMESPACE},
 };
-use kurator_api::{Fleet, labels::FIELD_MANAGER};
-use kurator_testenv::{ClusterHandle, ControllerManagerMode, TestEnv};
+use crate::tables;
 
-use crate::{manifest, tables};
-
-/// The quickstart manifests, compiled in so the binary works from any directory.
-const QUICKSTART: &[(&str, &str)] = &[
-    (
-        "attachedclusters.yaml",
-        include_str!("../../../../examples/quickstart/attachedclusters.yaml"),
-    ),
-    (
-        "fleet.yaml",
-        include_str!("../../../../examples/quickstart/fleet.yaml"),
-    ),
-];
 const MEMBERS: usize = 2;
-const NAMESPACE: &str = "default";
-const FLEET: &str = "quickstart";
 
 #[derive(Subcommand, Debug)]
 pub enum DevCommand {
@@ -49,6 +38,14 @@ pub enum DevCommand {
     Status,
     /// Print shell exports for the playground's kubeconfigs.
     Env,
+    /// (internal) Serve the playground's git repositories over smart HTTP.
+    #[command(hide = true)]
+    ServeGit {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        addr: SocketAddr,
+    },
 }
 
 /// `$KURATOR_DEV_DIR`, else `~/.kurator/dev`.
@@ -71,6 +68,11 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
         DevCommand::Down => down(&state),
         DevCommand::Status => status(&state).await,
         DevCommand::Env => print_env(&state),
+        DevCommand::ServeGit { root, addr } => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            kurator_testenv::serve_git(root, listener).await?;
+            Ok(())
+        }
         DevCommand::Prepare => {
             let started = std::time::Instant::now();
             let bins = tokio::task::spawn_blocking(kurator_testenv::ensure_binaries).await??;
@@ -99,9 +101,23 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
     }
 }
 
+fn controller(state: &std::path::Path) -> Background<'_> {
+    Background {
+        state,
+        name: "controller",
+    }
+}
+
+fn git_server(state: &std::path::Path) -> Background<'_> {
+    Background {
+        state,
+        name: "git-server",
+    }
+}
+
 async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
     let env = match TestEnv::attach(env_dir(state))? {
-        Some(env) if env.dead_processes().await.is_empty() => {
+        Some(env) if env.dead_processes().await.is_empty() && env.flux_running() => {
             println!("Playground already running (state in {}).", state.display());
             env
         }
@@ -109,19 +125,21 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
             if existing.is_some() {
                 println!("Some playground processes died: restarting it.");
             }
-            controller_process::stop(state);
+            controller(state).stop();
+            git_server(state).stop();
             TestEnv::stop_all(env_dir(state))?;
             std::fs::create_dir_all(state)?;
             println!(
-                "Starting a host and {MEMBERS} member control planes (etcd + kube-apiserver, real binaries)..."
+                "Starting a host and {MEMBERS} member control planes (etcd + kube-apiserver) and Flux, real binaries..."
             );
             println!(
-                "The first run builds Kubernetes from source: several minutes; later runs take seconds."
+                "The first run builds Kubernetes and Flux from source: several minutes; later runs take seconds."
             );
             TestEnv::builder()
                 .members(MEMBERS)
                 .controller_manager(ControllerManagerMode::Host)
                 .crds(vec![kurator_api::crds::all_yaml()])
+                .flux(true)
                 .state_dir(env_dir(state))
                 .detached(true)
                 .start()
@@ -130,40 +148,72 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
         }
     };
     let host = env.host();
-    if !controller_process::is_running(state) {
-        let addr = controller_process::start(state, host.kubeconfig_path())?;
+    let controller = controller(state);
+    if controller.running_pid().is_none() {
+        let addr = free_addr()?;
+        controller.start(&[
+            "controller".into(),
+            "--health-interval=10s".into(),
+            "--probe-timeout=5s".into(),
+            format!("--metrics-addr={addr}"),
+            format!("--kubeconfig={}", host.kubeconfig_path().display()),
+        ])?;
         println!(
             "Controller started (metrics on http://{addr}/metrics, log {}).",
-            controller_process::log_path(state).display()
+            controller.log_path().display()
         );
     }
+    let git_root = state.join("git");
+    let git = git_server(state);
+    let git_addr_file = state.join("git-server.addr");
+    if git.running_pid().is_none() {
+        std::fs::create_dir_all(&git_root)?;
+        let addr = free_addr()?;
+        git.start(&[
+            "dev".into(),
+            "serve-git".into(),
+            format!("--root={}", git_root.display()),
+            format!("--addr={addr}"),
+        ])?;
+        std::fs::write(&git_addr_file, addr.to_string())?;
+        wait::port_open(addr, Duration::from_secs(10)).await?;
+        println!(
+            "Git server started on http://{addr} (repositories in {}).",
+            git_root.display()
+        );
+    }
+    let git_url = format!("http://{}", std::fs::read_to_string(&git_addr_file)?.trim());
 
     let client = host.client().await?;
-    for (index, member) in env.members().iter().enumerate() {
-        create_kubeconfig_secret(&client, index + 1, member).await?;
-    }
-    for (file, yaml) in QUICKSTART {
-        let objects =
-            manifest::parse(yaml).with_context(|| format!("examples/quickstart/{file}"))?;
-        manifest::apply(&client, &objects, NAMESPACE).await?;
-    }
+    quickstart::apply_clusters(&client, env.members()).await?;
     println!(
         "Applied examples/quickstart: AttachedClusters kurator-member1, kurator-member2 and Fleet {FLEET}."
     );
+    quickstart::apply_application(&client, &git_root, &git_url).await?;
+    println!(
+        "Applied Application {APPLICATION}: {git_url}/podinfo.git (./deploy/webapp and ./kustomize) to every member."
+    );
 
+    let on_error =
+        |_: &anyhow::Error| eprintln!("Controller log: {}", controller.log_path().display());
     let fleets: Api<Fleet> = Api::namespaced(client.clone(), NAMESPACE);
     let fleet = wait::fleet_ready(&fleets, FLEET, MEMBERS as i32, timeout)
         .await
-        .inspect_err(|_| {
-            eprintln!(
-                "Controller log: {}",
-                controller_process::log_path(state).display()
-            );
-        })?;
+        .inspect_err(on_error)?;
+    let apps: Api<Application> = Api::namespaced(client.clone(), NAMESPACE);
+    let app = wait::application_synced(&apps, APPLICATION, timeout)
+        .await
+        .inspect_err(on_error)?;
+    let now = Timestamp::now();
     println!();
     print!(
         "{}",
-        tables::fleets(std::slice::from_ref(&fleet), false, false, Timestamp::now())
+        tables::fleets(std::slice::from_ref(&fleet), false, false, now)
+    );
+    println!();
+    print!(
+        "{}",
+        tables::applications(std::slice::from_ref(&app), false, false, now)
     );
     println!();
     // The repository's ./kurator wrapper sets KURATOR_CMD so the hints can be pasted as is.
@@ -174,43 +224,19 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
     );
     println!("  {cmd} get clusters        # READY, VERSION, FLEET of each member");
     println!("  {cmd} get fleets -o wide  # phase, reason and unready members");
+    println!("  {cmd} describe application {APPLICATION}   # where each cluster stands");
     println!("  {cmd} dev status          # what runs where");
     println!("  {cmd} dev down            # stop everything and remove the state");
     Ok(())
 }
 
-/// The member's kubeconfig, in a Secret named and keyed as the quickstart expects.
-async fn create_kubeconfig_secret(
-    client: &kube::Client,
-    index: usize,
-    member: &ClusterHandle,
-) -> anyhow::Result<()> {
-    let name = format!("kurator-member{index}");
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(NAMESPACE.into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            format!("{name}.config"),
-            ByteString(member.kubeconfig_yaml().into_bytes()),
-        )])),
-        ..Default::default()
-    };
-    let api: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
-    )
-    .await
-    .with_context(|| format!("creating Secret {name}"))?;
-    Ok(())
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 fn down(state: &std::path::Path) -> anyhow::Result<()> {
-    let controller = controller_process::stop(state);
+    let controller = controller(state).stop();
+    git_server(state).stop();
     let env = TestEnv::stop_all(env_dir(state))?;
     if state.exists() {
         std::fs::remove_dir_all(state).with_context(|| format!("removing {}", state.display()))?;
@@ -245,15 +271,27 @@ async fn status(state: &std::path::Path) -> anyhow::Result<()> {
         );
     }
     println!("  etcd     {}", env.etcd_url());
-    match controller_process::running_pid(state) {
-        Some(pid) => println!(
-            "  controller running (pid {pid}), log {}",
-            controller_process::log_path(state).display()
-        ),
-        None => println!(
-            "  controller STOPPED, log {}",
-            controller_process::log_path(state).display()
-        ),
+    println!(
+        "  flux     {}",
+        if env.flux_running() {
+            "source-, kustomize-, helm-controller running"
+        } else {
+            "NOT RUNNING"
+        }
+    );
+    for process in [controller(state), git_server(state)] {
+        match process.running_pid() {
+            Some(pid) => println!(
+                "  {} running (pid {pid}), log {}",
+                process.name,
+                process.log_path().display()
+            ),
+            None => println!(
+                "  {} STOPPED, log {}",
+                process.name,
+                process.log_path().display()
+            ),
+        }
     }
     if !dead.is_empty() {
         bail!(

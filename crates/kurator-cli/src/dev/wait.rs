@@ -70,3 +70,57 @@ fn describe(fleet: Option<&Fleet>, name: &str, expected: i32) -> (String, bool) 
         done,
     )
 }
+
+/// Polls the Application until its `Ready` condition is True, showing synced x/y.
+pub async fn application_synced(
+    api: &Api<kurator_api::Application>,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<kurator_api::Application> {
+    println!("Waiting for application {name} to sync...");
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let app = api.get_opt(name).await?;
+        let status = app.as_ref().and_then(|a| a.status.as_ref());
+        let ready = status.and_then(|s| conditions::find(&s.conditions, conditions::READY));
+        let line = match (status, ready) {
+            (Some(s), Some(c)) => format!(
+                "application {name}: {} synced, {} ({})",
+                s.synced.as_deref().unwrap_or("-"),
+                c.reason,
+                c.message
+            ),
+            _ => format!("application {name}: waiting for the controller"),
+        };
+        if line != last {
+            println!("  {line}");
+            last = line.clone();
+        }
+        if let (Some(app), Some(c)) = (app.clone(), ready)
+            && c.status == conditions::TRUE
+        {
+            println!("Application {name} is synced on every cluster.");
+            return Ok(app);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "application {name} not synced after {}s: {line}",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits until something accepts connections on `addr`.
+pub async fn port_open(addr: std::net::SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {addr} after {}s", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

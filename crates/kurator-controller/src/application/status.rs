@@ -159,7 +159,7 @@ pub fn build_status(
             reason::SYNCED,
             true,
             reason::ALL_CLUSTERS_SYNCED,
-            format!("all {total} clusters synced"),
+            format!("all {total} policy/cluster pairs synced"),
         )
     } else {
         Condition::new(
