@@ -38,8 +38,8 @@ where
     Ok(true)
 }
 
-/// Records an Event when the `Ready` condition appears or changes status or reason:
-/// Normal when ready, Warning otherwise.
+/// Records an Event (and a log line) when the `Ready` condition appears or changes status or
+/// reason: Normal when ready, Warning otherwise.
 pub async fn publish_ready_transition<K>(
     ctx: &crate::context::Context,
     obj: &K,
@@ -60,6 +60,12 @@ pub async fn publish_ready_transition<K>(
         return;
     }
     let ready = new.status == conditions::TRUE;
+    let kind = K::kind(&());
+    if ready {
+        tracing::info!(%kind, reason = %new.reason, "ready");
+    } else {
+        tracing::warn!(%kind, reason = %new.reason, message = %new.message, "not ready");
+    }
     let event = Event {
         type_: if ready {
             EventType::Normal

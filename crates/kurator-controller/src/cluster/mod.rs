@@ -10,16 +10,12 @@ use k8s_openapi::{
     api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
 };
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     core::PartialObjectMeta,
-    runtime::{
-        controller::Action,
-        events::{Event, EventType},
-        reflector::ObjectRef,
-    },
+    runtime::{controller::Action, reflector::ObjectRef},
 };
-use kurator_api::{AttachedCluster, conditions};
-use tracing::{info, instrument, warn};
+use kurator_api::AttachedCluster;
+use tracing::instrument;
 
 pub use status::{Health, build_status, reason};
 
@@ -27,7 +23,7 @@ use crate::{
     context::Context,
     error::Error,
     member::{AccessError, ProbeError, probe},
-    status::apply_status,
+    status::{apply_status, publish_ready_transition},
 };
 
 pub const CONTROLLER: &str = "attachedcluster";
@@ -44,15 +40,11 @@ pub async fn reconcile(ac: Arc<AttachedCluster>, ctx: Arc<Context>) -> Result<Ac
     let api: Api<AttachedCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let previous = ac.status.as_ref();
     if apply_status(&api, &ac, previous, &status).await? {
-        publish_transition(
-            &ac,
-            previous
-                .map(|s| s.conditions.as_slice())
-                .unwrap_or_default(),
-            &status.conditions,
-            &ctx,
-        )
-        .await;
+        let before = previous
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        publish_ready_transition(&ctx, ac.as_ref(), before, &status.conditions, "HealthCheck")
+            .await;
     }
     Ok(Action::requeue(ctx.settings.health_interval))
 }
@@ -112,44 +104,6 @@ async fn check_health(
         }
         Err(e @ ProbeError::Forbidden(_)) => Health::unhealthy(reason::FORBIDDEN, e.to_string()),
     })
-}
-
-/// One event per change of the Ready condition's status or reason.
-async fn publish_transition(
-    ac: &AttachedCluster,
-    before: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    after: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    ctx: &Context,
-) {
-    let (Some(new), old) = (
-        conditions::find(after, conditions::READY),
-        conditions::find(before, conditions::READY),
-    ) else {
-        return;
-    };
-    if old.is_some_and(|o| o.status == new.status && o.reason == new.reason) {
-        return;
-    }
-    let ready = new.status == conditions::TRUE;
-    if ready {
-        info!(reason = %new.reason, "cluster ready");
-    } else {
-        warn!(reason = %new.reason, message = %new.message, "cluster not ready");
-    }
-    let event = Event {
-        type_: if ready {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        },
-        reason: new.reason.clone(),
-        note: Some(new.message.clone()),
-        action: "HealthCheck".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &ac.object_ref(&())).await {
-        warn!(error = %e, "publishing event failed");
-    }
 }
 
 /// The AttachedClusters in the Secret's namespace that read their kubeconfig from it.

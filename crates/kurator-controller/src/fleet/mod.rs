@@ -13,7 +13,6 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType},
         finalizer::{Event as Finalizer, finalizer},
         reflector::{ObjectRef, Store},
     },
@@ -26,12 +25,16 @@ use kurator_api::{
     labels::{FLEET_FINALIZER, FLEET_NAME},
 };
 use serde::de::DeserializeOwned;
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 pub use membership::{ClusterView, Plan, plan};
 pub use status::{build_status, reason};
 
-use crate::{context::Context, error::Error, status::apply_status};
+use crate::{
+    context::Context,
+    error::Error,
+    status::{apply_status, publish_ready_transition},
+};
 
 pub const CONTROLLER: &str = "fleet";
 
@@ -74,20 +77,10 @@ async fn apply(fleet: &Fleet, namespace: &str, ctx: &Context) -> Result<Action, 
     let api: Api<Fleet> = Api::namespaced(ctx.client.clone(), namespace);
     let previous = fleet.status.as_ref();
     if apply_status(&api, fleet, previous, &status).await? {
-        let before = previous.and_then(|s| conditions::find(&s.conditions, conditions::READY));
-        let after = conditions::find(&status.conditions, conditions::READY);
-        if let Some(after) = after
-            && before.is_none_or(|b| b.status != after.status || b.reason != after.reason)
-        {
-            publish(
-                ctx,
-                fleet,
-                after.status == conditions::TRUE,
-                &after.reason,
-                &after.message,
-            )
-            .await;
-        }
+        let before = previous
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        publish_ready_transition(ctx, fleet, before, &status.conditions, "Reconcile").await;
     }
     Ok(Action::await_change())
 }
@@ -246,23 +239,6 @@ where
         // Gone already: nothing to label or unlabel.
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
-    }
-}
-
-async fn publish(ctx: &Context, fleet: &Fleet, ready: bool, reason: &str, message: &str) {
-    let event = Event {
-        type_: if ready {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        },
-        reason: reason.to_string(),
-        note: Some(message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &fleet.object_ref(&())).await {
-        warn!(error = %e, "publishing event failed");
     }
 }
 
