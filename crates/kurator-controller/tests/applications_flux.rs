@@ -303,3 +303,57 @@ spec:
     assert_eq!(names, ["greeter-0-attachedcluster-kurator-member1"]);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn cluster_variables_and_an_unready_member_beside_a_ready_one() {
+    let h = Harness::start_with(2, Duration::from_secs(2), true).await;
+    let git = GitServer::start(h.env.state_dir().join("git")).unwrap();
+    let repo = git.create_repo("vars").unwrap();
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: whoami\n  namespace: default\ndata:\n  version: ${KURATOR_CLUSTER}@${KURATOR_FLEET}\n";
+    repo.commit_files(&[("deploy/cm.yaml", manifest)], "v1")
+        .unwrap();
+    attach_quickstart(&h, &["kurator-member1", "kurator-member2"]).await;
+    let yaml = format!(
+        "metadata: {{name: vars, namespace: default}}
+spec:
+  source:
+    gitRepository: {{url: '{}', interval: 1m, ref: {{branch: master}}}}
+  destination: {{fleet: quickstart}}
+  syncPolicies:
+    - clusterVariables: true
+      kustomization: {{interval: 1m, prune: true, path: ./deploy}}
+",
+        repo.url()
+    );
+    let apps: Api<Application> = h.api();
+    apply(&apps, "vars", &serde_saphyr::from_str(&yaml).unwrap()).await;
+    wait_for(&apps, "vars", WAIT, |a| {
+        synced(a) == Some(("AllClustersSynced".into(), "2/2".into()))
+    })
+    .await;
+    let m1 = h.env.members()[0].client().await.unwrap();
+    let m2 = h.env.members()[1].client().await.unwrap();
+    // One manifest, a value per cluster.
+    wait_member(&m1, "whoami", Some("kurator-member1@quickstart")).await;
+    wait_member(&m2, "whoami", Some("kurator-member2@quickstart")).await;
+
+    // member2 goes down: it is shown as such, member1 stays synced.
+    h.env.members()[1].stop().await.unwrap();
+    let a = wait_for(&apps, "vars", WAIT, |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.clusters.iter().any(|c| {
+                c.cluster == "kurator-member2" && c.reason.as_deref() == Some("ClusterNotReady")
+            })
+        })
+    })
+    .await;
+    let status = a.status.unwrap();
+    assert_eq!(status.synced.as_deref(), Some("1/2"));
+    assert!(
+        status
+            .clusters
+            .iter()
+            .any(|c| c.cluster == "kurator-member1" && c.ready)
+    );
+    h.shutdown().await;
+}

@@ -250,15 +250,22 @@ fn entry(
     };
     let current = status.observed(*generation) && status.ready() == Some(true);
     let at_latest = helm || (applied.is_some() && applied.as_deref() == source_revision);
-    let ready = current && at_latest;
+    // A member that is not Ready cannot confirm what it runs, whatever Flux last applied.
+    let ready = current && at_latest && cluster_ready;
     let flux_ready = status.condition("Ready");
     let (reason, message) = if ready {
         (None, None)
     } else if !cluster_ready {
-        (
-            Some(reason::CLUSTER_NOT_READY.to_string()),
-            flux_ready.and_then(|c| c.message.clone()),
-        )
+        let failing = flux_ready
+            .filter(|c| c.status != "True")
+            .and_then(|c| c.message.clone());
+        let message = failing.unwrap_or_else(|| {
+            format!(
+                "cluster is not Ready; last applied {}",
+                applied.as_deref().unwrap_or("nothing")
+            )
+        });
+        (Some(reason::CLUSTER_NOT_READY.to_string()), Some(message))
     } else if current && !at_latest {
         (
             Some(reason::OUTDATED_REVISION.to_string()),

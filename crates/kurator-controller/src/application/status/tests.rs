@@ -191,6 +191,26 @@ fn an_unready_member_is_named_and_does_not_hide_the_others() {
 }
 
 #[test]
+fn a_member_that_went_down_is_not_counted_as_synced() {
+    let app = app(DEMO);
+    let seen = observed("r1", vec![(M1, applied("r1")), (M2, applied("r1"))]);
+    let s = build_status(
+        &app,
+        &resolved(&[("m1", true), ("m2", false)]),
+        &seen,
+        None,
+        now(),
+    );
+    assert_eq!(s.synced.as_deref(), Some("1/2"));
+    let m2 = s.clusters.iter().find(|c| c.cluster == "m2").unwrap();
+    assert_eq!(m2.reason.as_deref(), Some(reason::CLUSTER_NOT_READY));
+    assert_eq!(
+        m2.message.as_deref(),
+        Some("cluster is not Ready; last applied r1")
+    );
+}
+
+#[test]
 fn objects_flux_has_not_seen_yet_are_progressing() {
     let app = app(DEMO);
     let seen = Observed {
