@@ -151,7 +151,20 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
     info!("shutting down");
+    // In-flight reconciles get a grace period; one stuck on an unreachable API server must
+    // not keep the process alive.
+    tokio::spawn(async {
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        warn!(
+            "reconciles still running after {}s, exiting",
+            SHUTDOWN_GRACE.as_secs()
+        );
+        std::process::exit(0);
+    });
 }
+
+/// How long in-flight reconciles may take after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -1,5 +1,6 @@
 //! `kurator` commands: controller, crds, get, dev.
 
+pub mod bench;
 pub mod controller_cmd;
 pub mod describe;
 pub mod dev;
@@ -34,9 +35,18 @@ pub enum Command {
     Get(get::GetArgs),
     /// Show one fleet or application: members, per-cluster state, conditions.
     Describe(describe::DescribeArgs),
+    /// Benchmarks against real API servers; prints a Markdown table.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// A local playground: host and member control planes, and the controller.
     #[command(subcommand)]
     Dev(dev::DevCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// One Application to N clusters, and M Applications to 10 clusters.
+    Fanout(bench::BenchArgs),
 }
 
 /// Installs rustls' ring provider; call once before any TLS client is built.
@@ -51,6 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => get::run(args).await,
         Command::Describe(args) => describe::run(args).await,
         Command::Dev(cmd) => dev::run(cmd).await,
+        Command::Bench(BenchCommand::Fanout(args)) => bench::run(args).await,
     }
 }
 

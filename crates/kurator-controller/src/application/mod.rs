@@ -12,6 +12,8 @@ pub mod targets;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use futures::{FutureExt, StreamExt, TryStreamExt, future::BoxFuture, stream};
+
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
@@ -46,6 +48,9 @@ use crate::{
 };
 
 pub const CONTROLLER: &str = "application";
+
+/// Flux objects written at once by one reconcile.
+const WRITE_CONCURRENCY: usize = 16;
 
 /// How long a reconcile waits for the Flux watches before asking whether Flux is installed.
 const FLUX_WAIT: Duration = Duration::from_secs(5);
@@ -114,21 +119,26 @@ async fn reconcile_app(app: &Application, namespace: &str, ctx: &Context) -> Res
             return Ok(Action::await_change());
         }
     };
-    // apply
-    let mut writes = 0;
-    writes += apply_source(ctx, &desired.source).await? as usize;
-    for k in &desired.kustomizations {
-        writes += apply_object(&ctx.client, &flux.kustomizations, k.clone()).await? as usize;
-    }
-    for h in &desired.helm_releases {
-        writes += apply_object(&ctx.client, &flux.helm_releases, h.clone()).await? as usize;
-    }
+    // apply: bounded concurrency, so a large fan-out is not a chain of round trips
+    let mut writes = apply_source(ctx, &desired.source).await? as usize;
+    writes += apply_all(&ctx.client, &flux.kustomizations, &desired.kustomizations).await?;
+    writes += apply_all(&ctx.client, &flux.helm_releases, &desired.helm_releases).await?;
     let mut pruned = 0;
     if resolved.complete {
-        for object in build::prune(app, &existing(flux, namespace), &desired) {
-            delete(ctx, &object).await?;
-            pruned += 1;
-        }
+        let unwanted = build::prune(app, &existing(flux, namespace), &desired);
+        pruned = unwanted.len();
+        // Owned futures: closures over borrowed items trip the Send check of the controller.
+        let deletes: Vec<BoxFuture<'static, Result<(), Error>>> = unwanted
+            .into_iter()
+            .map(|object| {
+                let client = ctx.client.clone();
+                async move { delete(&client, &object).await }.boxed()
+            })
+            .collect();
+        stream::iter(deletes)
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
     }
     if writes + pruned > 0 {
         info!(writes, pruned, "flux objects updated");
@@ -158,7 +168,7 @@ async fn cleanup(app: &Application, namespace: &str, ctx: &Context) -> Result<Ac
     let uid = app.metadata.uid.clone().unwrap_or_default();
     for e in existing(flux, namespace) {
         if e.owner_uids.contains(&uid) {
-            delete(ctx, &e.object).await?;
+            delete(&ctx.client, &e.object).await?;
         }
     }
     info!("application deleted, flux objects removed");
@@ -226,6 +236,38 @@ fn cluster_info(ctx: &Context, namespace: &str, cluster: &FleetCluster) -> Optio
     }
 }
 
+/// Applies every object (those already up to date cost nothing); returns how many were written.
+async fn apply_all<K>(
+    client: &kube::Client,
+    store: &Store<K>,
+    objects: &[K],
+) -> Result<usize, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    // Owned futures: closures over borrowed items trip the Send check of the controller.
+    let applies: Vec<BoxFuture<'static, Result<bool, Error>>> = objects
+        .iter()
+        .cloned()
+        .map(|object| {
+            let (client, store) = (client.clone(), store.clone());
+            async move { apply_object(&client, &store, object).await }.boxed()
+        })
+        .collect();
+    let written: Vec<bool> = stream::iter(applies)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(written.into_iter().filter(|w| *w).count())
+}
+
 async fn apply_source(ctx: &Context, source: &Source) -> Result<bool, Error> {
     let flux = &ctx.stores.flux;
     match source {
@@ -235,8 +277,8 @@ async fn apply_source(ctx: &Context, source: &Source) -> Result<bool, Error> {
     }
 }
 
-async fn delete(ctx: &Context, object: &FluxObjectRef) -> Result<(), Error> {
-    let (client, ns, name) = (&ctx.client, object.namespace.as_str(), object.name.as_str());
+async fn delete(client: &kube::Client, object: &FluxObjectRef) -> Result<(), Error> {
+    let (ns, name) = (object.namespace.as_str(), object.name.as_str());
     match object.kind {
         FluxKind::GitRepository => delete_object::<GitRepository>(client, ns, name).await,
         FluxKind::HelmRepository => delete_object::<HelmRepository>(client, ns, name).await,

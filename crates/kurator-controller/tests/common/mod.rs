@@ -54,7 +54,6 @@ impl Harness {
         let client = env.host().client().await.expect("host client");
         let settings = Settings {
             health_interval,
-            probe_timeout: Duration::from_secs(3),
             ..Default::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();

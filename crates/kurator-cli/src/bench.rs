@@ -1,0 +1,397 @@
+//! `kurator bench fanout`: how fast one Application reaches N clusters and M Applications
+//! reach 10 clusters, against real API servers, compared with a client that creates the same
+//! Flux objects directly. Prints a table; results are recorded in docs/benchmarks.md.
+//!
+//! Flux's CRDs are installed but its controllers are not started: what is measured is the
+//! time until every Flux object exists and each Application's status lists all its clusters.
+
+use std::{
+    collections::BTreeMap,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{Namespace, Secret},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, ObjectMeta, PostParams},
+};
+use kurator_api::{
+    Application, AttachedCluster, Fleet,
+    cluster::{AttachedClusterSpec, SecretKeyRef},
+    fleet::{ClusterKind, FleetCluster, FleetSpec},
+    flux::{CrossNamespaceSourceReference, Kustomization, KustomizationSpec},
+    labels::APP_NAME,
+};
+use kurator_testenv::{TestEnv, ensure_flux_binaries};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Cluster counts for "one Application to N clusters".
+    #[arg(long, value_delimiter = ',', default_value = "10,100,500")]
+    pub clusters: Vec<usize>,
+    /// Application counts for "M Applications to 10 clusters".
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    pub apps: Vec<usize>,
+    /// Member API servers the clusters share.
+    #[arg(long, default_value_t = 2)]
+    pub members: usize,
+    /// Concurrency of the direct client (the baseline).
+    #[arg(long, default_value_t = 16)]
+    pub client_concurrency: usize,
+}
+
+struct Row {
+    scenario: String,
+    objects: usize,
+    kurator: Duration,
+    direct: Duration,
+    cpu: f64,
+    peak_rss_mb: f64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let flux = tokio::task::spawn_blocking(ensure_flux_binaries).await??;
+    let mut crds = vec![kurator_api::crds::all_yaml()];
+    crds.extend(flux.crds()?);
+    eprintln!("starting a host and {} members...", args.members);
+    let env = TestEnv::builder()
+        .members(args.members)
+        .crds(crds)
+        .start()
+        .await?;
+    let client = env.host().client().await?;
+    let controller = ControllerProcess(start_controller(
+        env.host().kubeconfig_path(),
+        env.state_dir(),
+    )?);
+    let pid = controller.0.id();
+
+    let mut rows = Vec::new();
+    for &n in &args.clusters {
+        let ns = format!("fanout-{n}");
+        setup(&client, &env, &ns, n).await?;
+        let apps = [app("fanout", &ns)];
+        let cpu0 = cpu_seconds(pid)?;
+        let kurator = measure_apps(&client, &ns, &apps, n).await?;
+        let cpu = cpu_seconds(pid)? - cpu0;
+        let direct =
+            direct_client(&client, &format!("{ns}-direct"), n, args.client_concurrency).await?;
+        rows.push(Row {
+            scenario: format!("1 app → {n} clusters"),
+            objects: n,
+            kurator,
+            direct,
+            cpu,
+            peak_rss_mb: peak_rss_mb(pid)?,
+        });
+        eprintln!(
+            "done: {}",
+            rows.last().map(|r| r.scenario.as_str()).unwrap_or_default()
+        );
+    }
+    for &m in &args.apps {
+        let ns = format!("apps-{m}");
+        setup(&client, &env, &ns, 10).await?;
+        let apps: Vec<Application> = (0..m).map(|i| app(&format!("app-{i}"), &ns)).collect();
+        let cpu0 = cpu_seconds(pid)?;
+        let kurator = measure_apps(&client, &ns, &apps, 10).await?;
+        let cpu = cpu_seconds(pid)? - cpu0;
+        let direct = direct_client(
+            &client,
+            &format!("{ns}-direct"),
+            m * 10,
+            args.client_concurrency,
+        )
+        .await?;
+        rows.push(Row {
+            scenario: format!("{m} apps → 10 clusters"),
+            objects: m * 10,
+            kurator,
+            direct,
+            cpu,
+            peak_rss_mb: peak_rss_mb(pid)?,
+        });
+        eprintln!(
+            "done: {}",
+            rows.last().map(|r| r.scenario.as_str()).unwrap_or_default()
+        );
+    }
+    drop(controller);
+
+    println!(
+        "| scenario | Flux objects | kurator | direct client | ratio | controller CPU | controller peak RSS |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.2} s | {:.2} s | {:.2}x | {:.2} s | {:.1} MB |",
+            r.scenario,
+            r.objects,
+            r.kurator.as_secs_f64(),
+            r.direct.as_secs_f64(),
+            r.kurator.as_secs_f64() / r.direct.as_secs_f64().max(0.001),
+            r.cpu,
+            r.peak_rss_mb
+        );
+    }
+    Ok(())
+}
+
+/// Kills the benchmarked controller however the benchmark ends.
+struct ControllerProcess(Child);
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_controller(
+    kubeconfig: &std::path::Path,
+    state: &std::path::Path,
+) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(state.join("logs").join("bench-controller.log"))?;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    Command::new(std::env::current_exe()?)
+        .args([
+            "controller",
+            "--leader-elect=false",
+            "--health-interval=10m",
+            &format!("--metrics-addr={addr}"),
+        ])
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting the controller")
+}
+
+/// Namespace, one kubeconfig Secret per member, `n` AttachedClusters spread over the members,
+/// and a ready Fleet `bench` holding them all.
+async fn setup(client: &Client, env: &TestEnv, ns: &str, n: usize) -> anyhow::Result<()> {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for (i, member) in env.members().iter().enumerate() {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(format!("member{i}")),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                "value".to_string(),
+                ByteString(member.kubeconfig_yaml().into_bytes()),
+            )])),
+            ..Default::default()
+        };
+        secrets.create(&PostParams::default(), &secret).await?;
+    }
+    let acs: Api<AttachedCluster> = Api::namespaced(client.clone(), ns);
+    let members = env.members().len();
+    stream::iter(0..n)
+        .map(|i| {
+            let acs = acs.clone();
+            async move {
+                let spec = AttachedClusterSpec {
+                    kubeconfig: SecretKeyRef {
+                        name: format!("member{}", i % members),
+                        key: "value".into(),
+                    },
+                };
+                acs.create(
+                    &PostParams::default(),
+                    &AttachedCluster::new(&format!("c{i}"), spec),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let clusters = (0..n)
+        .map(|i| FleetCluster {
+            name: format!("c{i}"),
+            kind: ClusterKind::AttachedCluster,
+        })
+        .collect();
+    let fleets: Api<Fleet> = Api::namespaced(client.clone(), ns);
+    fleets
+        .create(
+            &PostParams::default(),
+            &Fleet::new(
+                "bench",
+                FleetSpec {
+                    clusters,
+                    plugin: None,
+                },
+            ),
+        )
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let fleet = fleets.get("bench").await?;
+        if fleet
+            .status
+            .as_ref()
+            .is_some_and(|s| s.ready_clusters == n as i32)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("fleet in {ns} not ready after 10 min");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn app(name: &str, ns: &str) -> Application {
+    let yaml = format!(
+        "metadata: {{name: {name}, namespace: {ns}}}\nspec:\n  source:\n    gitRepository: {{url: 'http://127.0.0.1:1/bench.git', interval: 10m, ref: {{branch: master}}}}\n  destination: {{fleet: bench}}\n  syncPolicies:\n    - kustomization: {{interval: 10m, prune: true, path: ./deploy}}\n"
+    );
+    serde_saphyr::from_str(&yaml).expect("benchmark Application is valid")
+}
+
+/// Creates `apps` and waits until each has `per_app` Kustomizations and lists them all.
+async fn measure_apps(
+    client: &Client,
+    ns: &str,
+    apps: &[Application],
+    per_app: usize,
+) -> anyhow::Result<Duration> {
+    let api: Api<Application> = Api::namespaced(client.clone(), ns);
+    let kustomizations: Api<Kustomization> = Api::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    stream::iter(apps.iter().cloned())
+        .map(|a| {
+            let api = api.clone();
+            async move { api.create(&PostParams::default(), &a).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let want = apps.len() * per_app;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let objects = kustomizations
+            .list(&ListParams::default())
+            .await?
+            .items
+            .len();
+        let listed = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|a| {
+                a.status
+                    .as_ref()
+                    .is_some_and(|s| s.total_clusters == per_app as i32)
+            })
+            .count();
+        if objects == want && listed == apps.len() {
+            return Ok(started.elapsed());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{ns}: {objects}/{want} Kustomizations, {listed}/{} Applications complete after 15 min",
+                apps.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The limit: the same number of Kustomizations created by a concurrent client.
+async fn direct_client(
+    client: &Client,
+    ns: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    let api: Api<Kustomization> = Api::namespaced(client.clone(), ns);
+    let api = Arc::new(api);
+    let started = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let spec = KustomizationSpec {
+                    source_ref: CrossNamespaceSourceReference {
+                        kind: "GitRepository".into(),
+                        name: "bench".into(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let mut k = Kustomization::new(&format!("k{i}"), spec);
+                k.spec.interval = "10m".into();
+                k.spec.prune = true;
+                k.metadata.labels = Some(BTreeMap::from([(
+                    APP_NAME.to_string(),
+                    "direct".to_string(),
+                )]));
+                api.create(&PostParams::default(), &k)
+                    .await
+                    .map(|k| k.name_any())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(started.elapsed())
+}
+
+/// user + system CPU seconds of `pid` so far.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("malformed /proc stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of stat(5), counted after the command name.
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// Peak resident set size (VmHWM) of `pid`, in MB.
+fn peak_rss_mb(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM")?;
+    Ok(kb / 1024.0)
+}
