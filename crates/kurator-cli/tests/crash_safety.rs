@@ -132,6 +132,9 @@ fn wanted(n: usize) -> BTreeSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "intermittent: when the controller starts with 100 AttachedClusters already present, the \
+            AttachedCluster controller sometimes never starts a reconcile (open bug, see the issue note); \
+            run with --ignored"]
 async fn sigkill_during_a_fan_out_converges_to_exactly_the_wanted_objects() {
     kurator_cli::install_crypto_provider();
     let flux = tokio::task::spawn_blocking(ensure_flux_binaries)
