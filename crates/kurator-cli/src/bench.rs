@@ -176,9 +176,7 @@ fn start_controller(
         .context("starting the controller")
 }
 
-/// Namespace, one kubeconfig Secret per member, `n` AttachedClusters spread over the members,
-/// and a ready Fleet `bench` holding them all.
-async fn setup(client: &Client, env: &TestEnv, ns: &str, n: usize) -> anyhow::Result<()> {
+async fn create_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
     let namespace = Namespace {
         metadata: ObjectMeta {
             name: Some(ns.into()),
@@ -189,6 +187,13 @@ async fn setup(client: &Client, env: &TestEnv, ns: &str, n: usize) -> anyhow::Re
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)
         .await?;
+    Ok(())
+}
+
+/// Namespace, one kubeconfig Secret per member, `n` AttachedClusters spread over the members,
+/// and a ready Fleet `bench` holding them all.
+async fn setup(client: &Client, env: &TestEnv, ns: &str, n: usize) -> anyhow::Result<()> {
+    create_namespace(client, ns).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for (i, member) in env.members().iter().enumerate() {
         let secret = Secret {
@@ -326,16 +331,7 @@ async fn direct_client(
     n: usize,
     concurrency: usize,
 ) -> anyhow::Result<Duration> {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await?;
+    create_namespace(client, ns).await?;
     let api: Api<Kustomization> = Api::namespaced(client.clone(), ns);
     let api = Arc::new(api);
     let started = Instant::now();
