@@ -17,6 +17,8 @@ use kurator_api::{
     flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository},
 };
 
+use tokio::sync::watch;
+
 use crate::{member::MemberClients, metrics::Metrics};
 
 /// Tunables, set from `kurator controller` flags.
@@ -52,6 +54,8 @@ pub struct Stores {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// Flux's objects: these stays empty (never ready) while Flux is not installed.
     pub flux: FluxStores,
+    /// One gate per watch of a kurator kind (and Secrets).
+    pub listed: Vec<Listed>,
 }
 
 /// The Flux objects on the host.
@@ -62,38 +66,51 @@ pub struct FluxStores {
     pub oci_repositories: Store<OCIRepository>,
     pub kustomizations: Store<Kustomization>,
     pub helm_releases: Store<HelmRelease>,
+    /// One gate per Flux watch.
+    pub listed: Vec<Listed>,
 }
 
 impl FluxStores {
     /// Whether every Flux watch delivered its first list within `timeout`. False while Flux's
     /// CRDs are missing: their watches keep retrying.
     pub async fn ready_within(&self, timeout: Duration) -> bool {
-        let all = async {
-            futures::join!(
-                self.git_repositories.wait_until_ready(),
-                self.helm_repositories.wait_until_ready(),
-                self.oci_repositories.wait_until_ready(),
-                self.kustomizations.wait_until_ready(),
-                self.helm_releases.wait_until_ready(),
-            )
-        };
-        tokio::time::timeout(timeout, all).await.is_ok()
+        tokio::time::timeout(timeout, Listed::all(&self.listed))
+            .await
+            .is_ok()
     }
 }
 
 impl Stores {
-    /// Resolves once every watch has delivered its first full list, so no reconcile acts on
-    /// a partial view (a missing cluster would otherwise look deleted).
+    /// Resolves once every watch of a kurator kind has delivered its first full list, so no
+    /// reconcile acts on a partial view (a missing cluster would otherwise look deleted).
     pub async fn wait_until_ready(&self) {
-        // An Err means the watch was dropped: the process is shutting down.
-        let _ = futures::join!(
-            self.attached_clusters.wait_until_ready(),
-            self.clusters.wait_until_ready(),
-            self.custom_clusters.wait_until_ready(),
-            self.fleets.wait_until_ready(),
-            self.applications.wait_until_ready(),
-            self.secrets.wait_until_ready(),
-        );
+        Listed::all(&self.listed).await;
+    }
+}
+
+/// Whether a watch has delivered its first full list.
+///
+/// kube's `Store::wait_until_ready` is not used by reconciles: it polls one oneshot receiver
+/// from every waiting task, and a oneshot keeps only the last task's waker, so of several
+/// reconciles waiting at once all but one could wait forever (seen at start-up with 100
+/// existing clusters).
+#[derive(Clone, Debug)]
+pub struct Listed(watch::Receiver<bool>);
+
+impl Listed {
+    /// The gate and the switch that opens it.
+    pub fn new() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// Resolves once listed. Also resolves when the watch is gone: the process is stopping.
+    pub async fn wait(&self) {
+        let _ = self.0.clone().wait_for(|listed| *listed).await;
+    }
+
+    async fn all(gates: &[Listed]) {
+        futures::future::join_all(gates.iter().map(Listed::wait)).await;
     }
 }
 
@@ -121,5 +138,36 @@ impl Context {
             metrics,
             settings,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many reconciles wait at once at start-up; every one of them must be released.
+    #[tokio::test]
+    async fn a_listed_gate_releases_every_concurrent_waiter() {
+        let (mark_listed, listed) = Listed::new();
+        let waiters: Vec<_> = (0..32)
+            .map(|_| {
+                let listed = listed.clone();
+                tokio::spawn(async move { listed.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        mark_listed.send_replace(true);
+        let all = futures::future::join_all(waiters);
+        let done = tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .expect("every waiter is released");
+        assert!(done.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn a_gate_stays_closed_until_listed() {
+        let (_mark_listed, listed) = Listed::new();
+        let waited = tokio::time::timeout(Duration::from_millis(50), listed.wait()).await;
+        assert!(waited.is_err());
     }
 }

@@ -1,11 +1,15 @@
 //! Wires the controllers: one watch per kind feeding shared stores, and a controller per
 //! reconciled kind reading them.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures::{
     FutureExt, StreamExt,
-    channel::mpsc::{self, UnboundedSender},
+    channel::mpsc::{self, UnboundedReceiver, UnboundedSender},
     future::BoxFuture,
 };
 use k8s_openapi::api::core::v1::Secret;
@@ -15,7 +19,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        reflector::{self, ReflectHandle, Store},
+        reflector::{self, Store},
         watcher,
     },
 };
@@ -26,27 +30,33 @@ use kurator_api::{
     labels::FLEET_NAME,
 };
 use serde::de::DeserializeOwned;
-use tracing::{info, warn};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
 
 use crate::{
     application, cluster,
-    context::{Context, FluxStores, Settings, Stores},
+    context::{Context, FluxStores, Listed, Settings, Stores},
     error::{Category, Error},
     fleet,
     metrics::Metrics,
 };
 
-/// Events buffered per subscriber of a shared watch.
-const SUBSCRIBER_BUFFER: usize = 1024;
-
-/// A shared watch: its store, and the writer that subscriptions are taken from before the
-/// watch starts.
+/// A watch feeding a store and any number of controllers.
+///
+/// Each subscriber gets its own unbounded channel of changed objects. kube-runtime's shared
+/// `ReflectHandle` is not used: when a broadcast object is gone from the store by the time it
+/// is read, its `poll_next` returns `Pending` without arranging a wake-up, and a controller fed
+/// by it could stall indefinitely (seen at start-up with 100 existing clusters). Controllers
+/// drain their triggers continuously, so the channels stay short.
 struct Shared<K: Resource + Clone + 'static>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     store: Store<K>,
     writer: reflector::store::Writer<K>,
+    subscribers: Mutex<Vec<UnboundedSender<Arc<K>>>>,
+    listed: Listed,
+    mark_listed: watch::Sender<bool>,
 }
 
 impl<K> Shared<K>
@@ -60,25 +70,56 @@ where
         + 'static,
 {
     fn new() -> Self {
-        let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
-        Self { store, writer }
+        let (store, writer) = reflector::store();
+        let (mark_listed, listed) = Listed::new();
+        Self {
+            store,
+            writer,
+            subscribers: Mutex::default(),
+            listed,
+            mark_listed,
+        }
     }
 
-    fn subscribe(&self) -> ReflectHandle<K> {
-        self.writer.subscribe().expect("stores are created shared")
+    /// Every object the watch applies from now on, and the whole store after each (re)list.
+    fn subscribe(&self) -> UnboundedReceiver<Arc<K>> {
+        let (tx, rx) = mpsc::unbounded();
+        self.subscribers
+            .lock()
+            .expect("subscriber list poisoned")
+            .push(tx);
+        rx
     }
 
-    /// The task that drives the watch and feeds the store and the subscribers.
-    /// Shared subscriptions carry only applied objects, so deletions are handed to
-    /// `on_delete` here instead.
+    /// The task that drives the watch and feeds the store and the subscribers. Deletions go to
+    /// `on_delete` (a deleted object can no longer be read from the store by a controller).
     fn watch(self, api: Api<K>, on_delete: impl Fn(&K) + Send + 'static) -> BoxFuture<'static, ()> {
+        let subscribers = self
+            .subscribers
+            .into_inner()
+            .expect("subscriber list poisoned");
+        let (store, mark_listed) = (self.store, self.mark_listed);
+        let publish = move |obj: Arc<K>| {
+            for tx in &subscribers {
+                // A closed channel means its controller stopped; nothing needs the event.
+                let _ = tx.unbounded_send(obj.clone());
+            }
+        };
         watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
-            .reflect_shared(self.writer)
+            .reflect(self.writer)
             .for_each(move |event| {
                 match event {
+                    Ok(watcher::Event::Apply(obj)) => publish(Arc::new(obj)),
+                    // After a (re)list the store is complete: publish it whole, like a resync.
+                    Ok(watcher::Event::InitDone) => {
+                        let objects = store.state();
+                        debug!(kind = %K::kind(&()), objects = objects.len(), "listed");
+                        mark_listed.send_replace(true);
+                        objects.into_iter().for_each(&publish);
+                    }
                     Ok(watcher::Event::Delete(obj)) => on_delete(&obj),
-                    Ok(_) => {}
+                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                     Err(e) => warn!(kind = %K::kind(&()), error = %e, "watch error, retrying"),
                 }
                 futures::future::ready(())
@@ -127,7 +168,22 @@ pub async fn run(
             oci_repositories: oci.store.clone(),
             kustomizations: kustomizations.store.clone(),
             helm_releases: helm_releases.store.clone(),
+            listed: vec![
+                git.listed.clone(),
+                helm_repos.listed.clone(),
+                oci.listed.clone(),
+                kustomizations.listed.clone(),
+                helm_releases.listed.clone(),
+            ],
         },
+        listed: vec![
+            attached.listed.clone(),
+            clusters.listed.clone(),
+            custom.listed.clone(),
+            fleets.listed.clone(),
+            applications.listed.clone(),
+            secrets.listed.clone(),
+        ],
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -245,8 +301,7 @@ pub async fn run(
         kustomizations.watch(Api::all(client.clone()), owner_sender(&app_tx)),
         helm_releases.watch(Api::all(client.clone()), owner_sender(&app_tx)),
     ]);
-    // Controllers are polled from the start so the shared watches never wait on a full
-    // subscriber buffer; each reconcile waits for every store's first list instead.
+    // Each reconcile waits for every store's first list, so none acts on a partial view.
     let controllers =
         futures::future::join3(cluster_controller, fleet_controller, application_controller);
     tokio::select! {
