@@ -285,11 +285,39 @@ pub struct FleetStatus {
     /// Per-member state, in spec order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<FleetClusterStatus>,
-    /// `Ready`, `ClustersReady` and `MembershipConflict`; see docs/conditions.md.
+    /// Per enabled plugin component and cluster: whether its HelmRelease is ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginComponentStatus>,
+    /// The members' policy reports (the format Kyverno writes), aggregated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_report: Option<crate::policy_report::FleetPolicyReport>,
+    /// `Ready`, `ClustersReady`, `MembershipConflict` and one per enabled plugin
+    /// (`MetricReady`, `GrafanaReady`, `PolicyReady`); see docs/conditions.md.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// One plugin component (a HelmRelease) as the fleet sees it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginComponentStatus {
+    /// `metric`, `grafana` or `kyverno` (the `fleet.kurator.dev/plugin` label).
+    pub plugin: String,
+    /// `thanos`, `prometheus`, `grafana`, `kyverno` or `kyverno-policies`.
+    pub component: String,
+    /// The member it installs into; absent for components installed on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The HelmRelease's name, in the fleet's namespace.
+    pub release: String,
+    pub ready: bool,
+    /// CamelCase reason when not ready (the HelmRelease's own, or Pending/WaitingForKyverno).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One member as the fleet sees it.

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod leader;
 pub mod member;
 pub mod metrics;
+pub mod plugins;
 pub mod runtime;
 pub mod server;
 mod status;

@@ -109,6 +109,8 @@ pub fn build_status(fleet: &Fleet, plan: &Plan, now: Time) -> FleetStatus {
         credential_secret: previous.credential_secret.clone(),
         plugin_endpoints: previous.plugin_endpoints.clone(),
         clusters: members.clone(),
+        plugins: previous.plugins.clone(),
+        policy_report: previous.policy_report.clone(),
         conditions: conditions::merge(
             &previous.conditions,
             vec![ready_condition, clusters_ready, conflict],
