@@ -11,7 +11,9 @@ use std::io::IsTerminal;
 
 use anyhow::Context as _;
 use clap::Args;
-use kurator_controller::{Settings, leader, metrics::Metrics, runtime, server};
+use kurator_controller::{
+    Settings, leader, metrics::Metrics, plugins::render::ChartMirrors, runtime, server,
+};
 use tracing::{error, info, warn};
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -41,6 +43,23 @@ pub struct ControllerArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Fetch plugin charts from a mirror: a repository URL starting with FROM is read from TO
+    /// instead (e.g. `oci://registry-1.docker.io/bitnamicharts=oci://mirror.local/bitnami`).
+    /// Repeatable; the first matching prefix wins.
+    #[arg(long = "chart-mirror", value_name = "FROM=TO", value_parser = parse_mirror)]
+    pub chart_mirrors: Vec<(String, String)>,
+}
+
+fn parse_mirror(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((from, to)) if !from.is_empty() && !to.is_empty() => {
+            Ok((from.to_string(), to.to_string()))
+        }
+        _ => Err(format!(
+            "{text:?} is not FROM=TO (two repository URL prefixes)"
+        )),
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -91,6 +110,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         health_interval: args.health_interval,
         probe_timeout: args.probe_timeout,
         concurrency: args.concurrency,
+        chart_mirrors: ChartMirrors(args.chart_mirrors.clone()),
     };
     let shutdown = shutdown_signal();
     if !args.leader_elect {

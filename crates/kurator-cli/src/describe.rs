@@ -7,7 +7,9 @@ use clap::{Args, ValueEnum};
 use comfy_table::{Table, presets::NOTHING};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 use kube::{Api, ResourceExt};
-use kurator_api::{Application, Fleet};
+use kurator_api::{
+    Application, Fleet, fleet::PluginComponentStatus, policy_report::FleetPolicyReport,
+};
 
 use crate::tables::{age, short_revision};
 
@@ -117,8 +119,108 @@ pub fn fleet_text(fleet: &Fleet, now: Timestamp) -> String {
         "Clusters:\n{}",
         table(&["NAME", "KIND", "READY", "REASON", "MESSAGE"], rows)
     ));
+    out.push_str(&plugins_text(&status.plugins));
+    if let Some(report) = &status.policy_report {
+        out.push_str(&policy_text(report, now));
+    }
     out.push_str(&conditions_text(&status.conditions));
     out
+}
+
+/// The fleet's policy summary: results per cluster (stale ones with their age) and the
+/// most-failing policies.
+fn policy_text(report: &FleetPolicyReport, now: Timestamp) -> String {
+    let t = &report.totals;
+    let mut out = format!(
+        "Policy reports: {} pass, {} fail, {} warn, {} error, {} skip\n",
+        t.pass, t.fail, t.warn, t.error, t.skip
+    );
+    let rows = report
+        .clusters
+        .iter()
+        .map(|c| {
+            let state = if c.stale {
+                format!("stale for {}", age(c.stale_since.as_ref(), now))
+            } else if c.last_seen.is_none() {
+                "no reports yet".to_string()
+            } else {
+                "current".to_string()
+            };
+            vec![
+                c.name.clone(),
+                c.pass.to_string(),
+                c.fail.to_string(),
+                c.warn.to_string(),
+                c.error.to_string(),
+                c.skip.to_string(),
+                state,
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["CLUSTER", "PASS", "FAIL", "WARN", "ERROR", "SKIP", "REPORT"],
+        rows,
+    ));
+    if !report.top_failing.is_empty() {
+        let rows = report
+            .top_failing
+            .iter()
+            .map(|p| vec![p.policy.clone(), p.fail.to_string(), p.clusters.join(", ")])
+            .collect();
+        out.push_str(&format!(
+            "Most failing policies:\n{}",
+            table(&["POLICY", "FAIL", "CLUSTERS"], rows)
+        ));
+    }
+    out
+}
+
+/// Plugin × cluster matrix: one row per plugin component, one column for the host and one per
+/// member; a cell is `Ready`, the reason it is not, or `-` where the component does not run.
+fn plugins_text(plugins: &[PluginComponentStatus]) -> String {
+    if plugins.is_empty() {
+        return String::new();
+    }
+    const HOST: &str = "(host)";
+    let mut columns: Vec<&str> = Vec::new();
+    let mut rows: Vec<(&str, &str)> = Vec::new();
+    for p in plugins {
+        let column = p.cluster.as_deref().unwrap_or(HOST);
+        if !columns.contains(&column) {
+            columns.push(column);
+        }
+        if !rows.contains(&(p.plugin.as_str(), p.component.as_str())) {
+            rows.push((p.plugin.as_str(), p.component.as_str()));
+        }
+    }
+    // The host first, then members in the order they first appear.
+    columns.sort_by_key(|c| *c != HOST);
+    let cells = rows
+        .iter()
+        .map(|(plugin, component)| {
+            let mut row = vec![plugin.to_string(), component.to_string()];
+            row.extend(columns.iter().map(|column| {
+                plugins
+                    .iter()
+                    .find(|p| {
+                        p.plugin == *plugin
+                            && p.component == *component
+                            && p.cluster.as_deref().unwrap_or(HOST) == *column
+                    })
+                    .map_or("-".to_string(), |p| {
+                        if p.ready {
+                            "Ready".to_string()
+                        } else {
+                            p.reason.clone().unwrap_or_else(|| "NotReady".into())
+                        }
+                    })
+            }));
+            row
+        })
+        .collect();
+    let mut header = vec!["PLUGIN", "COMPONENT"];
+    header.extend(columns.iter().copied());
+    format!("Plugins:\n{}", table(&header, cells))
 }
 
 /// Pure: the text of `kurator describe application`.
@@ -249,5 +351,119 @@ mod tests {
           TYPE   STATUS  REASON     MESSAGE
           Ready  False   NotSynced  1 of 2 not synced
         ");
+    }
+
+    #[test]
+    fn fleet_description_with_a_plugin_matrix() {
+        use kurator_api::fleet::{FleetClusterStatus, FleetStatus};
+        let mut fleet: Fleet = serde_saphyr::from_str(
+            "metadata: {name: quickstart, namespace: default}\nspec:\n  clusters:\n  - {name: m1, kind: AttachedCluster}\n  - {name: m2, kind: AttachedCluster}\n",
+        )
+        .unwrap();
+        let t0 = Time(Timestamp::from_second(0).unwrap());
+        fleet.metadata.creation_timestamp = Some(t0.clone());
+        let component =
+            |plugin: &str, component: &str, cluster: Option<&str>, why: Option<&str>| {
+                PluginComponentStatus {
+                    plugin: plugin.into(),
+                    component: component.into(),
+                    cluster: cluster.map(Into::into),
+                    release: match cluster {
+                        Some(c) => format!("{component}-{c}"),
+                        None => component.into(),
+                    },
+                    ready: why.is_none(),
+                    reason: why.map(Into::into),
+                    message: None,
+                }
+            };
+        let member = |name: &str| FleetClusterStatus {
+            name: name.into(),
+            kind: ClusterKind::AttachedCluster,
+            ready: true,
+            reason: None,
+            message: None,
+        };
+        fleet.status = Some(FleetStatus {
+            phase: Some("Running".into()),
+            ready_clusters: 2,
+            clusters: vec![member("m1"), member("m2")],
+            plugins: vec![
+                component("metric", "thanos", None, None),
+                component("metric", "prometheus", Some("m1"), None),
+                component("metric", "prometheus", Some("m2"), Some("InstallFailed")),
+                component("kyverno", "kyverno", Some("m1"), None),
+                component("kyverno", "kyverno", Some("m2"), None),
+                component("kyverno", "kyverno-policies", Some("m1"), None),
+                component(
+                    "kyverno",
+                    "kyverno-policies",
+                    Some("m2"),
+                    Some("WaitingForKyverno"),
+                ),
+            ],
+            policy_report: Some(policy_report()),
+            ..Default::default()
+        });
+        insta::assert_snapshot!(fleet_text(&fleet, Timestamp::from_second(90).unwrap()), @r"
+        Name:       quickstart
+        Namespace:  default
+        Age:        90s
+        Phase:      Running
+        Ready:      2/2
+        Clusters:
+          NAME  KIND             READY  REASON  MESSAGE
+          m1    AttachedCluster  true   -
+          m2    AttachedCluster  true   -
+        Plugins:
+          PLUGIN   COMPONENT         (host)  m1     m2
+          metric   thanos            Ready   -      -
+          metric   prometheus        -       Ready  InstallFailed
+          kyverno  kyverno           -       Ready  Ready
+          kyverno  kyverno-policies  -       Ready  WaitingForKyverno
+        Policy reports: 10 pass, 2 fail, 0 warn, 0 error, 0 skip
+          CLUSTER  PASS  FAIL  WARN  ERROR  SKIP  REPORT
+          m1       6     0     0     0      0     current
+          m2       4     2     0     0      0     stale for 30s
+        Most failing policies:
+          POLICY                          FAIL  CLUSTERS
+          disallow-privileged-containers  2     m2
+        Conditions: none yet
+        ");
+    }
+
+    fn policy_report() -> FleetPolicyReport {
+        use kurator_api::policy_report::{ClusterReportStatus, FailingPolicy, PolicyResultCounts};
+        let at = |second: i64| Some(Time(Timestamp::from_second(second).unwrap()));
+        FleetPolicyReport {
+            totals: PolicyResultCounts {
+                pass: 10,
+                fail: 2,
+                ..Default::default()
+            },
+            clusters: vec![
+                ClusterReportStatus {
+                    name: "m1".into(),
+                    pass: 6,
+                    last_seen: at(80),
+                    ..Default::default()
+                },
+                ClusterReportStatus {
+                    name: "m2".into(),
+                    pass: 4,
+                    fail: 2,
+                    last_seen: at(30),
+                    stale: true,
+                    stale_since: at(60),
+                    ..Default::default()
+                },
+            ],
+            top_failing: vec![FailingPolicy {
+                policy: "disallow-privileged-containers".into(),
+                fail: 2,
+                cluster_count: 1,
+                clusters: vec!["m2".into()],
+            }],
+        }
     }
 }

@@ -33,6 +33,8 @@ pub struct GetArgs {
     pub watch: bool,
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub reports: crate::policyreports::PolicyReportArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,10 +45,14 @@ pub enum What {
     Fleets,
     #[value(alias = "application", alias = "apps", alias = "app")]
     Applications,
+    /// A fleet's policy reports (with --fleet NAME).
+    #[value(name = "policyreports", alias = "policyreport", alias = "polr")]
+    PolicyReports,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
+    Table,
     Wide,
     Yaml,
     Json,
@@ -63,6 +69,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
         What::Clusters => changes(api::<AttachedCluster>(&client, &args)),
         What::Fleets => changes(api::<Fleet>(&client, &args)),
         What::Applications => changes(api::<Application>(&client, &args)),
+        What::PolicyReports => changes(api::<Fleet>(&client, &args)),
     };
     while changes.next().await.is_some() {
         let text = render(&client, &args).await?;
@@ -95,6 +102,7 @@ async fn render(client: &Client, args: &GetArgs) -> anyhow::Result<String> {
             structured(&items, args.output)?
                 .unwrap_or_else(|| tables::applications(&items, args.all_namespaces, wide, now))
         }
+        What::PolicyReports => crate::policyreports::render(client, args, now).await?,
     })
 }
 

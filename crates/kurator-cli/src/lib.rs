@@ -6,6 +6,7 @@ pub mod describe;
 pub mod dev;
 pub mod get;
 pub mod manifest;
+pub mod policyreports;
 pub mod tables;
 
 use std::path::PathBuf;

@@ -19,7 +19,11 @@ use kurator_api::{
 
 use tokio::sync::watch;
 
-use crate::{member::MemberClients, metrics::Metrics};
+use crate::{
+    member::MemberClients,
+    metrics::Metrics,
+    plugins::{collector::PolicyReportCollector, render::ChartMirrors},
+};
 
 /// Tunables, set from `kurator controller` flags.
 #[derive(Clone, Debug)]
@@ -30,6 +34,8 @@ pub struct Settings {
     pub probe_timeout: Duration,
     /// Reconciles running at once, per controller.
     pub concurrency: u16,
+    /// Chart repository rewrites (`--chart-mirror FROM=TO`).
+    pub chart_mirrors: ChartMirrors,
 }
 
 impl Default for Settings {
@@ -38,6 +44,7 @@ impl Default for Settings {
             health_interval: Duration::from_secs(30),
             probe_timeout: Duration::from_secs(10),
             concurrency: 16,
+            chart_mirrors: ChartMirrors::default(),
         }
     }
 }
@@ -114,11 +121,47 @@ impl Listed {
     }
 }
 
+/// Versions of objects last written, by key. Losing it (a restart) costs one write per object.
+#[derive(Clone, Debug, Default)]
+pub struct WriteCache(Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>);
+
+impl WriteCache {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.0.lock().expect("write cache poisoned")
+    }
+
+    pub fn is_current(&self, key: &str, version: &str) -> bool {
+        self.map().get(key).is_some_and(|v| v == version)
+    }
+
+    pub fn record(&self, key: String, version: String) {
+        self.map().insert(key, version);
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.map().remove(key);
+    }
+
+    pub fn any_with_prefix(&self, prefix: &str) -> bool {
+        self.map().keys().any(|k| k.starts_with(prefix))
+    }
+
+    pub fn forget_prefix(&self, prefix: &str) {
+        self.map().retain(|k, _| !k.starts_with(prefix));
+    }
+}
+
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
     pub stores: Stores,
-    pub members: MemberClients,
+    pub members: Arc<MemberClients>,
+    /// What plugin steps last wrote outside the watched kinds (member Secret copies, sidecar
+    /// discovery), so unchanged objects are not written again.
+    pub plugin_writes: WriteCache,
+    /// Members' PolicyReports, watched while a fleet's policy plugin is on. `runtime::run`
+    /// replaces it with one that queues fleet reconciles on changes.
+    pub policy_reports: PolicyReportCollector,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub settings: Settings,
@@ -134,7 +177,9 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             stores,
-            members: MemberClients::default(),
+            members: Arc::default(),
+            plugin_writes: WriteCache::default(),
+            policy_reports: PolicyReportCollector::new(|_, _| {}),
             metrics,
             settings,
         }

@@ -13,6 +13,9 @@ pub enum Error {
     /// An object cannot be serialised (a bug, not a user error).
     #[error("serialisation: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// A state the controller does not expect (a bug, or an object not yet saved).
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 /// Coarse error class for metrics and requeue decisions.
@@ -45,7 +48,7 @@ impl Error {
                 Category::Rejected
             }
             Error::Kube(_) | Error::Finalizer(_) => Category::Transient,
-            Error::Serialize(_) => Category::Internal,
+            Error::Serialize(_) | Error::Internal(_) => Category::Internal,
         }
     }
 }

@@ -41,8 +41,8 @@ pub enum ProbeError {
     Forbidden(String),
 }
 
-/// Namespace, Secret name and key of a kubeconfig.
-type SecretKey = (String, String, String);
+/// Namespace, Secret name and key of a kubeconfig, and whether the client is for watches.
+type SecretKey = (String, String, String, bool);
 
 /// Member clients, keyed by kubeconfig Secret and key, rebuilt when the Secret's
 /// resourceVersion changes.
@@ -62,10 +62,45 @@ impl MemberClients {
         resource_version: &str,
         timeout: Duration,
     ) -> Result<Client, AccessError> {
+        self.cached(
+            host,
+            namespace,
+            secret_ref,
+            resource_version,
+            timeout,
+            false,
+        )
+        .await
+    }
+
+    /// As [`MemberClients::client`], for long-running watches: no read timeout (a quiet
+    /// watch must not be cut every `timeout`); connecting is still bounded.
+    pub async fn watch_client(
+        &self,
+        host: &Client,
+        namespace: &str,
+        secret_ref: &SecretKeyRef,
+        resource_version: &str,
+        timeout: Duration,
+    ) -> Result<Client, AccessError> {
+        self.cached(host, namespace, secret_ref, resource_version, timeout, true)
+            .await
+    }
+
+    async fn cached(
+        &self,
+        host: &Client,
+        namespace: &str,
+        secret_ref: &SecretKeyRef,
+        resource_version: &str,
+        timeout: Duration,
+        watch: bool,
+    ) -> Result<Client, AccessError> {
         let key = (
             namespace.to_string(),
             secret_ref.name.clone(),
             secret_ref.key.clone(),
+            watch,
         );
         if let Some((rv, client)) = self.cache.lock().expect("member cache poisoned").get(&key)
             && rv == resource_version
@@ -95,9 +130,7 @@ impl MemberClients {
             problem,
         };
         let text = std::str::from_utf8(&data.0).map_err(|_| invalid("not UTF-8 text".into()))?;
-        let client = client_from_kubeconfig(text, timeout)
-            .await
-            .map_err(invalid)?;
+        let client = build_client(text, timeout, !watch).await.map_err(invalid)?;
         let rv = secret.metadata.resource_version.unwrap_or_default();
         self.cache
             .lock()
@@ -111,12 +144,17 @@ impl MemberClients {
         self.cache
             .lock()
             .expect("member cache poisoned")
-            .retain(|(ns, n, _), _| !(ns == namespace && n == name));
+            .retain(|(ns, n, _, _), _| !(ns == namespace && n == name));
     }
 }
 
 /// Builds a client from kubeconfig text. The error is a sanitised description.
 pub async fn client_from_kubeconfig(text: &str, timeout: Duration) -> Result<Client, String> {
+    build_client(text, timeout, true).await
+}
+
+/// As [`client_from_kubeconfig`]; `read_timeout` false leaves reads unbounded (watches).
+async fn build_client(text: &str, timeout: Duration, read_timeout: bool) -> Result<Client, String> {
     // The parser's own message may quote the input, so only its kind is reported.
     let kubeconfig = Kubeconfig::from_yaml(text).map_err(|_| {
         "cannot be parsed as kubeconfig YAML (clusters, users, contexts)".to_string()
@@ -126,7 +164,7 @@ pub async fn client_from_kubeconfig(text: &str, timeout: Duration) -> Result<Cli
         .await
         .map_err(|e| describe_config_error(&e))?;
     config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(timeout);
+    config.read_timeout = read_timeout.then_some(timeout);
     config.write_timeout = Some(timeout);
     Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))
 }

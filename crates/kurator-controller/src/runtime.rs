@@ -39,6 +39,7 @@ use crate::{
     error::{Category, Error},
     fleet,
     metrics::Metrics,
+    plugins::collector::PolicyReportCollector,
 };
 
 /// A watch feeding a store and any number of controllers.
@@ -185,21 +186,21 @@ pub async fn run(
             secrets.listed.clone(),
         ],
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        stores.clone(),
-        metrics,
-        settings.clone(),
-    ));
+    // Deletions and policy report changes reach the controllers through these.
+    let (fleet_tx, fleet_rx) = mpsc::unbounded();
+    let (ac_tx, ac_rx) = mpsc::unbounded();
+    let (app_tx, app_rx) = mpsc::unbounded();
+
+    let mut ctx = Context::new(client.clone(), stores.clone(), metrics, settings.clone());
+    ctx.policy_reports = PolicyReportCollector::new({
+        let tx = fleet_tx.clone();
+        move |namespace, name| send_all(&tx, [reflector::ObjectRef::new(name).within(namespace)])
+    });
+    let ctx = Arc::new(ctx);
     let config = controller::Config::default()
         .concurrency(settings.concurrency)
         .debounce(Duration::from_millis(50));
     let shutdown = Box::pin(shutdown).shared();
-
-    // Deletions reach the controllers through these (see `Shared::watch`).
-    let (fleet_tx, fleet_rx) = mpsc::unbounded();
-    let (ac_tx, ac_rx) = mpsc::unbounded();
-    let (app_tx, app_rx) = mpsc::unbounded();
 
     let ac_store = stores.attached_clusters.clone();
     let cluster_controller = Controller::for_shared_stream(attached.subscribe(), ac_store.clone())
@@ -217,7 +218,8 @@ pub async fn run(
         .for_each(log_result(cluster::CONTROLLER));
 
     let fleet_store = stores.fleets.clone();
-    let (f1, f2, f3) = (
+    let (f1, f2, f3, f4) = (
+        fleet_store.clone(),
         fleet_store.clone(),
         fleet_store.clone(),
         fleet_store.clone(),
@@ -232,6 +234,10 @@ pub async fn run(
         })
         .watches_shared_stream(custom.subscribe(), move |c| {
             map_cluster(&f3, ClusterKind::CustomCluster, c.as_ref())
+        })
+        .watches_shared_stream(helm_releases.subscribe(), |r| fleet_owner_of(r.as_ref()))
+        .watches_shared_stream(secrets.subscribe(), move |s| {
+            fleets_using_secret(&f4, s.as_ref())
         })
         .reconcile_on(fleet_rx)
         .graceful_shutdown_on(shutdown.clone())
@@ -283,7 +289,7 @@ pub async fn run(
             move |c| send_all(&tx, map_cluster(&fleets, ClusterKind::Cluster, c))
         }),
         custom.watch(Api::all(client.clone()), {
-            let (fleets, tx) = (stores.fleets.clone(), fleet_tx);
+            let (fleets, tx) = (stores.fleets.clone(), fleet_tx.clone());
             move |c| send_all(&tx, map_cluster(&fleets, ClusterKind::CustomCluster, c))
         }),
         fleets.watch(Api::all(client.clone()), {
@@ -292,14 +298,27 @@ pub async fn run(
         }),
         applications.watch(Api::all(client.clone()), |_| {}),
         secrets.watch(Api::all(client.clone()), {
-            let acs = stores.attached_clusters.clone();
-            move |secret| send_all(&ac_tx, cluster::clusters_using_secret(&acs, secret))
+            let (acs, fleets, to_fleet) = (
+                stores.attached_clusters.clone(),
+                stores.fleets.clone(),
+                fleet_tx.clone(),
+            );
+            move |secret| {
+                send_all(&ac_tx, cluster::clusters_using_secret(&acs, secret));
+                send_all(&to_fleet, fleets_using_secret(&fleets, secret));
+            }
         }),
         git.watch(Api::all(client.clone()), owner_sender(&app_tx)),
         helm_repos.watch(Api::all(client.clone()), owner_sender(&app_tx)),
         oci.watch(Api::all(client.clone()), owner_sender(&app_tx)),
         kustomizations.watch(Api::all(client.clone()), owner_sender(&app_tx)),
-        helm_releases.watch(Api::all(client.clone()), owner_sender(&app_tx)),
+        helm_releases.watch(Api::all(client.clone()), {
+            let (to_app, to_fleet) = (owner_sender(&app_tx), fleet_tx.clone());
+            move |r| {
+                to_app(r);
+                send_all(&to_fleet, fleet_owner_of(r));
+            }
+        }),
     ]);
     // Each reconcile waits for every store's first list, so none acts on a partial view.
     let controllers =
@@ -316,6 +335,45 @@ fn owner_sender<K: Resource>(
 ) -> impl Fn(&K) + Send + 'static {
     let tx = tx.clone();
     move |o| send_all(&tx, application::owner_of(o))
+}
+
+/// The Fleet owning a plugin object.
+fn fleet_owner_of<K: Resource>(obj: &K) -> Option<reflector::ObjectRef<Fleet>> {
+    let namespace = obj.meta().namespace.as_deref()?;
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == "Fleet" && o.api_version.starts_with("fleet.kurator.dev/"))
+        .map(|o| reflector::ObjectRef::new(&o.name).within(namespace))
+}
+
+/// Fleets whose metric plugin reads this Secret (the object store).
+fn fleets_using_secret(
+    fleets: &Store<Fleet>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<reflector::ObjectRef<Fleet>> {
+    let (Some(namespace), Some(name)) = (
+        secret.metadata.namespace.as_deref(),
+        secret.metadata.name.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    fleets
+        .state()
+        .iter()
+        .filter(|f| f.namespace().as_deref() == Some(namespace))
+        .filter(|f| {
+            f.spec
+                .plugin
+                .as_ref()
+                .and_then(|p| p.metric.as_ref())
+                .and_then(|m| m.thanos.as_ref())
+                .and_then(|t| t.object_store_config.as_ref())
+                .is_some_and(|o| o.secret_name == name)
+        })
+        .map(|f| reflector::ObjectRef::from_obj(f.as_ref()))
+        .collect()
 }
 
 /// Applications with a destination in this fleet.

@@ -58,7 +58,9 @@ mod git_server;
 mod helm_repo;
 mod http_server;
 mod kubeconfig;
+mod load_balancer;
 mod process;
+mod standin_charts;
 mod state;
 
 pub use binaries::{
@@ -75,6 +77,12 @@ pub use flux_binaries::{
 };
 pub use git_server::{FileChange, GIT_BRANCH, GitRepo, GitServer, serve as serve_git};
 pub use helm_repo::{HelmRepo, serve_static as serve_helm_repo, write_chart, write_index};
+pub use load_balancer::{
+    LoadBalancerIngress, assign_load_balancer_ingress, run_load_balancer_simulator,
+};
+pub use standin_charts::{
+    ChartFiles, STANDIN_CHART_FILES, STANDIN_CHARTS, add_standin_charts, write_standin_charts,
+};
 
 /// Installs rustls' ring provider as the process default. Idempotent: an already installed
 /// provider (ours or another) is left in place.

@@ -2,6 +2,7 @@
 //! and two members), the controller, and the quickstart fleet. No Docker.
 
 mod background;
+mod plugins;
 mod quickstart;
 mod wait;
 
@@ -29,6 +30,9 @@ pub enum DevCommand {
         /// How long to wait for the fleet to become ready.
         #[arg(long, default_value = "180s", value_parser = crate::controller_cmd::parse_duration)]
         timeout: Duration,
+        /// Also enable the metric, grafana and policy plugins on the quickstart fleet.
+        #[arg(long)]
+        plugins: bool,
     },
     /// Stop everything and remove the playground's state.
     Down,
@@ -38,6 +42,17 @@ pub enum DevCommand {
     Status,
     /// Print shell exports for the playground's kubeconfigs.
     Env,
+    /// (internal) Serve the playground's chart repository and give member LoadBalancer
+    /// Services an address.
+    #[command(hide = true)]
+    ServePlugins {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long = "member-kubeconfig")]
+        members: Vec<PathBuf>,
+    },
     /// (internal) Serve the playground's git repositories over smart HTTP.
     #[command(hide = true)]
     ServeGit {
@@ -64,7 +79,10 @@ fn env_dir(state: &std::path::Path) -> PathBuf {
 pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
     let state = state_dir()?;
     match cmd {
-        DevCommand::Up { timeout } => up(&state, timeout).await,
+        DevCommand::Up { timeout, plugins } => up(&state, timeout, plugins).await,
+        DevCommand::ServePlugins { dir, addr, members } => {
+            plugins::serve(&dir, addr, &members).await
+        }
         DevCommand::Down => down(&state),
         DevCommand::Status => status(&state).await,
         DevCommand::Env => print_env(&state),
@@ -115,7 +133,14 @@ fn git_server(state: &std::path::Path) -> Background<'_> {
     }
 }
 
-async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
+fn plugin_support(state: &std::path::Path) -> Background<'_> {
+    Background {
+        state,
+        name: "plugin-support",
+    }
+}
+
+async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> anyhow::Result<()> {
     let env = match TestEnv::attach(env_dir(state))? {
         Some(env) if env.dead_processes().await.is_empty() && env.flux_running() => {
             println!("Playground already running (state in {}).", state.display());
@@ -127,6 +152,7 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
             }
             controller(state).stop();
             git_server(state).stop();
+            plugin_support(state).stop();
             TestEnv::stop_all(env_dir(state))?;
             std::fs::create_dir_all(state)?;
             println!(
@@ -148,16 +174,47 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
         }
     };
     let host = env.host();
+    // The chart repository (and load-balancer addresses) the plugins use; the controller
+    // fetches upstream's chart repositories from it.
+    let support = plugin_support(state);
+    let charts_addr_file = state.join("charts.addr");
+    if support.running_pid().is_none() {
+        let dir = state.join("charts");
+        plugins::write_charts(&dir)?;
+        let addr = free_addr()?;
+        let mut args = vec![
+            "dev".into(),
+            "serve-plugins".into(),
+            format!("--dir={}", dir.display()),
+            format!("--addr={addr}"),
+        ];
+        for member in env.members() {
+            args.push(format!(
+                "--member-kubeconfig={}",
+                member.kubeconfig_path().display()
+            ));
+        }
+        support.start(&args)?;
+        std::fs::write(&charts_addr_file, addr.to_string())?;
+        wait::port_open(addr, Duration::from_secs(10)).await?;
+        println!("Chart repository started on http://{addr} (stand-in plugin charts).");
+    }
+    let charts_addr: SocketAddr = std::fs::read_to_string(&charts_addr_file)?
+        .trim()
+        .parse()
+        .context("reading the chart repository's address")?;
     let controller = controller(state);
     if controller.running_pid().is_none() {
         let addr = free_addr()?;
-        controller.start(&[
+        let mut args = vec![
             "controller".into(),
             "--health-interval=10s".into(),
             "--probe-timeout=5s".into(),
             format!("--metrics-addr={addr}"),
             format!("--kubeconfig={}", host.kubeconfig_path().display()),
-        ])?;
+        ];
+        args.extend(plugins::mirror_args(charts_addr));
+        controller.start(&args)?;
         println!(
             "Controller started (metrics on http://{addr}/metrics, log {}).",
             controller.log_path().display()
@@ -193,6 +250,15 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
     println!(
         "Applied Application {APPLICATION}: {git_url}/podinfo.git (./deploy/webapp and ./kustomize) to every member."
     );
+    if with_plugins {
+        plugins::apply(&client).await?;
+        println!(
+            "Applied examples/quickstart/plugins: Secret thanos-objstore and Fleet {FLEET} with the metric, grafana and policy plugins."
+        );
+        println!(
+            "  (No kubelet here: stand-in charts create plain objects, and member LoadBalancers get 127.0.0.1.)"
+        );
+    }
 
     let on_error =
         |_: &anyhow::Error| eprintln!("Controller log: {}", controller.log_path().display());
@@ -204,12 +270,27 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
     let app = wait::application_synced(&apps, APPLICATION, timeout)
         .await
         .inspect_err(on_error)?;
+    let fleet = if with_plugins {
+        plugins::write_sample_reports(env.members()).await?;
+        println!(
+            "Wrote sample PolicyReports into the members, as Kyverno would (Kyverno cannot run without a kubelet)."
+        );
+        wait::policy_summary(&fleets, FLEET, MEMBERS, timeout)
+            .await
+            .inspect_err(on_error)?
+    } else {
+        fleet
+    };
     let now = Timestamp::now();
     println!();
-    print!(
-        "{}",
-        tables::fleets(std::slice::from_ref(&fleet), false, false, now)
-    );
+    if with_plugins {
+        print!("{}", crate::describe::fleet_text(&fleet, now));
+    } else {
+        print!(
+            "{}",
+            tables::fleets(std::slice::from_ref(&fleet), false, false, now)
+        );
+    }
     println!();
     print!(
         "{}",
@@ -225,6 +306,12 @@ async fn up(state: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
     println!("  {cmd} get clusters        # READY, VERSION, FLEET of each member");
     println!("  {cmd} get fleets -o wide  # phase, reason and unready members");
     println!("  {cmd} describe application {APPLICATION}   # where each cluster stands");
+    if with_plugins {
+        println!("  {cmd} describe fleet {FLEET}   # plugins × clusters, policy summary");
+        println!("  {cmd} get policyreports --fleet {FLEET} --by policy");
+    } else {
+        println!("  {cmd} dev up --plugins    # add the metric, grafana and policy plugins");
+    }
     println!("  {cmd} dev status          # what runs where");
     println!("  {cmd} dev down            # stop everything and remove the state");
     Ok(())
@@ -237,6 +324,7 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 fn down(state: &std::path::Path) -> anyhow::Result<()> {
     let controller = controller(state).stop();
     git_server(state).stop();
+    plugin_support(state).stop();
     let env = TestEnv::stop_all(env_dir(state))?;
     if state.exists() {
         std::fs::remove_dir_all(state).with_context(|| format!("removing {}", state.display()))?;
@@ -279,7 +367,7 @@ async fn status(state: &std::path::Path) -> anyhow::Result<()> {
             "NOT RUNNING"
         }
     );
-    for process in [controller(state), git_server(state)] {
+    for process in [controller(state), git_server(state), plugin_support(state)] {
         match process.running_pid() {
             Some(pid) => println!(
                 "  {} running (pid {pid}), log {}",

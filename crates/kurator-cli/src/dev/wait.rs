@@ -124,3 +124,36 @@ pub async fn port_open(addr: std::net::SocketAddr, timeout: Duration) -> anyhow:
     }
     Ok(())
 }
+
+/// Polls the fleet until its policy summary has a report from `members` clusters.
+pub async fn policy_summary(
+    api: &Api<Fleet>,
+    name: &str,
+    members: usize,
+    timeout: Duration,
+) -> anyhow::Result<Fleet> {
+    println!("Waiting for fleet {name}'s policy summary...");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let fleet = api.get_opt(name).await?;
+        let reported = fleet
+            .as_ref()
+            .and_then(|f| f.status.as_ref())
+            .and_then(|s| s.policy_report.as_ref())
+            .map_or(0, |r| {
+                r.clusters.iter().filter(|c| c.last_seen.is_some()).count()
+            });
+        if reported >= members
+            && let Some(fleet) = fleet
+        {
+            return Ok(fleet);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "fleet {name}: policy reports from {reported} of {members} clusters after {}s",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -195,7 +195,11 @@ async fn write_status(
     Ok(())
 }
 
-fn cluster_info(ctx: &Context, namespace: &str, cluster: &FleetCluster) -> Option<ClusterInfo> {
+pub(crate) fn cluster_info(
+    ctx: &Context,
+    namespace: &str,
+    cluster: &FleetCluster,
+) -> Option<ClusterInfo> {
     let stores = &ctx.stores;
     let labels = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         meta.labels.clone().unwrap_or_default()
@@ -237,7 +241,7 @@ fn cluster_info(ctx: &Context, namespace: &str, cluster: &FleetCluster) -> Optio
 }
 
 /// Applies every object (those already up to date cost nothing); returns how many were written.
-async fn apply_all<K>(
+pub(crate) async fn apply_all<K>(
     client: &kube::Client,
     store: &Store<K>,
     objects: &[K],

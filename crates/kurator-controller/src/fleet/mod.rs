@@ -33,10 +33,14 @@ pub use status::{build_status, reason};
 use crate::{
     context::Context,
     error::Error,
+    plugins,
     status::{apply_status, publish_ready_transition},
 };
 
 pub const CONTROLLER: &str = "fleet";
+
+/// How soon a fleet is reconciled again after a member write or read failed.
+const PLUGIN_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[instrument(skip_all, fields(fleet = %fleet.name_any(), namespace = fleet.namespace().unwrap_or_default()))]
 pub async fn reconcile(fleet: Arc<Fleet>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -72,8 +76,10 @@ async fn apply(fleet: &Fleet, namespace: &str, ctx: &Context) -> Result<Action, 
     for cluster in &plan.remove_label {
         set_label(ctx, namespace, cluster, None).await?;
     }
+    // plugins: their own dereference → validate → build → apply steps
+    let plugins = plugins::reconcile::reconcile(fleet, namespace, &plan.members, ctx).await?;
     // status
-    let status = build_status(fleet, &plan, Time(Timestamp::now()));
+    let status = build_status(fleet, &plan, &plugins, Time(Timestamp::now()));
     let api: Api<Fleet> = Api::namespaced(ctx.client.clone(), namespace);
     let previous = fleet.status.as_ref();
     if apply_status(&api, fleet, previous, &status).await? {
@@ -82,7 +88,12 @@ async fn apply(fleet: &Fleet, namespace: &str, ctx: &Context) -> Result<Action, 
             .unwrap_or_default();
         publish_ready_transition(ctx, fleet, before, &status.conditions, "Reconcile").await;
     }
-    Ok(Action::await_change())
+    // Member writes and reads are retried; everything else arrives through watches.
+    Ok(if plugins.retry {
+        Action::requeue(PLUGIN_RETRY)
+    } else {
+        Action::await_change()
+    })
 }
 
 /// Removes the membership label from every cluster this fleet labelled.
@@ -95,7 +106,9 @@ async fn cleanup(fleet: &Fleet, namespace: &str, ctx: &Context) -> Result<Action
         ..previous.cloned().unwrap_or_default()
     };
     apply_status(&api, fleet, previous, &terminating).await?;
-    for cluster in labelled_with(&fleet.name_any(), namespace, ctx) {
+    let labelled = labelled_with(&fleet.name_any(), namespace, ctx);
+    plugins::reconcile::cleanup(fleet, namespace, &labelled, ctx).await;
+    for cluster in labelled {
         set_label(ctx, namespace, &cluster, None).await?;
     }
     info!("fleet deleted, membership labels removed");

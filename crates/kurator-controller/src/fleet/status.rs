@@ -8,6 +8,7 @@ use kurator_api::{
 };
 
 use super::membership::{Plan, reason as member_reason};
+use crate::plugins::reconcile::Outcome;
 
 /// Fleet condition types and reasons (documented in docs/conditions.md).
 pub mod reason {
@@ -18,12 +19,13 @@ pub mod reason {
     pub const CLUSTERS_NOT_READY: &str = "ClustersNotReady";
     pub const NO_CLUSTERS: &str = "NoClusters";
     pub const NO_CONFLICT: &str = "NoConflict";
+    pub const PLUGINS_NOT_READY: &str = "PluginsNotReady";
 }
 
 /// At most this many clusters are named in a condition message; the rest are counted.
 const NAMED_IN_MESSAGE: usize = 10;
 
-pub fn build_status(fleet: &Fleet, plan: &Plan, now: Time) -> FleetStatus {
+pub fn build_status(fleet: &Fleet, plan: &Plan, plugins: &Outcome, now: Time) -> FleetStatus {
     let previous = fleet.status.clone().unwrap_or_default();
     let members = &plan.members;
     let ready = members.iter().filter(|m| m.ready).count();
@@ -79,12 +81,28 @@ pub fn build_status(fleet: &Fleet, plan: &Plan, now: Time) -> FleetStatus {
             ),
         )
     };
+    let unready_plugins: Vec<&Desired> = plugins
+        .conditions
+        .iter()
+        .filter(|c| c.status != conditions::TRUE)
+        .collect();
     let ready_condition = if !conflicts.is_empty() {
         Desired::new(
             conditions::READY,
             false,
             reason::MEMBERSHIP_CONFLICT,
             conflict.message.clone(),
+        )
+    } else if clusters_ready.status == conditions::TRUE && !unready_plugins.is_empty() {
+        let named: Vec<String> = unready_plugins
+            .iter()
+            .map(|c| format!("{}: {}", c.type_, c.message))
+            .collect();
+        Desired::new(
+            conditions::READY,
+            false,
+            reason::PLUGINS_NOT_READY,
+            named.join("; "),
         )
     } else {
         Desired {
@@ -107,13 +125,17 @@ pub fn build_status(fleet: &Fleet, plan: &Plan, now: Time) -> FleetStatus {
         ready_clusters: ready as i32,
         un_ready_clusters: unready.len() as i32,
         credential_secret: previous.credential_secret.clone(),
-        plugin_endpoints: previous.plugin_endpoints.clone(),
+        plugin_endpoints: plugins.endpoints.clone(),
         clusters: members.clone(),
-        plugins: previous.plugins.clone(),
-        policy_report: previous.policy_report.clone(),
+        plugins: plugins.components.clone(),
+        policy_report: plugins.policy_report.clone(),
         conditions: conditions::merge(
             &previous.conditions,
-            vec![ready_condition, clusters_ready, conflict],
+            [
+                vec![ready_condition, clusters_ready, conflict],
+                plugins.conditions.clone(),
+            ]
+            .concat(),
             generation,
             now,
         ),
@@ -166,7 +188,12 @@ mod tests {
             members: vec![m("a", true, "Healthy"), m("b", true, "Healthy")],
             ..Default::default()
         };
-        let s = build_status(&Fleet::new("f", Default::default()), &plan, now());
+        let s = build_status(
+            &Fleet::new("f", Default::default()),
+            &plan,
+            &Outcome::default(),
+            now(),
+        );
         assert_eq!(s.phase.as_deref(), Some("Ready"));
         assert_eq!((s.ready_clusters, s.un_ready_clusters), (2, 0));
         assert!(conditions::is_true(&s.conditions, "Ready"));
@@ -178,7 +205,12 @@ mod tests {
             members: vec![m("a", true, "Healthy"), m("b", false, "Unreachable")],
             ..Default::default()
         };
-        let s = build_status(&Fleet::new("f", Default::default()), &plan, now());
+        let s = build_status(
+            &Fleet::new("f", Default::default()),
+            &plan,
+            &Outcome::default(),
+            now(),
+        );
         assert_eq!(s.phase.as_deref(), Some("Running"));
         let c = conditions::find(&s.conditions, reason::CLUSTERS_READY).unwrap();
         assert_eq!(c.message, "1 of 2 clusters not ready: b (Unreachable: why)");
@@ -191,7 +223,12 @@ mod tests {
             members: vec![m("a", false, member_reason::CLAIMED_BY_OTHER_FLEET)],
             ..Default::default()
         };
-        let s = build_status(&Fleet::new("f", Default::default()), &plan, now());
+        let s = build_status(
+            &Fleet::new("f", Default::default()),
+            &plan,
+            &Outcome::default(),
+            now(),
+        );
         let ready = conditions::find(&s.conditions, "Ready").unwrap();
         assert_eq!(ready.reason, reason::MEMBERSHIP_CONFLICT);
         assert!(conditions::is_true(
@@ -211,6 +248,7 @@ mod tests {
                 members,
                 ..Default::default()
             },
+            &Outcome::default(),
             now(),
         );
         let c = conditions::find(&s.conditions, reason::CLUSTERS_READY).unwrap();

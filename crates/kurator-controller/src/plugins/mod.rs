@@ -3,7 +3,13 @@
 //!
 //! `render` is the pure build step; the Fleet reconcile dereferences, applies and reports.
 
+pub mod collector;
+pub mod objstore;
+pub mod reconcile;
 pub mod render;
+pub mod reports;
+pub mod sidecar;
+pub mod status;
 
 use kurator_api::flux::{HelmRelease, HelmRepository};
 

@@ -44,6 +44,15 @@ impl Harness {
 
     /// As `start`, with Flux's controllers running against the host when `flux` is set.
     pub async fn start_with(members: usize, health_interval: Duration, flux: bool) -> Harness {
+        let settings = Settings {
+            health_interval,
+            ..Default::default()
+        };
+        Self::start_with_settings(members, flux, settings).await
+    }
+
+    /// As `start_with`, with every controller setting given.
+    pub async fn start_with_settings(members: usize, flux: bool, settings: Settings) -> Harness {
         let env = TestEnv::builder()
             .members(members)
             .flux(flux)
@@ -52,10 +61,6 @@ impl Harness {
             .await
             .expect("test environment starts");
         let client = env.host().client().await.expect("host client");
-        let settings = Settings {
-            health_interval,
-            ..Default::default()
-        };
         let (stop, stopped) = oneshot::channel::<()>();
         let controller = tokio::spawn(runtime::run(
             client.clone(),

@@ -1,0 +1,831 @@
+//! `kurator get policyreports --fleet NAME [--by cluster|policy|resource]`: a fleet's policy
+//! reports (the `wgpolicyk8s.io` reports Kyverno writes in each member).
+//!
+//! - `--by cluster` (default) reads the Fleet's `status.policyReport`, which the controller
+//!   keeps: results per member (stale members marked with the age of their counts), totals and
+//!   the most-failing policies.
+//! - `--by policy` and `--by resource` read the members' PolicyReports and
+//!   ClusterPolicyReports directly, through each member's kubeconfig Secret; a member that
+//!   cannot be read is skipped with a note on stderr.
+//!
+//! Rendering is pure (`*_table`, `*_rows`) and snapshot tested.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use comfy_table::{Table, presets::NOTHING};
+use futures::StreamExt;
+use k8s_openapi::{
+    api::core::v1::{ObjectReference, Secret},
+    jiff::Timestamp,
+};
+use kube::{Api, Client};
+use kurator_api::{
+    AttachedCluster, Cluster, CustomCluster, Fleet,
+    cluster::SecretKeyRef,
+    fleet::ClusterKind,
+    policy_report::{
+        ClusterPolicyReport, FleetPolicyReport, PolicyReport, PolicyReportResult,
+        PolicyReportSummary, PolicyResult,
+    },
+};
+use serde::Serialize;
+
+use crate::{
+    get::{GetArgs, Output},
+    tables::age,
+};
+
+/// How long one member may take to answer (kubeconfig Secret aside).
+const MEMBER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Members read at once.
+const MEMBER_CONCURRENCY: usize = 8;
+/// Names listed in a FAILING column before `+N`.
+const NAMES_SHOWN: usize = 3;
+
+/// `kurator get policyreports` options (flattened into `kurator get`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct PolicyReportArgs {
+    /// policyreports: the fleet whose reports to show.
+    #[arg(long)]
+    pub fleet: Option<String>,
+    /// policyreports: one row per cluster (from the fleet's status), per policy or per
+    /// resource (both read from the members).
+    #[arg(long, value_enum, default_value_t = By::Cluster)]
+    pub by: By,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum By {
+    #[default]
+    Cluster,
+    Policy,
+    Resource,
+}
+
+/// The output of `kurator get policyreports` (notes about skipped members go to stderr).
+pub async fn render(client: &Client, args: &GetArgs, now: Timestamp) -> anyhow::Result<String> {
+    let name = args
+        .reports
+        .fleet
+        .as_deref()
+        .context("kurator get policyreports needs --fleet NAME")?;
+    let ns = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let fleet = Api::<Fleet>::namespaced(client.clone(), &ns)
+        .get(name)
+        .await
+        .with_context(|| format!("fleet {ns}/{name}"))?;
+    let structured = matches!(args.output, Some(Output::Json | Output::Yaml));
+    if args.reports.by == By::Cluster {
+        let report = fleet.status.as_ref().and_then(|s| s.policy_report.clone());
+        if structured {
+            return encode(&report.unwrap_or_default(), args.output);
+        }
+        return Ok(match report {
+            Some(report) => cluster_table(&report, now),
+            None => format!("No policy reports for fleet {name} yet.\n"),
+        });
+    }
+    let (members, skipped) = read_members(client, &ns, &fleet).await;
+    for s in &skipped {
+        eprintln!("note: cluster {} skipped: {}", s.cluster, s.reason);
+    }
+    match args.reports.by {
+        By::Policy => {
+            let rows = policy_rows(&members);
+            if structured {
+                return encode(
+                    &Listing {
+                        items: rows,
+                        skipped,
+                    },
+                    args.output,
+                );
+            }
+            Ok(policy_table(&rows))
+        }
+        _ => {
+            let rows = resource_rows(&members);
+            if structured {
+                return encode(
+                    &Listing {
+                        items: rows,
+                        skipped,
+                    },
+                    args.output,
+                );
+            }
+            Ok(resource_table(&rows))
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Listing<T> {
+    items: Vec<T>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    skipped: Vec<Skipped>,
+}
+
+fn encode<T: Serialize>(value: &T, output: Option<Output>) -> anyhow::Result<String> {
+    Ok(match output {
+        Some(Output::Yaml) => serde_saphyr::to_string(value)?,
+        _ => serde_json::to_string_pretty(value)? + "\n",
+    })
+}
+
+// --- Reading the members ----------------------------------------------------------------------
+
+/// One member's reports, as listed.
+#[derive(Clone, Debug, Default)]
+pub struct MemberReports {
+    pub cluster: String,
+    pub reports: Vec<PolicyReport>,
+    pub cluster_reports: Vec<ClusterPolicyReport>,
+}
+
+/// A member that could not be read, and why (never credentials).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Skipped {
+    pub cluster: String,
+    pub reason: String,
+}
+
+/// Reads every member of the fleet, a few at a time; members sorted by name.
+async fn read_members(
+    client: &Client,
+    ns: &str,
+    fleet: &Fleet,
+) -> (Vec<MemberReports>, Vec<Skipped>) {
+    let results: Vec<Result<MemberReports, Skipped>> =
+        futures::stream::iter(fleet.spec.clusters.iter().map(|c| {
+            let (client, ns) = (client.clone(), ns.to_string());
+            async move {
+                read_member(&client, &ns, &c.name, c.kind)
+                    .await
+                    .map_err(|reason| Skipped {
+                        cluster: c.name.clone(),
+                        reason,
+                    })
+            }
+        }))
+        .buffer_unordered(MEMBER_CONCURRENCY)
+        .collect()
+        .await;
+    let (mut members, mut skipped) = (Vec::new(), Vec::new());
+    for r in results {
+        match r {
+            Ok(m) => members.push(m),
+            Err(s) => skipped.push(s),
+        }
+    }
+    members.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    skipped.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    (members, skipped)
+}
+
+async fn read_member(
+    host: &Client,
+    ns: &str,
+    name: &str,
+    kind: ClusterKind,
+) -> Result<MemberReports, String> {
+    let secret_ref = kubeconfig_ref(host, ns, name, kind).await?;
+    let secret = Api::<Secret>::namespaced(host.clone(), ns)
+        .get_opt(&secret_ref.name)
+        .await
+        .map_err(|e| format!("reading Secret {ns}/{}: {}", secret_ref.name, api_error(&e)))?
+        .ok_or_else(|| format!("Secret {ns}/{} not found", secret_ref.name))?;
+    let data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&secret_ref.key))
+        .ok_or_else(|| {
+            format!(
+                "Secret {ns}/{} has no key {}",
+                secret_ref.name, secret_ref.key
+            )
+        })?;
+    let text = std::str::from_utf8(&data.0).map_err(|_| {
+        format!(
+            "Secret {ns}/{} key {} is not text",
+            secret_ref.name, secret_ref.key
+        )
+    })?;
+    let member = kurator_controller::member::client_from_kubeconfig(text, MEMBER_TIMEOUT)
+        .await
+        .map_err(|problem| format!("kubeconfig in Secret {ns}/{}: {problem}", secret_ref.name))?;
+    let list = async {
+        let reports = list_or_none(Api::<PolicyReport>::all(member.clone())).await?;
+        let cluster_reports = list_or_none(Api::<ClusterPolicyReport>::all(member)).await?;
+        Ok::<_, String>((reports, cluster_reports))
+    };
+    let (reports, cluster_reports) = tokio::time::timeout(MEMBER_TIMEOUT, list)
+        .await
+        .map_err(|_| format!("no answer within {}s", MEMBER_TIMEOUT.as_secs()))??;
+    Ok(MemberReports {
+        cluster: name.to_string(),
+        reports,
+        cluster_reports,
+    })
+}
+
+/// All objects of a report kind; none when its CRD is not installed (404).
+async fn list_or_none<K>(api: Api<K>) -> Result<Vec<K>, String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.list(&Default::default()).await {
+        Ok(list) => Ok(list.items),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(format!("cannot list policy reports: {}", api_error(&e))),
+    }
+}
+
+/// Where the member's kubeconfig is, by the kind of cluster object.
+async fn kubeconfig_ref(
+    host: &Client,
+    ns: &str,
+    name: &str,
+    kind: ClusterKind,
+) -> Result<SecretKeyRef, String> {
+    let missing = |e: kube::Error| format!("{kind} {ns}/{name}: {}", api_error(&e));
+    match kind {
+        ClusterKind::AttachedCluster => Api::<AttachedCluster>::namespaced(host.clone(), ns)
+            .get(name)
+            .await
+            .map(|ac| ac.spec.kubeconfig)
+            .map_err(missing),
+        ClusterKind::Cluster => Api::<Cluster>::namespaced(host.clone(), ns)
+            .get(name)
+            .await
+            .map(|c| c.kubeconfig_ref())
+            .map_err(missing),
+        ClusterKind::CustomCluster => Api::<CustomCluster>::namespaced(host.clone(), ns)
+            .get(name)
+            .await
+            .map_err(missing)?
+            .kubeconfig_ref()
+            .ok_or_else(|| format!("CustomCluster {ns}/{name} has no kubeconfig yet")),
+    }
+}
+
+fn api_error(e: &kube::Error) -> String {
+    kurator_controller::plugins::collector::describe_error(e)
+}
+
+// --- Rows (pure) ------------------------------------------------------------------------------
+
+/// Results of each kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub pass: u64,
+    pub fail: u64,
+    pub warn: u64,
+    pub error: u64,
+    pub skip: u64,
+}
+
+impl Counts {
+    fn record(&mut self, result: &PolicyResult) {
+        match result {
+            PolicyResult::Pass => self.pass += 1,
+            PolicyResult::Fail => self.fail += 1,
+            PolicyResult::Warn => self.warn += 1,
+            PolicyResult::Error => self.error += 1,
+            PolicyResult::Skip => self.skip += 1,
+            PolicyResult::Other(_) => {}
+        }
+    }
+
+    fn add_summary(&mut self, s: &PolicyReportSummary) {
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        self.pass += n(s.pass);
+        self.fail += n(s.fail);
+        self.warn += n(s.warn);
+        self.error += n(s.error);
+        self.skip += n(s.skip);
+    }
+
+    fn cells(&self) -> [String; 5] {
+        [self.pass, self.fail, self.warn, self.error, self.skip].map(|n| n.to_string())
+    }
+}
+
+/// One policy across the fleet.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRow {
+    pub policy: String,
+    /// Members with results of this policy.
+    pub clusters: usize,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Members with failures of this policy, by name.
+    pub failing_in: Vec<String>,
+}
+
+/// One resource of one member.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRow {
+    pub cluster: String,
+    /// Empty for cluster-scoped resources.
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Policies failing on it, by name.
+    pub failing: Vec<String>,
+}
+
+/// Every result of a member, with the report it came from.
+fn member_results(
+    m: &MemberReports,
+) -> impl Iterator<
+    Item = (
+        &Option<ObjectReference>,
+        &[PolicyReportResult],
+        Option<&PolicyReportSummary>,
+    ),
+> {
+    m.reports
+        .iter()
+        .map(|r| (&r.scope, r.results.as_slice(), r.summary.as_ref()))
+        .chain(
+            m.cluster_reports
+                .iter()
+                .map(|r| (&r.scope, r.results.as_slice(), r.summary.as_ref())),
+        )
+}
+
+/// One row per policy: the most failures first, then by name. Reports without results (only a
+/// summary) name no policy and are left out.
+pub fn policy_rows(members: &[MemberReports]) -> Vec<PolicyRow> {
+    let mut rows: BTreeMap<&str, (PolicyRow, std::collections::BTreeSet<&str>)> = BTreeMap::new();
+    for m in members {
+        for (_, results, _) in member_results(m) {
+            for r in results {
+                let Some(result) = &r.result else { continue };
+                let (row, clusters) = rows.entry(r.policy.as_str()).or_default();
+                row.counts.record(result);
+                clusters.insert(m.cluster.as_str());
+                if *result == PolicyResult::Fail && !row.failing_in.contains(&m.cluster) {
+                    row.failing_in.push(m.cluster.clone());
+                }
+            }
+        }
+    }
+    let mut rows: Vec<PolicyRow> = rows
+        .into_iter()
+        .map(|(policy, (mut row, clusters))| {
+            row.policy = policy.to_string();
+            row.clusters = clusters.len();
+            row.failing_in.sort();
+            row
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.counts
+            .fail
+            .cmp(&a.counts.fail)
+            .then_with(|| a.policy.cmp(&b.policy))
+    });
+    rows
+}
+
+/// One row per (member, resource), by member, namespace, kind and name. A result names its
+/// resources, or else the report's `scope`; a report with only a summary counts for its scope.
+pub fn resource_rows(members: &[MemberReports]) -> Vec<ResourceRow> {
+    type Key = (String, String, String, String);
+    fn row(rows: &mut BTreeMap<Key, ResourceRow>, k: Key) -> &mut ResourceRow {
+        rows.entry(k.clone()).or_insert_with(|| ResourceRow {
+            cluster: k.0,
+            namespace: k.1,
+            kind: k.2,
+            name: k.3,
+            ..Default::default()
+        })
+    }
+    let mut rows: BTreeMap<Key, ResourceRow> = BTreeMap::new();
+    for m in members {
+        let key = |r: Option<&ObjectReference>| -> Key {
+            let r = r.cloned().unwrap_or_default();
+            (
+                m.cluster.clone(),
+                r.namespace.unwrap_or_default(),
+                r.kind.unwrap_or_else(|| "-".into()),
+                r.name.unwrap_or_else(|| "-".into()),
+            )
+        };
+        for (scope, results, summary) in member_results(m) {
+            if results.is_empty() {
+                if let Some(summary) = summary {
+                    row(&mut rows, key(scope.as_ref()))
+                        .counts
+                        .add_summary(summary);
+                }
+                continue;
+            }
+            for r in results {
+                let Some(result) = &r.result else { continue };
+                let targets: Vec<Option<&ObjectReference>> = if r.resources.is_empty() {
+                    vec![scope.as_ref()]
+                } else {
+                    r.resources.iter().map(Some).collect()
+                };
+                for target in targets {
+                    let row = row(&mut rows, key(target));
+                    row.counts.record(result);
+                    if *result == PolicyResult::Fail && !row.failing.contains(&r.policy) {
+                        row.failing.push(r.policy.clone());
+                    }
+                }
+            }
+        }
+    }
+    rows.into_values()
+        .map(|mut row| {
+            row.failing.sort();
+            row
+        })
+        .collect()
+}
+
+// --- Tables (pure) ----------------------------------------------------------------------------
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_style(NOTHING)
+        .set_header(header.iter().map(|h| h.to_string()));
+    for row in rows {
+        t.add_row(row);
+    }
+    // comfy-table pads each cell with one space on the left; kubectl starts at column 0.
+    t.lines()
+        .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(&l).trim_end()))
+        .collect()
+}
+
+/// `a,b,c,+2`: the first few names of `list`, and how many of `total` are not shown.
+fn names_of(list: &[String], total: usize) -> String {
+    if list.is_empty() && total == 0 {
+        return "-".into();
+    }
+    let shown: Vec<&str> = list.iter().take(NAMES_SHOWN).map(String::as_str).collect();
+    let mut text = shown.join(",");
+    if total > shown.len() {
+        if !text.is_empty() {
+            text.push(',');
+        }
+        text.push_str(&format!("+{}", total - shown.len()));
+    }
+    text
+}
+
+fn names(list: &[String]) -> String {
+    names_of(list, list.len())
+}
+
+/// CLUSTER, the five counts, REPORT (current / stale for AGE / no reports yet) and MESSAGE; a
+/// TOTAL row; then the most failing policies.
+pub fn cluster_table(report: &FleetPolicyReport, now: Timestamp) -> String {
+    let mut rows: Vec<Vec<String>> = report
+        .clusters
+        .iter()
+        .map(|c| {
+            let state = if c.stale {
+                format!(
+                    "stale for {}",
+                    age(c.stale_since.as_ref().or(c.last_seen.as_ref()), now)
+                )
+            } else if c.last_seen.is_none() {
+                "no reports yet".to_string()
+            } else {
+                "current".to_string()
+            };
+            let mut row = vec![c.name.clone()];
+            row.extend([c.pass, c.fail, c.warn, c.error, c.skip].map(|n| n.to_string()));
+            row.push(state);
+            row.push(c.message.clone().unwrap_or_else(|| "-".into()));
+            row
+        })
+        .collect();
+    let t = &report.totals;
+    let mut total = vec!["TOTAL".to_string()];
+    total.extend([t.pass, t.fail, t.warn, t.error, t.skip].map(|n| n.to_string()));
+    rows.push(total);
+    let mut out = table(
+        &[
+            "CLUSTER", "PASS", "FAIL", "WARN", "ERROR", "SKIP", "REPORT", "MESSAGE",
+        ],
+        rows,
+    );
+    if !report.top_failing.is_empty() {
+        let rows = report
+            .top_failing
+            .iter()
+            .map(|p| {
+                let total = usize::try_from(p.cluster_count).unwrap_or(0);
+                let clusters = names_of(&p.clusters, total.max(p.clusters.len()));
+                vec![
+                    p.policy.clone(),
+                    p.fail.to_string(),
+                    p.cluster_count.to_string(),
+                    clusters,
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &["MOST FAILING POLICY", "FAIL", "CLUSTERS", "FAILING IN"],
+            rows,
+        ));
+    }
+    out
+}
+
+/// POLICY, CLUSTERS (members with results), the five counts, FAILING IN.
+pub fn policy_table(rows: &[PolicyRow]) -> String {
+    if rows.is_empty() {
+        return "No policy results found.\n".into();
+    }
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let mut row = vec![r.policy.clone(), r.clusters.to_string()];
+            row.extend(r.counts.cells());
+            row.push(names(&r.failing_in));
+            row
+        })
+        .collect();
+    table(
+        &[
+            "POLICY",
+            "CLUSTERS",
+            "PASS",
+            "FAIL",
+            "WARN",
+            "ERROR",
+            "SKIP",
+            "FAILING IN",
+        ],
+        rows,
+    )
+}
+
+/// CLUSTER, NAMESPACE, KIND, NAME, the five counts, FAILING (policies).
+pub fn resource_table(rows: &[ResourceRow]) -> String {
+    if rows.is_empty() {
+        return "No policy results found.\n".into();
+    }
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let mut row = vec![
+                r.cluster.clone(),
+                if r.namespace.is_empty() {
+                    "-".into()
+                } else {
+                    r.namespace.clone()
+                },
+                r.kind.clone(),
+                r.name.clone(),
+            ];
+            row.extend(r.counts.cells());
+            row.push(names(&r.failing));
+            row
+        })
+        .collect();
+    table(
+        &[
+            "CLUSTER",
+            "NAMESPACE",
+            "KIND",
+            "NAME",
+            "PASS",
+            "FAIL",
+            "WARN",
+            "ERROR",
+            "SKIP",
+            "FAILING",
+        ],
+        rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kurator_api::policy_report::{ClusterReportStatus, FailingPolicy, PolicyResultCounts};
+
+    fn t(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    fn fleet_report() -> FleetPolicyReport {
+        FleetPolicyReport {
+            totals: PolicyResultCounts {
+                pass: 42,
+                fail: 7,
+                warn: 1,
+                error: 0,
+                skip: 2,
+            },
+            clusters: vec![
+                ClusterReportStatus {
+                    name: "kurator-member1".into(),
+                    pass: 40,
+                    fail: 3,
+                    warn: 1,
+                    skip: 2,
+                    last_seen: Some(t(3000)),
+                    ..Default::default()
+                },
+                ClusterReportStatus {
+                    name: "kurator-member2".into(),
+                    pass: 2,
+                    fail: 4,
+                    last_seen: Some(t(3000)),
+                    stale: true,
+                    stale_since: Some(t(3300)),
+                    message: Some(
+                        "unreachable since 1970-01-01T00:55:00Z: connection refused".into(),
+                    ),
+                    ..Default::default()
+                },
+                ClusterReportStatus {
+                    name: "kurator-member3".into(),
+                    message: Some(
+                        "the wgpolicyk8s.io CRDs are not installed (no Kyverno yet)".into(),
+                    ),
+                    ..Default::default()
+                },
+            ],
+            top_failing: vec![
+                FailingPolicy {
+                    policy: "disallow-privileged-containers".into(),
+                    fail: 5,
+                    cluster_count: 2,
+                    clusters: vec!["kurator-member2".into(), "kurator-member1".into()],
+                },
+                FailingPolicy {
+                    policy: "require-labels".into(),
+                    fail: 2,
+                    cluster_count: 12,
+                    clusters: (1..=10).map(|i| format!("m{i}")).collect(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn by_cluster() {
+        let now = Timestamp::from_second(3600).unwrap();
+        insta::assert_snapshot!(cluster_table(&fleet_report(), now), @r"
+        CLUSTER          PASS  FAIL  WARN  ERROR  SKIP  REPORT          MESSAGE
+        kurator-member1  40    3     1     0      2     current         -
+        kurator-member2  2     4     0     0      0     stale for 5m    unreachable since 1970-01-01T00:55:00Z: connection refused
+        kurator-member3  0     0     0     0      0     no reports yet  the wgpolicyk8s.io CRDs are not installed (no Kyverno yet)
+        TOTAL            42    7     1     0      2
+
+        MOST FAILING POLICY             FAIL  CLUSTERS  FAILING IN
+        disallow-privileged-containers  5     2         kurator-member2,kurator-member1
+        require-labels                  2     12        m1,m2,m3,+9
+        ");
+        let empty = cluster_table(&FleetPolicyReport::default(), now);
+        insta::assert_snapshot!(empty, @r"
+        CLUSTER  PASS  FAIL  WARN  ERROR  SKIP  REPORT  MESSAGE
+        TOTAL    0     0     0     0      0
+        ");
+    }
+
+    fn result(policy: &str, result: &str, resources: &[(&str, &str, &str)]) -> PolicyReportResult {
+        PolicyReportResult {
+            policy: policy.into(),
+            rule: Some(format!("check-{policy}")),
+            result: Some(PolicyResult::parse(result)),
+            resources: resources
+                .iter()
+                .map(|(ns, kind, name)| ObjectReference {
+                    namespace: (!ns.is_empty()).then(|| ns.to_string()),
+                    kind: Some(kind.to_string()),
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn scoped(ns: &str, kind: &str, name: &str, results: Vec<PolicyReportResult>) -> PolicyReport {
+        let mut r = PolicyReport::new(name);
+        r.metadata.namespace = Some(ns.into());
+        r.scope = Some(ObjectReference {
+            namespace: Some(ns.into()),
+            kind: Some(kind.into()),
+            name: Some(name.into()),
+            ..Default::default()
+        });
+        r.results = results;
+        r
+    }
+
+    fn members() -> Vec<MemberReports> {
+        // member1: Kyverno 1.10+ style (one report per resource, `scope`), plus a cluster
+        // report whose results name their resources, plus a summary-only report.
+        let mut summary_only = scoped("default", "Pod", "legacy", vec![]);
+        summary_only.summary = Some(PolicyReportSummary {
+            pass: 2,
+            fail: 1,
+            ..Default::default()
+        });
+        let mut cluster = ClusterPolicyReport::new("cpol-require-ns-labels");
+        cluster.results = vec![
+            result("require-ns-labels", "fail", &[("", "Namespace", "team-a")]),
+            result("require-ns-labels", "pass", &[("", "Namespace", "team-b")]),
+        ];
+        let member1 = MemberReports {
+            cluster: "member1".into(),
+            reports: vec![
+                scoped(
+                    "default",
+                    "Deployment",
+                    "nginx",
+                    vec![
+                        result("disallow-privileged", "fail", &[]),
+                        result("require-labels", "pass", &[]),
+                        result("require-labels", "skip", &[]),
+                    ],
+                ),
+                summary_only,
+            ],
+            cluster_reports: vec![cluster],
+        };
+        // member2: an older style report: results name several resources each.
+        let mut old = PolicyReport::new("polr-ns-web");
+        old.metadata.namespace = Some("web".into());
+        old.results = vec![
+            result(
+                "disallow-privileged",
+                "fail",
+                &[("web", "Pod", "a"), ("web", "Pod", "b")],
+            ),
+            result("require-labels", "warn", &[("web", "Pod", "a")]),
+            result("require-labels", "error", &[("web", "Pod", "b")]),
+        ];
+        let member2 = MemberReports {
+            cluster: "member2".into(),
+            reports: vec![old],
+            cluster_reports: vec![],
+        };
+        vec![member1, member2]
+    }
+
+    #[test]
+    fn by_policy() {
+        insta::assert_snapshot!(policy_table(&policy_rows(&members())), @r"
+        POLICY               CLUSTERS  PASS  FAIL  WARN  ERROR  SKIP  FAILING IN
+        disallow-privileged  2         0     2     0     0      0     member1,member2
+        require-ns-labels    1         1     1     0     0      0     member1
+        require-labels       2         1     0     1     1      1     -
+        ");
+        assert_eq!(policy_table(&[]), "No policy results found.\n");
+    }
+
+    #[test]
+    fn by_resource() {
+        insta::assert_snapshot!(resource_table(&resource_rows(&members())), @r"
+        CLUSTER  NAMESPACE  KIND        NAME    PASS  FAIL  WARN  ERROR  SKIP  FAILING
+        member1  -          Namespace   team-a  0     1     0     0      0     require-ns-labels
+        member1  -          Namespace   team-b  1     0     0     0      0     -
+        member1  default    Deployment  nginx   1     1     0     0      1     disallow-privileged
+        member1  default    Pod         legacy  2     1     0     0      0     -
+        member2  web        Pod         a       0     1     1     0      0     disallow-privileged
+        member2  web        Pod         b       0     1     0     1      0     disallow-privileged
+        ");
+    }
+
+    #[test]
+    fn rows_serialise_flat() {
+        let rows = policy_rows(&members());
+        insta::assert_snapshot!(serde_json::to_string(&rows[0]).unwrap(), @r#"{"policy":"disallow-privileged","clusters":2,"pass":0,"fail":2,"warn":0,"error":0,"skip":0,"failingIn":["member1","member2"]}"#);
+    }
+
+    #[test]
+    fn names_are_cut() {
+        let list: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        assert_eq!(names(&list), "a,b,c,+2");
+        assert_eq!(names(&list[..2]), "a,b");
+        assert_eq!(names(&[]), "-");
+        assert_eq!(names_of(&list[..1], 4), "a,+3");
+        assert_eq!(names_of(&[], 2), "+2");
+    }
+}

@@ -1,0 +1,902 @@
+//! Collects the members' policy reports: one background task per (fleet, member) watching the
+//! member's `wgpolicyk8s.io/v1alpha2` PolicyReports and ClusterPolicyReports, reducing each
+//! report to counts as it arrives ([`ReportCounts`]) and keeping the member's sums for
+//! [`super::reports::aggregate`].
+//!
+//! - **Watches**: `kube::runtime::watcher` on each kind (cluster-wide), folded into a store of
+//!   counts with the reflector's semantics (a re-list replaces the store atomically at
+//!   `InitDone`). Only counts are kept, never whole reports.
+//! - **Health**: a watch that breaks after it was established (connection reset, read
+//!   timeout, an error event) resumes by itself from its resourceVersion. A failed listing or a
+//!   failed watch start means the member cannot be read: the task restarts the watcher after a
+//!   backoff (1 s doubling to 30 s, jittered), and a fresh watcher proves recovery with a full
+//!   listing. While that fails, a member that had been read keeps its counts and is marked
+//!   stale (`stale_since`); the first successful listing clears it.
+//! - **CRDs missing** (404 until Kyverno installs them): "no reports yet", not stale. The task
+//!   watches the CRD itself and re-lists as soon as it is established, polling at most every
+//!   60 s when it may not watch CRDs.
+//! - **Notifications**: `notify(fleet namespace, fleet)` whenever a member's sums or health
+//!   change, coalesced over [`DEBOUNCE`] (one call per fleet per window, however many members
+//!   changed).
+//! - **Lifetime**: tasks stop when their member is retained away, when `ensure` restarts them
+//!   with a new client, and when the last clone of the collector is dropped.
+//!
+//! The member client must not time out idle reads quickly: every read timeout costs a watch
+//! restart (cheap, no re-listing, but a request). Errors are described without credentials.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt::Debug,
+    hash::{BuildHasher, Hasher},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource,
+    runtime::watcher::{self, Event},
+};
+use kurator_api::policy_report::{self, ClusterPolicyReport, PolicyReport};
+use serde::de::DeserializeOwned;
+use tokio::{sync::mpsc, task::AbortHandle};
+
+use super::reports::{ClusterReports, ReportCounts};
+
+/// Changes within this window after the first one make a single notification per fleet.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Restart delays after a failed listing or watch start.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Delays between listings while a CRD is missing (a CRD watch cuts them short).
+const MISSING_MAX: Duration = Duration::from_secs(60);
+/// Pause before resuming a watch that broke after it was established.
+const RESUME_DELAY: Duration = Duration::from_millis(500);
+/// Pause between a CRD becoming established and listing it.
+const CRD_SETTLE: Duration = Duration::from_millis(200);
+/// Longest error description kept.
+const MAX_ERROR_LEN: usize = 200;
+
+type FleetKey = (String, String);
+type MemberKey = (String, String, String);
+type Notify = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Keeps one watch per (fleet, member) on the member's policy reports. Cheap to clone (all
+/// clones share the watches); the watches stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct PolicyReportCollector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    watches: Mutex<BTreeMap<MemberKey, Watch>>,
+    changes: mpsc::UnboundedSender<FleetKey>,
+    /// The notifier's input and callback until the first `ensure` starts it (inside a runtime).
+    idle_notifier: Mutex<Option<(mpsc::UnboundedReceiver<FleetKey>, Notify)>>,
+    notifier: Mutex<Option<AbortHandle>>,
+}
+
+struct Watch {
+    client_version: String,
+    state: Arc<Mutex<MemberState>>,
+    task: AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for watch in lock(&self.watches).values() {
+            watch.task.abort();
+        }
+        if let Some(notifier) = lock(&self.notifier).take() {
+            notifier.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl PolicyReportCollector {
+    /// `notify` is called with (fleet namespace, fleet name) whenever a member's reports change
+    /// or its watch health changes, at most once per fleet per [`DEBOUNCE`] window. It runs on
+    /// a Tokio task: keep it short (e.g. send to a channel).
+    pub fn new(notify: impl Fn(&str, &str) + Send + Sync + 'static) -> Self {
+        let (changes, rx) = mpsc::unbounded_channel();
+        PolicyReportCollector {
+            inner: Arc::new(Inner {
+                watches: Mutex::new(BTreeMap::new()),
+                changes,
+                idle_notifier: Mutex::new(Some((rx, Arc::new(notify)))),
+                notifier: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Ensures a watch for this member with this client; `client_version` identifies the
+    /// client (the kubeconfig Secret's resourceVersion): a different version restarts the
+    /// watch, keeping the last known reports until the new one has listed. Idempotent and
+    /// cheap; must be called inside a Tokio runtime.
+    pub fn ensure(
+        &self,
+        fleet_ns: &str,
+        fleet: &str,
+        cluster: &str,
+        client: Client,
+        client_version: &str,
+    ) {
+        self.start_notifier();
+        let key = (fleet_ns.to_string(), fleet.to_string(), cluster.to_string());
+        let mut watches = lock(&self.inner.watches);
+        if let Some(w) = watches.get(&key)
+            && w.client_version == client_version
+            && !w.task.is_finished()
+        {
+            return;
+        }
+        let state = match watches.remove(&key) {
+            Some(old) => {
+                old.task.abort();
+                old.state
+            }
+            None => Arc::default(),
+        };
+        let member = Member {
+            state: state.clone(),
+            fleet: (key.0.clone(), key.1.clone()),
+            cluster: key.2.clone(),
+            changes: self.inner.changes.clone(),
+        };
+        tracing::debug!(
+            namespace = fleet_ns,
+            fleet,
+            cluster,
+            "watching policy reports"
+        );
+        let task = tokio::spawn(run_member(client, member)).abort_handle();
+        watches.insert(
+            key,
+            Watch {
+                client_version: client_version.to_string(),
+                state,
+                task,
+            },
+        );
+    }
+
+    /// Stops the watches of this fleet's members not in `keep` (all of them for an empty set)
+    /// and forgets their reports.
+    pub fn retain(&self, fleet_ns: &str, fleet: &str, keep: &BTreeSet<String>) {
+        lock(&self.inner.watches).retain(|(ns, f, cluster), watch| {
+            let stays = ns != fleet_ns || f != fleet || keep.contains(cluster);
+            if !stays {
+                watch.task.abort();
+                tracing::debug!(
+                    namespace = ns,
+                    fleet = f,
+                    cluster,
+                    "stopped watching policy reports"
+                );
+            }
+            stays
+        });
+    }
+
+    /// The last known reports of this fleet's members, for [`super::reports::aggregate`].
+    pub fn snapshot(&self, fleet_ns: &str, fleet: &str) -> BTreeMap<String, ClusterReports> {
+        let watches = lock(&self.inner.watches);
+        let start = (fleet_ns.to_string(), fleet.to_string(), String::new());
+        watches
+            .range(start..)
+            .take_while(|((ns, f, _), _)| ns == fleet_ns && f == fleet)
+            .map(|((_, _, cluster), watch)| (cluster.clone(), lock(&watch.state).view()))
+            .collect()
+    }
+
+    /// How many member watches run (all fleets).
+    pub fn watch_count(&self) -> usize {
+        lock(&self.inner.watches)
+            .values()
+            .filter(|w| !w.task.is_finished())
+            .count()
+    }
+
+    fn start_notifier(&self) {
+        let Some((rx, notify)) = lock(&self.inner.idle_notifier).take() else {
+            return;
+        };
+        let task = tokio::spawn(notifier(rx, notify)).abort_handle();
+        *lock(&self.inner.notifier) = Some(task);
+    }
+}
+
+/// Calls `notify` once per fleet for the changes of each [`DEBOUNCE`] window.
+async fn notifier(mut rx: mpsc::UnboundedReceiver<FleetKey>, notify: Notify) {
+    while let Some(first) = rx.recv().await {
+        let mut pending = BTreeSet::from([first]);
+        let window = tokio::time::sleep(DEBOUNCE);
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                () = &mut window => break,
+                next = rx.recv() => match next {
+                    Some(key) => {
+                        pending.insert(key);
+                    }
+                    None => break,
+                },
+            }
+        }
+        for (ns, fleet) in pending {
+            notify(&ns, &fleet);
+        }
+    }
+}
+
+// --- One member -------------------------------------------------------------------------------
+
+/// A member task's handle on its state and on the notifier.
+#[derive(Clone)]
+struct Member {
+    state: Arc<Mutex<MemberState>>,
+    fleet: FleetKey,
+    cluster: String,
+    changes: mpsc::UnboundedSender<FleetKey>,
+}
+
+impl Member {
+    /// Applies `f` to the state; notifies when it reports a change.
+    fn update(&self, f: impl FnOnce(&mut MemberState, Timestamp) -> bool) {
+        let changed = f(&mut lock(&self.state), Timestamp::now());
+        if changed {
+            let _ = self.changes.send(self.fleet.clone());
+        }
+    }
+}
+
+/// The two report kinds, as the member task needs them.
+trait Report:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    /// Index into [`MemberState::kinds`].
+    const INDEX: usize;
+    /// The CRD serving the kind.
+    const CRD: &'static str;
+    const PLURAL: &'static str;
+    fn counts(&self) -> ReportCounts;
+}
+
+impl Report for PolicyReport {
+    const INDEX: usize = 0;
+    const CRD: &'static str = "policyreports.wgpolicyk8s.io";
+    const PLURAL: &'static str = "PolicyReports";
+    fn counts(&self) -> ReportCounts {
+        ReportCounts::of_policy_report(self)
+    }
+}
+
+impl Report for ClusterPolicyReport {
+    const INDEX: usize = 1;
+    const CRD: &'static str = "clusterpolicyreports.wgpolicyk8s.io";
+    const PLURAL: &'static str = "ClusterPolicyReports";
+    fn counts(&self) -> ReportCounts {
+        ReportCounts::of_cluster_policy_report(self)
+    }
+}
+
+const KIND_NAMES: [&str; 2] = [PolicyReport::KIND, ClusterPolicyReport::KIND];
+
+fn key<K: Report>(obj: &K) -> String {
+    let meta = obj.meta();
+    match &meta.namespace {
+        Some(ns) => format!("{ns}/{}", meta.name.as_deref().unwrap_or_default()),
+        None => meta.name.clone().unwrap_or_default(),
+    }
+}
+
+#[derive(Default)]
+struct MemberState {
+    kinds: [KindState; 2],
+    last_seen: Option<Timestamp>,
+    stale_since: Option<Timestamp>,
+}
+
+#[derive(Default)]
+struct KindState {
+    /// Counts per report (`namespace/name`, or `name` when cluster-scoped).
+    items: HashMap<String, ReportCounts>,
+    /// The sum of `items`, kept up to date.
+    total: ReportCounts,
+    /// A listing in progress (between `Init` and `InitDone`).
+    buffer: Option<HashMap<String, ReportCounts>>,
+    health: Health,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Health {
+    /// Not listed yet.
+    #[default]
+    Pending,
+    /// Listed; the watch keeps `items` current.
+    Synced,
+    /// The CRD is not installed (404): no reports.
+    Missing,
+    /// The member cannot be read.
+    Failing(String),
+}
+
+impl MemberState {
+    fn view(&self) -> ClusterReports {
+        ClusterReports {
+            counts: ReportCounts::sum(self.kinds.iter().map(|k| &k.total)),
+            reports: self.kinds.iter().map(|k| k.items.len()).sum(),
+            last_seen: self.last_seen,
+            stale_since: self.stale_since,
+            error: self.error(),
+        }
+    }
+
+    fn error(&self) -> Option<String> {
+        if let Some(error) = self.kinds.iter().find_map(|k| match &k.health {
+            Health::Failing(e) => Some(e.clone()),
+            _ => None,
+        }) {
+            return Some(error);
+        }
+        let missing: Vec<&str> = self
+            .kinds
+            .iter()
+            .zip(KIND_NAMES)
+            .filter(|(k, _)| k.health == Health::Missing)
+            .map(|(_, name)| name)
+            .collect();
+        match missing.as_slice() {
+            [] => None,
+            [kind] => Some(format!(
+                "the {kind} CRD ({}) is not installed",
+                policy_report::GROUP
+            )),
+            _ => Some(format!(
+                "the {} CRDs are not installed (no Kyverno yet)",
+                policy_report::GROUP
+            )),
+        }
+    }
+
+    /// Folds one watcher event in; true when the sums changed.
+    fn apply<K: Report>(&mut self, event: Event<K>, now: Timestamp) -> bool {
+        let kind = &mut self.kinds[K::INDEX];
+        match event {
+            Event::Init => {
+                kind.buffer = Some(HashMap::new());
+                false
+            }
+            Event::InitApply(obj) => {
+                if let Some(buffer) = &mut kind.buffer {
+                    buffer.insert(key(&obj), obj.counts());
+                }
+                false
+            }
+            Event::InitDone => {
+                let items = kind.buffer.take().unwrap_or_default();
+                let total = ReportCounts::sum(items.values());
+                let changed = total != kind.total || items.len() != kind.items.len();
+                kind.items = items;
+                kind.total = total;
+                self.last_seen = Some(now);
+                self.set_health(K::INDEX, Health::Synced, now) | changed
+            }
+            Event::Apply(obj) => {
+                let counts = obj.counts();
+                self.last_seen = Some(now);
+                match kind.items.insert(key(&obj), counts.clone()) {
+                    Some(old) if old == counts => false,
+                    Some(old) => {
+                        kind.total.sub(&old);
+                        kind.total.add(&counts);
+                        true
+                    }
+                    None => {
+                        kind.total.add(&counts);
+                        true
+                    }
+                }
+            }
+            Event::Delete(obj) => {
+                self.last_seen = Some(now);
+                match kind.items.remove(&key(&obj)) {
+                    Some(old) => {
+                        kind.total.sub(&old);
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }
+    }
+
+    /// The kind's CRD is missing: its reports are gone, the member answered.
+    fn missing(&mut self, index: usize, now: Timestamp) -> bool {
+        let kind = &mut self.kinds[index];
+        let had = !kind.items.is_empty();
+        kind.items.clear();
+        kind.total = ReportCounts::default();
+        kind.buffer = None;
+        self.last_seen = Some(now);
+        self.set_health(index, Health::Missing, now) | had
+    }
+
+    /// Sets a kind's health and derives staleness; true when either changed in a way the
+    /// aggregate shows (a new error text alone does not notify).
+    fn set_health(&mut self, index: usize, health: Health, now: Timestamp) -> bool {
+        let old = std::mem::replace(&mut self.kinds[index].health, health);
+        let was_stale = self.stale_since.is_some();
+        let failing = self
+            .kinds
+            .iter()
+            .any(|k| matches!(k.health, Health::Failing(_)));
+        if !failing {
+            self.stale_since = None;
+        } else if self.stale_since.is_none() && self.last_seen.is_some() {
+            self.stale_since = Some(now);
+        }
+        let new = &self.kinds[index].health;
+        std::mem::discriminant(&old) != std::mem::discriminant(new)
+            || was_stale != self.stale_since.is_some()
+    }
+}
+
+/// The member's task: both kinds, until aborted.
+async fn run_member(client: Client, member: Member) {
+    tokio::join!(
+        watch_kind::<PolicyReport>(client.clone(), member.clone()),
+        watch_kind::<ClusterPolicyReport>(client, member),
+    );
+}
+
+/// Why a watcher had to be restarted.
+struct Failure {
+    /// 404: the kind is not served (its CRD is not installed).
+    missing: bool,
+    message: String,
+}
+
+async fn watch_kind<K: Report>(client: Client, member: Member) {
+    let api: Api<K> = Api::all(client.clone());
+    let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
+    let mut missing_retry = Backoff::new(RETRY_MIN, MISSING_MAX);
+    loop {
+        let failure = follow(&api, &member, &mut retry, &mut missing_retry).await;
+        if failure.missing {
+            member.update(|s, now| s.missing(K::INDEX, now));
+            tracing::debug!(
+                namespace = member.fleet.0,
+                fleet = member.fleet.1,
+                cluster = member.cluster,
+                crd = K::CRD,
+                "CRD not installed in the member; waiting for it"
+            );
+            let delay = missing_retry.next_delay();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = crd_becomes_ready(client.clone(), K::CRD) => {
+                    missing_retry.reset();
+                    tokio::time::sleep(CRD_SETTLE).await;
+                }
+            }
+        } else {
+            let message = failure.message;
+            member.update(|s, now| {
+                let changed = s.set_health(K::INDEX, Health::Failing(message.clone()), now);
+                if changed {
+                    tracing::warn!(
+                        namespace = member.fleet.0, fleet = member.fleet.1, cluster = member.cluster,
+                        error = %message, stale = s.stale_since.is_some(),
+                        "cannot read the member's policy reports"
+                    );
+                }
+                changed
+            });
+            tokio::time::sleep(retry.next_delay()).await;
+        }
+    }
+}
+
+/// Runs one watcher until it fails in a way that needs a fresh start (a failed listing or
+/// watch start); errors of an established watch are left to the watcher to resume.
+async fn follow<K: Report>(
+    api: &Api<K>,
+    member: &Member,
+    retry: &mut Backoff,
+    missing_retry: &mut Backoff,
+) -> Failure {
+    let mut stream =
+        watcher::watcher(api.clone(), watcher::Config::default().any_semantic()).boxed();
+    loop {
+        match stream.next().await {
+            Some(Ok(event)) => {
+                let listed = matches!(event, Event::InitDone);
+                member.update(|s, now| {
+                    let was_failing = matches!(s.kinds[K::INDEX].health, Health::Failing(_));
+                    let changed = s.apply(event, now);
+                    if listed && was_failing {
+                        tracing::info!(
+                            namespace = member.fleet.0,
+                            fleet = member.fleet.1,
+                            cluster = member.cluster,
+                            kind = K::PLURAL,
+                            "member's policy reports readable again"
+                        );
+                    }
+                    changed
+                });
+                if listed {
+                    retry.reset();
+                    missing_retry.reset();
+                }
+            }
+            Some(Err(err)) => match err {
+                watcher::Error::WatchFailed(_) | watcher::Error::WatchError(_) => {
+                    tracing::debug!(
+                        cluster = member.cluster, kind = K::PLURAL,
+                        error = %describe_watch(&err), "report watch interrupted, resuming"
+                    );
+                    tokio::time::sleep(RESUME_DELAY).await;
+                }
+                watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) => {
+                    let missing = matches!(&e, kube::Error::Api(s) if s.code == 404);
+                    // A partial listing is dropped: the next watcher lists again.
+                    member.update(|s, _| {
+                        s.kinds[K::INDEX].buffer = None;
+                        false
+                    });
+                    return Failure {
+                        missing,
+                        message: format!("cannot list {}: {}", K::PLURAL, describe_error(&e)),
+                    };
+                }
+                other => {
+                    return Failure {
+                        missing: false,
+                        message: format!("cannot watch {}: {}", K::PLURAL, describe_watch(&other)),
+                    };
+                }
+            },
+            None => {
+                return Failure {
+                    missing: false,
+                    message: format!("the {} watch ended", K::PLURAL),
+                };
+            }
+        }
+    }
+}
+
+/// Returns once the CRD `name` becomes established and serves v1alpha2 after having been
+/// absent or not ready; pends forever when CRDs cannot be watched (the caller's timer wins).
+async fn crd_becomes_ready(client: Client, name: &'static str) {
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(api, config).boxed();
+    // Whether it was ready at the last complete listing; `None` before the first.
+    let mut ready: Option<bool> = None;
+    let mut listed_ready = false;
+    loop {
+        match stream.next().await {
+            Some(Ok(Event::Init)) => listed_ready = false,
+            Some(Ok(Event::InitApply(crd))) => listed_ready |= serves_reports(&crd),
+            Some(Ok(Event::InitDone)) => {
+                if ready == Some(false) && listed_ready {
+                    return;
+                }
+                ready = Some(listed_ready);
+            }
+            Some(Ok(Event::Apply(crd))) => {
+                let now_ready = serves_reports(&crd);
+                if now_ready && ready == Some(false) {
+                    return;
+                }
+                ready = Some(now_ready);
+            }
+            Some(Ok(Event::Delete(_))) => ready = Some(false),
+            Some(Err(_)) | None => return std::future::pending().await,
+        }
+    }
+}
+
+fn serves_reports(crd: &CustomResourceDefinition) -> bool {
+    let established = crd
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        });
+    established
+        && crd
+            .spec
+            .versions
+            .iter()
+            .any(|v| v.name == policy_report::VERSION && v.served)
+}
+
+/// A kube error for people: an API error as `code message`, anything else as its chain of
+/// causes (`client error (Connect): tcp connect error: Connection refused`); cut to 200
+/// bytes. Kube errors carry no credentials.
+pub fn describe_error(e: &kube::Error) -> String {
+    let text = match e {
+        kube::Error::Api(status) => {
+            let message = if status.message.is_empty() {
+                &status.reason
+            } else {
+                &status.message
+            };
+            format!("{} {message}", status.code)
+        }
+        other => chain(other),
+    };
+    kurator_api::policy_report::truncate_message(&text, MAX_ERROR_LEN)
+}
+
+fn describe_watch(e: &watcher::Error) -> String {
+    match e {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => describe_error(e),
+        watcher::Error::WatchError(status) => format!("{} {}", status.code, status.message),
+        other => chain(other),
+    }
+}
+
+/// `outer: cause: root cause`, repeated texts once.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+/// Exponential backoff with ±25 % jitter (so a thousand members do not retry in step).
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x9e37_79b9_7f4a_7c15);
+        Backoff {
+            min,
+            max,
+            next: min,
+            rng: h.finish() | 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (base * 2).min(self.max);
+        // xorshift64
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let factor = 0.75 + (self.rng % 1000) as f64 / 2000.0;
+        base.mul_f64(factor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kurator_api::policy_report::{PolicyReportResult, PolicyResult};
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    fn report(ns: &str, name: &str, results: &[(&str, &str)]) -> PolicyReport {
+        let mut r = PolicyReport::new(name);
+        r.metadata.namespace = Some(ns.into());
+        r.results = results
+            .iter()
+            .map(|(policy, result)| PolicyReportResult {
+                policy: policy.to_string(),
+                result: Some(PolicyResult::parse(result)),
+                ..Default::default()
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn listing_replaces_the_store_at_init_done() {
+        let mut s = MemberState::default();
+        assert!(!s.apply(Event::<PolicyReport>::Init, at(1)));
+        assert!(!s.apply(Event::InitApply(report("a", "r1", &[("p", "fail")])), at(1)));
+        // Nothing visible until the listing completes.
+        assert_eq!(s.view().counts, ReportCounts::default());
+        assert!(s.apply(Event::<PolicyReport>::InitDone, at(2)));
+        let view = s.view();
+        assert_eq!(view.counts.counts.fail, 1);
+        assert_eq!(view.reports, 1);
+        assert_eq!(view.last_seen, Some(at(2)));
+
+        // Changes: a report updated, one added, one deleted.
+        assert!(s.apply(Event::Apply(report("a", "r1", &[("p", "pass")])), at(3)));
+        assert!(
+            !s.apply(Event::Apply(report("a", "r1", &[("p", "pass")])), at(4)),
+            "an update with the same counts changes nothing"
+        );
+        assert!(s.apply(Event::Apply(report("b", "r1", &[("q", "fail")])), at(5)));
+        assert_eq!(s.view().counts.failing, BTreeMap::from([("q".into(), 1)]));
+        assert!(s.apply(Event::Delete(report("b", "r1", &[])), at(6)));
+        assert!(!s.apply(Event::Delete(report("b", "r1", &[])), at(6)));
+        let view = s.view();
+        assert_eq!(view.counts.counts.pass, 1);
+        assert_eq!(view.counts.counts.fail, 0);
+        assert!(view.counts.failing.is_empty());
+
+        // A re-list that misses r1 drops it.
+        s.apply(Event::<PolicyReport>::Init, at(7));
+        assert!(s.apply(Event::<PolicyReport>::InitDone, at(7)));
+        assert_eq!(s.view().reports, 0);
+    }
+
+    #[test]
+    fn failure_after_data_is_stale_and_recovery_clears_it() {
+        let mut s = MemberState::default();
+        // Failing before any data: an error, not stale.
+        assert!(s.set_health(0, Health::Failing("cannot list: refused".into()), at(1)));
+        assert_eq!(s.view().stale_since, None);
+        assert_eq!(s.view().error.as_deref(), Some("cannot list: refused"));
+
+        s.apply(Event::<PolicyReport>::Init, at(2));
+        s.apply(Event::InitApply(report("a", "r", &[("p", "fail")])), at(2));
+        assert!(s.apply(Event::<PolicyReport>::InitDone, at(2)));
+        s.set_health(1, Health::Synced, at(2));
+        assert_eq!(s.view().error, None);
+
+        assert!(s.set_health(0, Health::Failing("refused".into()), at(10)));
+        assert!(
+            !s.set_health(0, Health::Failing("timed out".into()), at(20)),
+            "a new error text alone does not notify"
+        );
+        let view = s.view();
+        assert_eq!(view.stale_since, Some(at(10)));
+        assert_eq!(view.counts.counts.fail, 1, "counts kept while stale");
+        assert_eq!(view.error.as_deref(), Some("timed out"));
+
+        s.apply(Event::<PolicyReport>::Init, at(30));
+        s.apply(Event::InitApply(report("a", "r", &[("p", "fail")])), at(30));
+        assert!(s.apply(Event::<PolicyReport>::InitDone, at(30)));
+        let view = s.view();
+        assert_eq!((view.stale_since, view.error), (None, None));
+        assert_eq!(view.last_seen, Some(at(30)));
+    }
+
+    #[test]
+    fn missing_crds_mean_no_reports_not_stale() {
+        let mut s = MemberState::default();
+        s.apply(Event::<PolicyReport>::Init, at(1));
+        s.apply(Event::InitApply(report("a", "r", &[("p", "fail")])), at(1));
+        s.apply(Event::<PolicyReport>::InitDone, at(1));
+        assert!(s.missing(1, at(2)));
+        assert_eq!(
+            s.view().error.as_deref(),
+            Some("the ClusterPolicyReport CRD (wgpolicyk8s.io) is not installed")
+        );
+        // The CRD of PolicyReports is removed: its reports go.
+        assert!(s.missing(0, at(3)));
+        let view = s.view();
+        assert_eq!(view.reports, 0);
+        assert_eq!(view.stale_since, None);
+        assert_eq!(
+            view.error.as_deref(),
+            Some("the wgpolicyk8s.io CRDs are not installed (no Kyverno yet)")
+        );
+        assert!(!s.missing(0, at(4)), "still missing: no change");
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
+        let delays: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
+        for (d, base) in delays.iter().zip([1, 2, 4, 8, 8, 8]) {
+            let base = Duration::from_secs(base);
+            assert!(
+                *d >= base.mul_f64(0.75) && *d < base.mul_f64(1.25),
+                "{d:?} vs {base:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() < Duration::from_millis(1250));
+    }
+
+    #[test]
+    fn api_errors_are_described_briefly() {
+        let e = kube::Error::Api(
+            kube::core::Status::failure("404 page not found", "NotFound")
+                .with_code(404)
+                .boxed(),
+        );
+        assert_eq!(describe_error(&e), "404 404 page not found");
+    }
+
+    #[tokio::test]
+    async fn notifications_are_coalesced_per_fleet() {
+        let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = calls.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(notifier(
+            rx,
+            Arc::new(move |ns: &str, fleet: &str| lock(&seen).push(format!("{ns}/{fleet}"))),
+        ));
+        for _ in 0..50 {
+            tx.send(("ns".into(), "a".into())).unwrap();
+            tx.send(("ns".into(), "b".into())).unwrap();
+        }
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(*lock(&calls), ["ns/a", "ns/b"]);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_collector_stops_its_tasks() {
+        // A client that never connects anywhere useful: the task just retries.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let collector = PolicyReportCollector::new(|_, _| {});
+        collector.ensure("ns", "f", "m1", client.clone(), "1");
+        collector.ensure("ns", "f", "m2", client.clone(), "1");
+        collector.ensure("ns", "g", "m1", client.clone(), "1");
+        collector.ensure("ns", "f", "m1", client.clone(), "1");
+        assert_eq!(collector.watch_count(), 3);
+        assert_eq!(
+            collector
+                .snapshot("ns", "f")
+                .into_keys()
+                .collect::<Vec<_>>(),
+            ["m1", "m2"]
+        );
+        let handles: Vec<AbortHandle> = lock(&collector.inner.watches)
+            .values()
+            .map(|w| w.task.clone())
+            .collect();
+        collector.retain("ns", "f", &BTreeSet::from(["m2".to_string()]));
+        assert_eq!(
+            collector
+                .snapshot("ns", "f")
+                .into_keys()
+                .collect::<Vec<_>>(),
+            ["m2"]
+        );
+        assert_eq!(collector.snapshot("ns", "g").len(), 1);
+        drop(collector);
+        // Aborted tasks finish at their next poll.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !handles.iter().all(AbortHandle::is_finished) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("tasks stop");
+    }
+}

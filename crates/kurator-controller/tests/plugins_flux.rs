@@ -1,0 +1,591 @@
+//! End-to-end: Fleet plugins installed by real Flux helm-controller from a local chart
+//! repository (stand-in charts with the upstream names, versions and value keys) into real
+//! member API servers. The brief's Fleet examples are applied as written; the controller's
+//! `--chart-mirror` points the upstream repositories at the local one.
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use common::{Harness, NS, apply, wait_for};
+use k8s_openapi::{
+    ByteString,
+    api::{
+        core::v1::{ConfigMap, Secret},
+        discovery::v1::EndpointSlice,
+    },
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams},
+};
+use kurator_api::{
+    Fleet, conditions,
+    flux::{HelmRelease, HelmRepository},
+};
+use kurator_controller::{
+    Settings,
+    plugins::{objstore::OBJSTORE_KEY, render::ChartMirrors},
+};
+use kurator_testenv::{HelmRepo, add_standin_charts, run_load_balancer_simulator};
+
+const WAIT: Duration = Duration::from_secs(120);
+const METRIC_FLEET: &str = include_str!("../../kurator-api/tests/fixtures/seed/fleet-metric.yaml");
+const BITNAMI: &str = "oci://registry-1.docker.io/bitnamicharts";
+const KYVERNO: &str = "https://kyverno.github.io/kyverno";
+/// Written by the kube-prometheus stand-in chart from `prometheus.externalLabels`.
+const EXTERNAL_LABELS: &str = "prometheus-prometheus-external-labels";
+
+/// A chart repository with the stand-in charts, and controller settings mirroring the
+/// upstream repositories to it.
+fn charts() -> (HelmRepo, Settings) {
+    let dir = std::env::temp_dir().join(format!(
+        "kurator-plugin-charts-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let repo = HelmRepo::start(dir).expect("chart repository starts");
+    add_standin_charts(&repo).expect("stand-in charts");
+    let settings = Settings {
+        health_interval: Duration::from_secs(10),
+        chart_mirrors: ChartMirrors(vec![
+            (BITNAMI.to_string(), repo.url()),
+            (KYVERNO.to_string(), repo.url()),
+        ]),
+        ..Default::default()
+    };
+    (repo, settings)
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::Instant::now())
+}
+
+async fn put_objstore(h: &Harness, config: &str) {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("thanos-objstore".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            OBJSTORE_KEY.to_string(),
+            ByteString(config.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    apply(&h.api::<Secret>(), "thanos-objstore", &secret).await;
+}
+
+fn condition(f: &Fleet, type_: &str) -> Option<(String, String, String)> {
+    let c = conditions::find(&f.status.as_ref()?.conditions, type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn configmap(client: &Client, namespace: &str, name: &str) -> Option<ConfigMap> {
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn wait_configmap(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    present: bool,
+) -> Option<ConfigMap> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = configmap(client, namespace, name).await;
+        if got.is_some() == present {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{namespace}/{name}: wanted present={present}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn secret_exists(client: &Client, namespace: &str, name: &str) -> bool {
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+}
+
+#[tokio::test]
+async fn metric_and_grafana_from_the_brief_then_disable_grafana_and_remove_a_cluster() {
+    let (_repo, settings) = charts();
+    let h = Harness::start_with_settings(2, true, settings).await;
+    h.attach_member("kurator-member1", 1).await;
+    h.attach_member("kurator-member2", 2).await;
+    let member1 = h.env.members()[0].client().await.unwrap();
+    let member2 = h.env.members()[1].client().await.unwrap();
+
+    // The brief's example, applied before its object-store Secret exists.
+    let fleet: Fleet = serde_saphyr::from_str(METRIC_FLEET).unwrap();
+    let fleets: Api<Fleet> = h.api();
+    apply(&fleets, "quickstart", &fleet).await;
+    let f = wait_for(&fleets, "quickstart", WAIT, |f| {
+        condition(f, "MetricReady").is_some_and(|c| c.1 == "InvalidConfig")
+    })
+    .await;
+    let (_, _, message) = condition(&f, "MetricReady").unwrap();
+    assert!(
+        message.contains("default/thanos-objstore") && message.contains("not found"),
+        "{message}"
+    );
+    // Grafana does not wait for the metric plugin's problem.
+    let releases: Api<HelmRelease> = h.api();
+    wait_for(&releases, "grafana", WAIT, |_| true).await;
+    assert!(releases.get_opt("thanos").await.unwrap().is_none());
+
+    // A Secret without the key is named as such; a valid one lets the plugin proceed.
+    put_objstore(&h, "").await;
+    let secrets: Api<Secret> = h.api();
+    secrets
+        .patch(
+            "thanos-objstore",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {OBJSTORE_KEY: null, "other": "eA=="}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&fleets, "quickstart", WAIT, |f| {
+        condition(f, "MetricReady").is_some_and(|c| c.2.contains("has no key objstore.yml"))
+    })
+    .await;
+    put_objstore(
+        &h,
+        "type: S3\nconfig:\n  bucket: thanos\n  endpoint: minio.example:9000\n",
+    )
+    .await;
+
+    // No cloud controller: load balancers get an address from a simulator — an IP in one
+    // member, a hostname in the other (upstream would drop it), and one on the host (Grafana).
+    let simulators = [
+        tokio::spawn(run_load_balancer_simulator(
+            member1.clone(),
+            "10.1.0.1".into(),
+        )),
+        tokio::spawn(run_load_balancer_simulator(
+            member2.clone(),
+            "member2.lb.example".into(),
+        )),
+        tokio::spawn(run_load_balancer_simulator(
+            h.client.clone(),
+            "127.0.0.1".into(),
+        )),
+    ];
+    let f = wait_for(&fleets, "quickstart", WAIT, |f| {
+        ["MetricReady", "GrafanaReady", "Ready"]
+            .iter()
+            .all(|c| condition(f, c).is_some_and(|c| c.0 == "True"))
+    })
+    .await;
+    let status = f.status.unwrap();
+    let components: Vec<(String, Option<String>, bool)> = status
+        .plugins
+        .iter()
+        .map(|p| (p.release.clone(), p.cluster.clone(), p.ready))
+        .collect();
+    for release in [
+        "thanos",
+        "grafana",
+        "prometheus-kurator-member1",
+        "prometheus-kurator-member2",
+    ] {
+        assert!(
+            components
+                .iter()
+                .any(|(r, _, ready)| r == release && *ready),
+            "{release} in {components:?}"
+        );
+    }
+    assert_eq!(
+        status.plugin_endpoints["thanos-sidecar"],
+        [
+            "kurator-member1=10.1.0.1:10901",
+            "kurator-member2=member2.lb.example:10901"
+        ]
+    );
+
+    // Members: the object-store copy, Prometheus with its external label.
+    for (client, name) in [(&member1, "kurator-member1"), (&member2, "kurator-member2")] {
+        assert!(
+            secret_exists(client, "monitoring", "thanos-objstore").await,
+            "{name}"
+        );
+        let labels = wait_configmap(client, "monitoring", EXTERNAL_LABELS, true)
+            .await
+            .unwrap();
+        let text = labels
+            .data
+            .unwrap_or_default()
+            .into_values()
+            .collect::<String>();
+        assert!(text.contains(name), "{name}: {text}");
+    }
+    // Host: discovery for the IP, a static store for the hostname.
+    let slice: EndpointSlice = h
+        .api::<EndpointSlice>()
+        .get("thanos-sidecar-remote-ipv4")
+        .await
+        .unwrap();
+    assert_eq!(slice.endpoints[0].addresses, ["10.1.0.1"]);
+    let thanos = releases.get("thanos").await.unwrap();
+    let stores = &thanos.spec.values.as_ref().unwrap()["query"]["stores"];
+    assert_eq!(stores, &serde_json::json!(["dns+member2.lb.example:10901"]));
+
+    // Grafana on the host, with the Thanos datasource.
+    let datasources = wait_configmap(&h.client, NS, "grafana-datasources", true)
+        .await
+        .unwrap();
+    let text = datasources
+        .data
+        .unwrap_or_default()
+        .into_values()
+        .collect::<String>();
+    assert!(text.contains("Thanos") && text.contains(":9090"), "{text}");
+
+    // Disabling grafana uninstalls it; the other plugin stays.
+    fleets
+        .patch(
+            "quickstart",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"plugin": {"grafana": null}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&fleets, "quickstart", WAIT, |f| {
+        condition(f, "GrafanaReady").is_none()
+            && condition(f, "MetricReady").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while releases.get_opt("grafana").await.unwrap().is_some()
+        || h.api::<HelmRepository>()
+            .get_opt("grafana")
+            .await
+            .unwrap()
+            .is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "grafana never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_configmap(&h.client, NS, "grafana-datasources", false).await;
+
+    // Removing a cluster uninstalls its components there only and removes the Secret copy.
+    fleets
+        .patch(
+            "quickstart",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"clusters": [
+                {"name": "kurator-member1", "kind": "AttachedCluster"}
+            ]}})),
+        )
+        .await
+        .unwrap();
+    wait_configmap(&member2, "monitoring", EXTERNAL_LABELS, false).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while secret_exists(&member2, "monitoring", "thanos-objstore").await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Secret copy left in member2"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        configmap(&member1, "monitoring", EXTERNAL_LABELS)
+            .await
+            .is_some()
+    );
+    assert!(secret_exists(&member1, "monitoring", "thanos-objstore").await);
+    let f = wait_for(&fleets, "quickstart", WAIT, |f| {
+        f.status.as_ref().is_some_and(|s| {
+            s.plugin_endpoints.get("thanos-sidecar")
+                == Some(&vec!["kurator-member1=10.1.0.1:10901".to_string()])
+        })
+    })
+    .await;
+    assert!(
+        f.status
+            .unwrap()
+            .plugins
+            .iter()
+            .all(|p| p.cluster.as_deref() != Some("kurator-member2"))
+    );
+
+    // Deleting the fleet removes the remaining copy; Flux objects go with their owner.
+    fleets
+        .delete("quickstart", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while secret_exists(&member1, "monitoring", "thanos-objstore").await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Secret copy left in member1"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for simulator in simulators {
+        simulator.abort();
+    }
+    h.shutdown().await;
+}
+
+const POLICY_FLEET: &str = include_str!("../../kurator-api/tests/fixtures/seed/fleet-policy.yaml");
+
+/// A PolicyReport as Kyverno writes it: one result per (policy, outcome).
+fn policy_report(name: &str, results: &[(&str, &str)]) -> serde_json::Value {
+    let results: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(policy, result)| {
+            serde_json::json!({
+                "policy": policy, "rule": policy, "result": result, "severity": "high",
+                "source": "kyverno", "scored": true,
+                "timestamp": {"seconds": 1_700_000_000, "nanos": 0},
+                "resources": [{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "default", "name": "webapp"}],
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+        "metadata": {"name": name, "namespace": "default"},
+        "results": results,
+    })
+}
+
+async fn put_policy_report(member: &Client, body: &serde_json::Value) {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", "PolicyReport"),
+        "policyreports",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(member.clone(), "default", &resource);
+    let name = body["metadata"]["name"].as_str().unwrap().to_string();
+    api.patch(
+        &name,
+        &PatchParams::apply("kyverno").force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .expect("PolicyReport written");
+}
+
+fn counts(f: &Fleet, cluster: &str) -> Option<(i64, i64, bool)> {
+    let report = f.status.as_ref()?.policy_report.as_ref()?;
+    let c = report.clusters.iter().find(|c| c.name == cluster)?;
+    c.last_seen.as_ref()?;
+    Some((c.pass, c.fail, c.stale))
+}
+
+#[tokio::test]
+async fn policy_from_the_brief_on_three_kinds_of_cluster_with_a_fleet_wide_report() {
+    use kurator_api::{Cluster, CustomCluster};
+    let (_repo, settings) = charts();
+    let h = Harness::start_with_settings(3, true, settings).await;
+    // The brief's policy fleet lists an AttachedCluster, a Cluster and a CustomCluster.
+    h.attach_member("kurator-member1", 1).await;
+    let kubeconfig = |i: usize| h.env.members()[i].kubeconfig_yaml();
+    h.put_secret("kurator-member2-kubeconfig", "value", &kubeconfig(1))
+        .await;
+    h.put_secret("kurator-member3-kubeconfig", "value", &kubeconfig(2))
+        .await;
+    let clusters: Api<Cluster> = h.api();
+    let customs: Api<CustomCluster> = h.api();
+    apply(
+        &clusters,
+        "kurator-member2",
+        &Cluster::new("kurator-member2", Default::default()),
+    )
+    .await;
+    apply(
+        &customs,
+        "kurator-member3",
+        &CustomCluster::new("kurator-member3", Default::default()),
+    )
+    .await;
+    let ready = serde_json::json!({"status": {"phase": "Ready", "kubeconfigSecretRef": "kurator-member3-kubeconfig"}});
+    clusters
+        .patch_status(
+            "kurator-member2",
+            &PatchParams::default(),
+            &Patch::Merge(&ready),
+        )
+        .await
+        .unwrap();
+    customs
+        .patch_status(
+            "kurator-member3",
+            &PatchParams::default(),
+            &Patch::Merge(&ready),
+        )
+        .await
+        .unwrap();
+
+    let fleet: Fleet = serde_saphyr::from_str(POLICY_FLEET).unwrap();
+    let fleets: Api<Fleet> = h.api();
+    apply(&fleets, "quickstart-policy", &fleet).await;
+    let f = wait_for(&fleets, "quickstart-policy", WAIT, |f| {
+        condition(f, "PolicyReady").is_some_and(|c| c.0 == "True")
+            && condition(f, "Ready").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let status = f.status.unwrap();
+    for member in ["kurator-member1", "kurator-member2", "kurator-member3"] {
+        for release in [
+            format!("kyverno-{member}"),
+            format!("kyverno-policies-{member}"),
+        ] {
+            assert!(
+                status
+                    .plugins
+                    .iter()
+                    .any(|p| p.release == release && p.ready),
+                "{release}: {:?}",
+                status.plugins
+            );
+        }
+    }
+    // kyverno-policies carries the pod security values in every member.
+    let members: Vec<Client> = futures::future::join_all(
+        h.env
+            .members()
+            .iter()
+            .map(|m| async { m.client().await.unwrap() }),
+    )
+    .await;
+    for member in &members {
+        let policy = wait_configmap(
+            member,
+            "kyverno",
+            "policy-disallow-privileged-containers",
+            true,
+        )
+        .await
+        .unwrap();
+        let data = policy.data.unwrap_or_default();
+        assert_eq!(
+            data.get("severity").map(String::as_str),
+            Some("high"),
+            "{data:?}"
+        );
+        assert_eq!(
+            data.get("validationFailureAction").map(String::as_str),
+            Some("Audit"),
+            "{data:?}"
+        );
+    }
+
+    // Reports Kyverno writes in the members are aggregated in the fleet within seconds.
+    put_policy_report(
+        &members[0],
+        &policy_report(
+            "webapp",
+            &[
+                ("disallow-host-path", "pass"),
+                ("disallow-privileged-containers", "pass"),
+            ],
+        ),
+    )
+    .await;
+    put_policy_report(
+        &members[1],
+        &policy_report(
+            "webapp",
+            &[
+                ("disallow-host-path", "pass"),
+                ("disallow-privileged-containers", "fail"),
+            ],
+        ),
+    )
+    .await;
+    put_policy_report(
+        &members[2],
+        &policy_report(
+            "webapp",
+            &[
+                ("disallow-privileged-containers", "fail"),
+                ("disallow-host-ports", "warn"),
+            ],
+        ),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let f = wait_for(&fleets, "quickstart-policy", Duration::from_secs(30), |f| {
+        counts(f, "kurator-member1") == Some((2, 0, false))
+            && counts(f, "kurator-member2") == Some((1, 1, false))
+            && counts(f, "kurator-member3") == Some((0, 1, false))
+    })
+    .await;
+    eprintln!("policy reports aggregated in {:?}", started.elapsed());
+    let report = f.status.unwrap().policy_report.unwrap();
+    assert_eq!(
+        (report.totals.pass, report.totals.fail, report.totals.warn),
+        (3, 2, 1)
+    );
+    assert_eq!(
+        report.top_failing[0].policy,
+        "disallow-privileged-containers"
+    );
+    assert_eq!(report.top_failing[0].fail, 2);
+
+    // A member outage keeps its last known report, marked stale.
+    h.env.members()[2].stop().await.unwrap();
+    let f = wait_for(&fleets, "quickstart-policy", Duration::from_secs(90), |f| {
+        counts(f, "kurator-member3") == Some((0, 1, true))
+    })
+    .await;
+    let c = f
+        .status
+        .unwrap()
+        .policy_report
+        .unwrap()
+        .clusters
+        .into_iter()
+        .find(|c| c.name == "kurator-member3")
+        .unwrap();
+    assert!(c.stale_since.is_some());
+    h.env.members()[2].start().await.unwrap();
+    wait_for(&fleets, "quickstart-policy", Duration::from_secs(90), |f| {
+        counts(f, "kurator-member3") == Some((0, 1, false))
+    })
+    .await;
+
+    // Disabling the plugin uninstalls kyverno everywhere and drops the report.
+    fleets
+        .patch(
+            "quickstart-policy",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"plugin": null}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&fleets, "quickstart-policy", WAIT, |f| {
+        f.status
+            .as_ref()
+            .is_some_and(|s| s.policy_report.is_none() && s.plugins.is_empty())
+    })
+    .await;
+    for member in &members[..2] {
+        wait_configmap(
+            member,
+            "kyverno",
+            "policy-disallow-privileged-containers",
+            false,
+        )
+        .await;
+    }
+    h.shutdown().await;
+}
