@@ -172,6 +172,42 @@ fn playground_up_twice_env_status_get_down() {
     let _ = watch.kill();
     let _ = watch.wait();
 
+    // The same playground with the brief's plugins: every plugin Ready on both members and
+    // the fleet's policy summary, in `describe fleet`.
+    let plugins = kurator(&dev, &["dev", "up", "--plugins"]);
+    let out = text(&plugins);
+    assert!(plugins.status.success(), "{out}");
+    for line in [
+        "metric   thanos            Ready   -                -",
+        "metric   prometheus        -       Ready            Ready",
+        "grafana  grafana           Ready   -                -",
+        "kyverno  kyverno           -       Ready            Ready",
+        "kyverno  kyverno-policies  -       Ready            Ready",
+        "Policy reports: 10 pass, 2 fail, 0 warn, 0 error, 0 skip",
+        "MetricReady         True",
+        "GrafanaReady        True",
+        "PolicyReady         True",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    let by_policy = Command::new(KURATOR)
+        .args([
+            "get",
+            "policyreports",
+            "--fleet",
+            "quickstart",
+            "--by",
+            "policy",
+        ])
+        .args(["--kubeconfig", host])
+        .output()
+        .unwrap();
+    assert!(
+        text(&by_policy).contains("disallow-privileged-containers  2         1     1"),
+        "{}",
+        text(&by_policy)
+    );
+
     let down = kurator(&dev, &["dev", "down"]);
     assert!(
         text(&down).contains("Playground stopped"),

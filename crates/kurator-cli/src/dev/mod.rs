@@ -256,7 +256,7 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
             "Applied examples/quickstart/plugins: Secret thanos-objstore and Fleet {FLEET} with the metric, grafana and policy plugins."
         );
         println!(
-            "  (No kubelet here: stand-in charts create plain objects, and member LoadBalancers get 127.0.0.1.)"
+            "  (No kubelet here: stand-in charts create plain objects; member LoadBalancers get 192.0.2.x.)"
         );
     }
 

@@ -3,7 +3,7 @@
 //!
 //! The playground has no kubelet, so nothing runs: the chart repository serves stand-in charts
 //! (upstream names, versions and value keys; plain objects only), the members' LoadBalancer
-//! Services get 127.0.0.1 as their address, and — since Kyverno cannot run — sample
+//! Services get a documentation address (192.0.2.x), and — since Kyverno cannot run — sample
 //! PolicyReports are written into the members as Kyverno would, so the fleet's policy summary
 //! has something to show. All of this is said on screen.
 
@@ -60,7 +60,7 @@ pub async fn apply(client: &Client) -> anyhow::Result<()> {
 }
 
 /// The background half of the plugin support: serves the charts and gives every member
-/// LoadBalancer Service the address 127.0.0.1 (there is no cloud controller).
+/// LoadBalancer Service an address (there is no cloud controller).
 pub async fn serve(
     dir: &Path,
     addr: SocketAddr,
@@ -68,15 +68,21 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let mut tasks = tokio::task::JoinSet::new();
-    for kubeconfig in members {
+    for (index, kubeconfig) in members.iter().enumerate() {
         let client = crate::client(Some(kubeconfig)).await?;
         tasks.spawn(kurator_testenv::run_load_balancer_simulator(
             client,
-            "127.0.0.1".into(),
+            load_balancer_address(index),
         ));
     }
     kurator_testenv::serve_helm_repo(dir.to_path_buf(), listener).await?;
     Ok(())
+}
+
+/// Member `index`'s load-balancer address: from TEST-NET-1 (RFC 5737, documentation only),
+/// so it looks like a real one without pointing anywhere.
+pub fn load_balancer_address(index: usize) -> String {
+    format!("192.0.2.{}", index + 1)
 }
 
 fn policy_report_api() -> ApiResource {

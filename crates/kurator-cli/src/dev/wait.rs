@@ -58,8 +58,11 @@ fn describe(fleet: Option<&Fleet>, name: &str, expected: i32) -> (String, bool) 
         return (format!("fleet {name}: waiting for the controller"), false);
     };
     let ready = conditions::find(&status.conditions, conditions::READY);
-    let done =
-        status.ready_clusters == expected && ready.is_some_and(|c| c.status == conditions::TRUE);
+    // A status written for an older spec (e.g. before plugins were added) does not count.
+    let current = status.observed_generation == fleet.and_then(|f| f.metadata.generation);
+    let done = current
+        && status.ready_clusters == expected
+        && ready.is_some_and(|c| c.status == conditions::TRUE);
     let why = ready.map(|c| c.message.clone()).unwrap_or_default();
     (
         format!(
@@ -125,7 +128,7 @@ pub async fn port_open(addr: std::net::SocketAddr, timeout: Duration) -> anyhow:
     Ok(())
 }
 
-/// Polls the fleet until its policy summary has a report from `members` clusters.
+/// Polls the fleet until its policy summary counts results from `members` clusters.
 pub async fn policy_summary(
     api: &Api<Fleet>,
     name: &str,
@@ -141,7 +144,10 @@ pub async fn policy_summary(
             .and_then(|f| f.status.as_ref())
             .and_then(|s| s.policy_report.as_ref())
             .map_or(0, |r| {
-                r.clusters.iter().filter(|c| c.last_seen.is_some()).count()
+                r.clusters
+                    .iter()
+                    .filter(|c| c.pass + c.fail + c.warn + c.error + c.skip > 0)
+                    .count()
             });
         if reported >= members
             && let Some(fleet) = fleet

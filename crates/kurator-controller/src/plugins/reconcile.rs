@@ -242,12 +242,18 @@ pub async fn reconcile(
     let helm_releases: Vec<HelmRelease> = components.iter().map(|c| c.release.clone()).collect();
     apply_all(&ctx.client, &flux.helm_repositories, &repositories).await?;
     apply_all(&ctx.client, releases, &helm_releases).await?;
-    match &discovery {
-        Some(d) => apply_discovery(ctx, &fleet_name, d).await?,
+    // Discovery is written beside the components: a failure is reported and retried without
+    // holding back the rest of the fleet's status.
+    let written = match &discovery {
+        Some(d) => apply_discovery(ctx, &fleet_name, d).await,
         None if !problems.iter().any(|p| p.plugin == Plugin::Metric) => {
-            remove_discovery(ctx, namespace).await?
+            remove_discovery(ctx, namespace).await
         }
-        None => {}
+        None => Ok(()),
+    };
+    if let Err(e) = written {
+        warn!(error = %e, "writing the Thanos sidecar discovery failed; retrying");
+        outcome.retry = true;
     }
 
     // prune: components no longer wanted (plugin disabled, cluster left).

@@ -56,8 +56,9 @@ pub fn addresses(service: &Service) -> Vec<Address> {
         .into_iter()
         .flatten()
         .filter_map(|i| {
-            if let Some(ip) = i.ip.as_deref().and_then(|ip| ip.parse().ok()) {
-                Some(Address::Ip(ip))
+            if let Some(ip) = i.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) {
+                // Not reachable from the host's Thanos Query (and refused in EndpointSlices).
+                routable(&ip).then_some(Address::Ip(ip))
             } else {
                 i.hostname
                     .as_deref()
@@ -69,6 +70,16 @@ pub fn addresses(service: &Service) -> Vec<Address> {
     out.sort();
     out.dedup();
     out
+}
+
+/// Whether another cluster could reach `ip`: not loopback, unspecified or link-local.
+fn routable(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_unspecified() || v4.is_link_local()),
+        IpAddr::V6(v6) => {
+            !(v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
 }
 
 /// What the host needs for a set of member sidecars.
@@ -162,6 +173,11 @@ pub fn build(
     };
     stores.sort();
     stores.dedup();
+    // Two members behind one address would be one endpoint.
+    v4.sort();
+    v4.dedup();
+    v6.sort();
+    v6.dedup();
     Discovery {
         service,
         slices: vec![slice("IPv4", v4), slice("IPv6", v6)],
@@ -213,6 +229,22 @@ mod tests {
                 Address::Ip("fd00::7".parse().unwrap()),
                 Address::Hostname("abc.elb.amazonaws.com".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn addresses_no_other_cluster_can_reach_are_left_out() {
+        let service = lb(vec![
+            ingress(Some("127.0.0.1"), None),
+            ingress(Some("::1"), None),
+            ingress(Some("0.0.0.0"), None),
+            ingress(Some("169.254.1.1"), None),
+            ingress(Some("fe80::1"), None),
+            ingress(Some("192.0.2.10"), None),
+        ]);
+        assert_eq!(
+            addresses(&service),
+            vec![Address::Ip("192.0.2.10".parse().unwrap())]
         );
     }
 
