@@ -17,7 +17,8 @@ use clap::Args;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{Namespace, Secret},
+    api::core::v1::{ConfigMap, Namespace, Secret},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -341,12 +342,34 @@ async fn direct_client(
     concurrency: usize,
 ) -> anyhow::Result<Duration> {
     create_namespace(client, ns).await?;
+    // An owner, so the objects carry an ownerReference as the controller's do (the garbage
+    // collector tracks every owned object: part of the cost of the write).
+    let owner = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("owner".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await?;
+    let owner = OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: "owner".into(),
+        uid: owner.metadata.uid.unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
     let api: Api<Kustomization> = Api::namespaced(client.clone(), ns);
     let api = Arc::new(api);
     let started = Instant::now();
     stream::iter(0..n)
         .map(|i| {
-            let api = api.clone();
+            let (api, owner) = (api.clone(), owner.clone());
             async move {
                 let spec = KustomizationSpec {
                     source_ref: CrossNamespaceSourceReference {
@@ -357,7 +380,7 @@ async fn direct_client(
                     ..Default::default()
                 };
                 // The same kind of write the controller makes: a server-side apply of a
-                // Kustomization with a member kubeconfig, labels and an annotation.
+                // Kustomization with a member kubeconfig, labels, an annotation and an owner.
                 let name = format!("k{i}");
                 let mut k = Kustomization::new(&name, spec);
                 k.spec.interval = "10m".into();
@@ -373,6 +396,7 @@ async fn direct_client(
                     (APP_NAME.to_string(), "direct".to_string()),
                     (FLEET.to_string(), "bench".to_string()),
                 ]));
+                k.metadata.owner_references = Some(vec![owner]);
                 k.metadata.annotations = Some(BTreeMap::from([(
                     "apps.kurator.dev/desired-hash".to_string(),
                     format!("{i:08x}"),

@@ -11,7 +11,7 @@ use common::{Harness, NS, apply, wait_for};
 use k8s_openapi::{
     ByteString,
     api::{
-        core::v1::{ConfigMap, Secret},
+        core::v1::{ConfigMap, Secret, Service},
         discovery::v1::EndpointSlice,
     },
 };
@@ -110,6 +110,27 @@ async fn wait_configmap(
     }
 }
 
+async fn objstore_copy(member: &Client) -> Option<String> {
+    let secret = Api::<Secret>::namespaced(member.clone(), "monitoring")
+        .get_opt("thanos-objstore")
+        .await
+        .ok()
+        .flatten()?;
+    let data = secret.data?.remove(OBJSTORE_KEY)?;
+    String::from_utf8(data.0).ok()
+}
+
+async fn set_metric(fleets: &Api<Fleet>, metric: serde_json::Value) {
+    fleets
+        .patch(
+            "quickstart",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"plugin": {"metric": metric}}})),
+        )
+        .await
+        .unwrap();
+}
+
 async fn secret_exists(client: &Client, namespace: &str, name: &str) -> bool {
     Api::<Secret>::namespaced(client.clone(), namespace)
         .get_opt(name)
@@ -120,7 +141,7 @@ async fn secret_exists(client: &Client, namespace: &str, name: &str) -> bool {
 }
 
 #[tokio::test]
-async fn metric_and_grafana_from_the_brief_then_disable_grafana_and_remove_a_cluster() {
+async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_cluster_removal() {
     let (_repo, settings) = charts();
     let h = Harness::start_with_settings(2, true, settings).await;
     h.attach_member("kurator-member1", 1).await;
@@ -325,6 +346,48 @@ async fn metric_and_grafana_from_the_brief_then_disable_grafana_and_remove_a_clu
             .all(|p| p.cluster.as_deref() != Some("kurator-member2"))
     );
 
+    // A changed object store reaches the member's copy.
+    put_objstore(&h, "type: GCS\nconfig:\n  bucket: thanos-2\n").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while objstore_copy(&member1).await.as_deref()
+        != Some("type: GCS\nconfig:\n  bucket: thanos-2\n")
+    {
+        assert!(std::time::Instant::now() < deadline, "copy not updated");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Disabling the metric plugin uninstalls it and removes the copy and the discovery.
+    let metric = serde_json::to_value(&fleet.spec.plugin.as_ref().unwrap().metric).unwrap();
+    set_metric(&fleets, serde_json::Value::Null).await;
+    wait_configmap(&member1, "monitoring", EXTERNAL_LABELS, false).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while secret_exists(&member1, "monitoring", "thanos-objstore").await
+        || h.api::<Service>()
+            .get_opt("thanos-sidecar-remote")
+            .await
+            .unwrap()
+            .is_some()
+        || releases.get_opt("thanos").await.unwrap().is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metric plugin left traces"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let f = wait_for(&fleets, "quickstart", WAIT, |f| {
+        condition(f, "MetricReady").is_none()
+    })
+    .await;
+    assert!(f.status.unwrap().plugins.is_empty());
+
+    // Enabled again, then the fleet deleted: the copy is removed with it.
+    set_metric(&fleets, metric).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !secret_exists(&member1, "monitoring", "thanos-objstore").await {
+        assert!(std::time::Instant::now() < deadline, "copy not restored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Deleting the fleet removes the remaining copy; Flux objects go with their owner.
     fleets
         .delete("quickstart", &DeleteParams::default())
