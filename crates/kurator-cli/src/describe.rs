@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use comfy_table::{Table, presets::NOTHING};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 use kube::{Api, ResourceExt};
 use kurator_api::{
@@ -58,15 +57,7 @@ pub async fn run(args: DescribeArgs) -> anyhow::Result<()> {
 }
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut t = Table::new();
-    t.load_style(NOTHING)
-        .set_header(header.iter().map(|h| h.to_string()));
-    for row in rows {
-        t.add_row(row);
-    }
-    t.lines()
-        .map(|l| format!("  {}\n", l.strip_prefix(' ').unwrap_or(&l).trim_end()))
-        .collect()
+    crate::tables::text_table(header, rows, "  ")
 }
 
 fn conditions_text(conditions: &[Condition]) -> String {

@@ -14,7 +14,6 @@ use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use comfy_table::{Table, presets::NOTHING};
 use futures::StreamExt;
 use k8s_openapi::{
     api::core::v1::{ObjectReference, Secret},
@@ -30,6 +29,7 @@ use kurator_api::{
         PolicyReportSummary, PolicyResult,
     },
 };
+use kurator_controller::plugins::reports::Counts;
 use serde::Serialize;
 
 use crate::{
@@ -281,40 +281,16 @@ fn api_error(e: &kube::Error) -> String {
 
 // --- Rows (pure) ------------------------------------------------------------------------------
 
-/// Results of each kind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub pass: u64,
-    pub fail: u64,
-    pub warn: u64,
-    pub error: u64,
-    pub skip: u64,
-}
-
-impl Counts {
-    fn record(&mut self, result: &PolicyResult) {
-        match result {
-            PolicyResult::Pass => self.pass += 1,
-            PolicyResult::Fail => self.fail += 1,
-            PolicyResult::Warn => self.warn += 1,
-            PolicyResult::Error => self.error += 1,
-            PolicyResult::Skip => self.skip += 1,
-            PolicyResult::Other(_) => {}
-        }
-    }
-
-    fn add_summary(&mut self, s: &PolicyReportSummary) {
-        let n = |v: i64| u64::try_from(v).unwrap_or(0);
-        self.pass += n(s.pass);
-        self.fail += n(s.fail);
-        self.warn += n(s.warn);
-        self.error += n(s.error);
-        self.skip += n(s.skip);
-    }
-
-    fn cells(&self) -> [String; 5] {
-        [self.pass, self.fail, self.warn, self.error, self.skip].map(|n| n.to_string())
-    }
+/// The cells of a counts row: pass, fail, warn, error, skip.
+fn cells(counts: &Counts) -> [String; 5] {
+    [
+        counts.pass,
+        counts.fail,
+        counts.warn,
+        counts.error,
+        counts.skip,
+    ]
+    .map(|n| n.to_string())
 }
 
 /// One policy across the fleet.
@@ -429,7 +405,7 @@ pub fn resource_rows(members: &[MemberReports]) -> Vec<ResourceRow> {
                 if let Some(summary) = summary {
                     row(&mut rows, key(scope.as_ref()))
                         .counts
-                        .add_summary(summary);
+                        .add(&Counts::from_summary(summary));
                 }
                 continue;
             }
@@ -461,16 +437,7 @@ pub fn resource_rows(members: &[MemberReports]) -> Vec<ResourceRow> {
 // --- Tables (pure) ----------------------------------------------------------------------------
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut t = Table::new();
-    t.load_style(NOTHING)
-        .set_header(header.iter().map(|h| h.to_string()));
-    for row in rows {
-        t.add_row(row);
-    }
-    // comfy-table pads each cell with one space on the left; kubectl starts at column 0.
-    t.lines()
-        .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(&l).trim_end()))
-        .collect()
+    crate::tables::text_table(header, rows, "")
 }
 
 /// `a,b,c,+2`: the first few names of `list`, and how many of `total` are not shown.
@@ -560,7 +527,7 @@ pub fn policy_table(rows: &[PolicyRow]) -> String {
         .iter()
         .map(|r| {
             let mut row = vec![r.policy.clone(), r.clusters.to_string()];
-            row.extend(r.counts.cells());
+            row.extend(cells(&r.counts));
             row.push(names(&r.failing_in));
             row
         })
@@ -598,7 +565,7 @@ pub fn resource_table(rows: &[ResourceRow]) -> String {
                 r.kind.clone(),
                 r.name.clone(),
             ];
-            row.extend(r.counts.cells());
+            row.extend(cells(&r.counts));
             row.push(names(&r.failing));
             row
         })

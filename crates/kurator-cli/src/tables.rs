@@ -24,6 +24,18 @@ fn render(t: Table) -> String {
     out
 }
 
+/// A kubectl-style table of `rows` under `header`, each line prefixed with `indent`.
+pub fn text_table(header: &[&str], rows: Vec<Vec<String>>, indent: &str) -> String {
+    let mut t = table(header);
+    for row in rows {
+        t.add_row(row);
+    }
+    // comfy-table pads each cell with one space on the left; kubectl starts at column 0.
+    t.lines()
+        .map(|l| format!("{indent}{}\n", l.strip_prefix(' ').unwrap_or(&l).trim_end()))
+        .collect()
+}
+
 /// kubectl's short age: 45s, 12m, 5h, 3d.
 pub fn age(created: Option<&Time>, now: Timestamp) -> String {
     let Some(created) = created else {

@@ -20,7 +20,7 @@ use kurator_api::policy_report::{
 };
 
 /// Results of each kind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     pub pass: u64,
     pub fail: u64,
