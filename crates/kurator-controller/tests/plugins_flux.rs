@@ -36,15 +36,11 @@ const KYVERNO: &str = "https://kyverno.github.io/kyverno";
 /// Written by the kube-prometheus stand-in chart from `prometheus.externalLabels`.
 const EXTERNAL_LABELS: &str = "prometheus-prometheus-external-labels";
 
-/// A chart repository with the stand-in charts, and controller settings mirroring the
-/// upstream repositories to it.
-fn charts() -> (HelmRepo, Settings) {
-    let dir = std::env::temp_dir().join(format!(
-        "kurator-plugin-charts-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    let repo = HelmRepo::start(dir).expect("chart repository starts");
+/// A chart repository with the stand-in charts (its directory removed when dropped), and
+/// controller settings mirroring the upstream repositories to it.
+fn charts() -> ((HelmRepo, tempfile::TempDir), Settings) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let repo = HelmRepo::start(dir.path().join("charts")).expect("chart repository starts");
     add_standin_charts(&repo).expect("stand-in charts");
     let settings = Settings {
         health_interval: Duration::from_secs(10),
@@ -54,12 +50,7 @@ fn charts() -> (HelmRepo, Settings) {
         ]),
         ..Default::default()
     };
-    (repo, settings)
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::Instant::now())
+    ((repo, dir), settings)
 }
 
 async fn put_objstore(h: &Harness, config: &str) {
