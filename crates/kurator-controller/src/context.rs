@@ -141,14 +141,6 @@ impl WriteCache {
     pub fn forget(&self, key: &str) {
         self.map().remove(key);
     }
-
-    pub fn any_with_prefix(&self, prefix: &str) -> bool {
-        self.map().keys().any(|k| k.starts_with(prefix))
-    }
-
-    pub fn forget_prefix(&self, prefix: &str) {
-        self.map().retain(|k, _| !k.starts_with(prefix));
-    }
 }
 
 /// Shared by every reconcile.

@@ -247,7 +247,7 @@ pub async fn reconcile(
     let written = match &discovery {
         Some(d) => apply_discovery(ctx, &fleet_name, d).await,
         None if !problems.iter().any(|p| p.plugin == Plugin::Metric) => {
-            remove_discovery(ctx, namespace).await
+            remove_discovery(ctx, namespace, &fleet_name).await
         }
         None => Ok(()),
     };
@@ -564,27 +564,33 @@ async fn apply_discovery(
     Ok(())
 }
 
-async fn remove_discovery(ctx: &Context, namespace: &str) -> Result<(), Error> {
-    let prefix = format!("sidecar/{namespace}/");
-    if !ctx.plugin_writes.any_with_prefix(&prefix) {
-        // Level-based: also clean up what a previous process wrote.
-        let exists = Api::<Service>::namespaced(ctx.client.clone(), namespace)
-            .get_metadata_opt(render::SIDECAR_REMOTE_SERVICE)
-            .await?
-            .is_some_and(|s| {
-                s.labels().get(MANAGED_BY).map(String::as_str)
-                    == Some(render::MANAGED_BY_FLEET_MANAGER)
-            });
-        if !exists {
-            return Ok(());
+/// Write-cache version of a fleet whose discovery objects are known to be gone.
+const DISCOVERY_REMOVED: &str = "removed";
+
+/// Deletes this fleet's discovery objects, if it wrote them (another fleet of the namespace
+/// may own `thanos-sidecar-remote`). Checked once per fleet and process, not on every
+/// reconcile; level-based, so it also cleans up what a previous process wrote.
+async fn remove_discovery(ctx: &Context, namespace: &str, fleet: &str) -> Result<(), Error> {
+    let key = format!("sidecar/{namespace}/{fleet}");
+    if ctx.plugin_writes.is_current(&key, DISCOVERY_REMOVED) {
+        return Ok(());
+    }
+    let ours = Api::<Service>::namespaced(ctx.client.clone(), namespace)
+        .get_metadata_opt(render::SIDECAR_REMOTE_SERVICE)
+        .await?
+        .is_some_and(|s| {
+            let labels = s.labels();
+            labels.get(MANAGED_BY).map(String::as_str) == Some(render::MANAGED_BY_FLEET_MANAGER)
+                && labels.get(FLEET) == Some(&label_value(fleet))
+        });
+    if ours {
+        delete_object::<Service>(&ctx.client, namespace, render::SIDECAR_REMOTE_SERVICE).await?;
+        for family in ["ipv4", "ipv6"] {
+            let name = format!("{}-{family}", render::SIDECAR_REMOTE_SERVICE);
+            delete_object::<EndpointSlice>(&ctx.client, namespace, &name).await?;
         }
     }
-    delete_object::<Service>(&ctx.client, namespace, render::SIDECAR_REMOTE_SERVICE).await?;
-    for family in ["ipv4", "ipv6"] {
-        let name = format!("{}-{family}", render::SIDECAR_REMOTE_SERVICE);
-        delete_object::<EndpointSlice>(&ctx.client, namespace, &name).await?;
-    }
-    ctx.plugin_writes.forget_prefix(&prefix);
+    ctx.plugin_writes.record(key, DISCOVERY_REMOVED.into());
     Ok(())
 }
 
