@@ -292,8 +292,10 @@ pub struct FleetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_report: Option<crate::policy_report::FleetPolicyReport>,
     /// `Ready`, `ClustersReady`, `MembershipConflict` and one per enabled plugin
-    /// (`MetricReady`, `GrafanaReady`, `PolicyReady`); see docs/conditions.md.
+    /// (`MetricReady`, `GrafanaReady`, `PolicyReady`); see docs/conditions.md. A map keyed by
+    /// `type`: the fleet and plugins controllers each own their own entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

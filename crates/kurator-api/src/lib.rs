@@ -13,6 +13,7 @@ pub mod crds;
 pub mod fleet;
 pub mod flux;
 pub mod labels;
+pub mod member;
 pub mod policy_report;
 mod schema;
 

@@ -20,6 +20,7 @@ use kurator_api::{
 use tokio::sync::watch;
 
 use crate::{
+    index::Indexes,
     member::MemberClients,
     metrics::Metrics,
     plugins::{collector::PolicyReportCollector, render::ChartMirrors},
@@ -147,12 +148,14 @@ impl WriteCache {
 pub struct Context {
     pub client: Client,
     pub stores: Stores,
+    /// Lookups by Secret, fleet, cluster and owner, kept from the same watch events.
+    pub indexes: Arc<Indexes>,
     pub members: Arc<MemberClients>,
     /// What plugin steps last wrote outside the watched kinds (member Secret copies, sidecar
     /// discovery), so unchanged objects are not written again.
     pub plugin_writes: WriteCache,
     /// Members' PolicyReports, watched while a fleet's policy plugin is on. `runtime::run`
-    /// replaces it with one that queues fleet reconciles on changes.
+    /// replaces it with one that queues plugin reconciles on changes.
     pub policy_reports: PolicyReportCollector,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
@@ -160,7 +163,13 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, stores: Stores, metrics: Arc<Metrics>, settings: Settings) -> Self {
+    pub fn new(
+        client: Client,
+        stores: Stores,
+        indexes: Arc<Indexes>,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Self {
         let reporter = Reporter {
             controller: "kurator".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -169,6 +178,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             stores,
+            indexes,
             members: Arc::default(),
             plugin_writes: WriteCache::default(),
             policy_reports: PolicyReportCollector::new(|_, _| {}),

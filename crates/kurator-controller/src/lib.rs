@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod context;
 pub mod error;
 pub mod fleet;
+pub mod index;
 pub mod leader;
 pub mod member;
 pub mod metrics;
@@ -14,6 +15,8 @@ pub mod plugins;
 pub mod runtime;
 pub mod server;
 mod status;
+pub mod triggers;
+pub mod watch;
 
 pub use context::{Context, Settings};
 pub use error::Error;

@@ -119,7 +119,7 @@ mod tests {
     fn renders_counters_and_histograms() {
         let metrics = Metrics::default();
         drop(metrics.reconcile("fleet"));
-        metrics.error("fleet", &Error::Finalizer("x".into()));
+        metrics.error("fleet", &Error::Internal("x".into()));
         let text = metrics.render();
         assert!(
             text.contains("kurator_reconcile_total{controller=\"fleet\"} 1"),
@@ -127,7 +127,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "kurator_reconcile_errors_total{controller=\"fleet\",category=\"transient\"} 1"
+                "kurator_reconcile_errors_total{controller=\"fleet\",category=\"internal\"} 1"
             ),
             "{text}"
         );

@@ -1,140 +1,45 @@
-//! Wires the controllers: one watch per kind feeding shared stores, and a controller per
-//! reconciled kind reading them.
+//! Wires the controllers: one watch per kind feeding a store and the indexes, the trigger
+//! table routing every change to the controllers it wakes, and one controller per pipeline.
 
-use std::{
-    future::Future,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use futures::{
-    FutureExt, StreamExt,
-    channel::mpsc::{self, UnboundedReceiver, UnboundedSender},
-    future::BoxFuture,
-};
+use futures::{FutureExt, StreamExt, channel::mpsc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client,
     core::PartialObjectMeta,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::{self, Action},
-        reflector::{self, Store},
         watcher,
     },
 };
 use kurator_api::{
     Application, AttachedCluster, Cluster, CustomCluster, Fleet,
-    fleet::ClusterKind,
     flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository},
-    labels::FLEET_NAME,
+    labels::MANAGED_BY,
 };
-use serde::de::DeserializeOwned;
-use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::{
     application, cluster,
-    context::{Context, FluxStores, Listed, Settings, Stores},
-    error::{Category, Error},
+    context::{Context, FluxStores, Settings, Stores},
+    error::Error,
     fleet,
+    index::{Indexes, Key, Kind},
     metrics::Metrics,
-    plugins::collector::PolicyReportCollector,
+    plugins::{self, collector::PolicyReportCollector, render::MANAGED_BY_FLEET_MANAGER},
+    triggers::{Change, Dispatcher, Queues},
+    watch::{Watch, metadata_events, never},
 };
 
-/// A watch feeding a store and any number of controllers.
-///
-/// Each subscriber gets its own unbounded channel of changed objects. kube-runtime's shared
-/// `ReflectHandle` is not used: when a broadcast object is gone from the store by the time it
-/// is read, its `poll_next` returns `Pending` without arranging a wake-up, and a controller fed
-/// by it could stall indefinitely (seen at start-up with 100 existing clusters). Controllers
-/// drain their triggers continuously, so the channels stay short.
-struct Shared<K: Resource + Clone + 'static>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store: Store<K>,
-    writer: reflector::store::Writer<K>,
-    subscribers: Mutex<Vec<UnboundedSender<Arc<K>>>>,
-    listed: Listed,
-    mark_listed: watch::Sender<bool>,
-}
-
-impl<K> Shared<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    fn new() -> Self {
-        let (store, writer) = reflector::store();
-        let (mark_listed, listed) = Listed::new();
-        Self {
-            store,
-            writer,
-            subscribers: Mutex::default(),
-            listed,
-            mark_listed,
-        }
-    }
-
-    /// Every object the watch applies from now on, and the whole store after each (re)list.
-    fn subscribe(&self) -> UnboundedReceiver<Arc<K>> {
-        let (tx, rx) = mpsc::unbounded();
-        self.subscribers
-            .lock()
-            .expect("subscriber list poisoned")
-            .push(tx);
-        rx
-    }
-
-    /// The task that drives the watch and feeds the store and the subscribers. Deletions go to
-    /// `on_delete` (a deleted object can no longer be read from the store by a controller).
-    fn watch(self, api: Api<K>, on_delete: impl Fn(&K) + Send + 'static) -> BoxFuture<'static, ()> {
-        let subscribers = self
-            .subscribers
-            .into_inner()
-            .expect("subscriber list poisoned");
-        let (store, mark_listed) = (self.store, self.mark_listed);
-        let publish = move |obj: Arc<K>| {
-            for tx in &subscribers {
-                // A closed channel means its controller stopped; nothing needs the event.
-                let _ = tx.unbounded_send(obj.clone());
-            }
-        };
-        watcher(api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .reflect(self.writer)
-            .for_each(move |event| {
-                match event {
-                    Ok(watcher::Event::Apply(obj)) => publish(Arc::new(obj)),
-                    // After a (re)list the store is complete: publish it whole, like a resync.
-                    Ok(watcher::Event::InitDone) => {
-                        let objects = store.state();
-                        debug!(kind = %K::kind(&()), objects = objects.len(), "listed");
-                        mark_listed.send_replace(true);
-                        objects.into_iter().for_each(&publish);
-                    }
-                    Ok(watcher::Event::Delete(obj)) => on_delete(&obj),
-                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                    Err(e) => warn!(kind = %K::kind(&()), error = %e, "watch error, retrying"),
-                }
-                futures::future::ready(())
-            })
-            .boxed()
-    }
-}
-
-/// Queues reconciles of `refs` through a controller's `reconcile_on` channel.
-fn send_all<R>(tx: &UnboundedSender<R>, refs: impl IntoIterator<Item = R>) {
-    for r in refs {
-        // The receiver lives as long as its controller; after that nothing needs the event.
-        let _ = tx.unbounded_send(r);
-    }
+/// Flux objects the controller wrote: Applications' (`kurator`) and plugins'
+/// (`fleet-manager`, upstream's value). Nobody else's Flux objects are cached.
+fn flux_selector() -> String {
+    format!(
+        "{MANAGED_BY} in ({},{MANAGED_BY_FLEET_MANAGER})",
+        application::build::MANAGED_BY_KURATOR
+    )
 }
 
 /// Runs every controller until `shutdown` resolves.
@@ -144,17 +49,17 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let attached = Shared::<AttachedCluster>::new();
-    let clusters = Shared::<Cluster>::new();
-    let custom = Shared::<CustomCluster>::new();
-    let fleets = Shared::<Fleet>::new();
-    let applications = Shared::<Application>::new();
-    let secrets = Shared::<PartialObjectMeta<Secret>>::new();
-    let git = Shared::<GitRepository>::new();
-    let helm_repos = Shared::<HelmRepository>::new();
-    let oci = Shared::<OCIRepository>::new();
-    let kustomizations = Shared::<Kustomization>::new();
-    let helm_releases = Shared::<HelmRelease>::new();
+    let attached = Watch::<AttachedCluster>::new();
+    let clusters = Watch::<Cluster>::new();
+    let custom = Watch::<CustomCluster>::new();
+    let fleets = Watch::<Fleet>::new();
+    let applications = Watch::<Application>::new();
+    let secrets = Watch::<PartialObjectMeta<Secret>>::new();
+    let git = Watch::<GitRepository>::new();
+    let helm_repos = Watch::<HelmRepository>::new();
+    let oci = Watch::<OCIRepository>::new();
+    let kustomizations = Watch::<Kustomization>::new();
+    let helm_releases = Watch::<HelmRelease>::new();
 
     let stores = Stores {
         attached_clusters: attached.store.clone(),
@@ -186,15 +91,40 @@ pub async fn run(
             secrets.listed.clone(),
         ],
     };
-    // Deletions and policy report changes reach the controllers through these.
-    let (fleet_tx, fleet_rx) = mpsc::unbounded();
-    let (ac_tx, ac_rx) = mpsc::unbounded();
-    let (app_tx, app_rx) = mpsc::unbounded();
 
-    let mut ctx = Context::new(client.clone(), stores.clone(), metrics, settings.clone());
+    // Every reconcile request, from every watch, goes through the trigger table into these.
+    let (ac_tx, ac_rx) = mpsc::unbounded();
+    let (fleet_tx, fleet_rx) = mpsc::unbounded();
+    let (plugins_tx, plugins_rx) = mpsc::unbounded();
+    let (app_tx, app_rx) = mpsc::unbounded();
+    let indexes = Arc::new(Indexes::default());
+    let dispatcher = Arc::new(Dispatcher {
+        index: indexes.clone(),
+        queues: Queues {
+            attached_clusters: ac_tx,
+            fleets: fleet_tx,
+            plugins: plugins_tx,
+            applications: app_tx,
+        },
+    });
+
+    let mut ctx = Context::new(
+        client.clone(),
+        stores.clone(),
+        indexes,
+        metrics,
+        settings.clone(),
+    );
     ctx.policy_reports = PolicyReportCollector::new({
-        let tx = fleet_tx.clone();
-        move |namespace, name| send_all(&tx, [reflector::ObjectRef::new(name).within(namespace)])
+        let dispatcher = dispatcher.clone();
+        move |namespace, fleet| {
+            dispatcher.dispatch(&Change {
+                key: Key::new(Kind::MemberPolicyReport, namespace, fleet),
+                before: None,
+                after: None,
+                fleet: Some(fleet.to_string()),
+            })
+        }
     });
     let ctx = Arc::new(ctx);
     let config = controller::Config::default()
@@ -202,43 +132,21 @@ pub async fn run(
         .debounce(Duration::from_millis(50));
     let shutdown = Box::pin(shutdown).shared();
 
-    let ac_store = stores.attached_clusters.clone();
-    let cluster_controller = Controller::for_shared_stream(attached.subscribe(), ac_store.clone())
+    // Controllers are fed through their queues only: the trigger table also routes each
+    // controller's own kind (`Mapper::Itself`).
+    let cluster_controller =
+        Controller::for_shared_stream(never(), stores.attached_clusters.clone())
+            .with_config(config.clone())
+            .reconcile_on(ac_rx)
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                cluster::reconcile,
+                error_policy(cluster::CONTROLLER),
+                ctx.clone(),
+            )
+            .for_each(log_result(cluster::CONTROLLER));
+    let fleet_controller = Controller::for_shared_stream(never(), stores.fleets.clone())
         .with_config(config.clone())
-        .watches_shared_stream(secrets.subscribe(), move |secret| {
-            cluster::clusters_using_secret(&ac_store, &secret)
-        })
-        .reconcile_on(ac_rx)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            cluster::reconcile,
-            error_policy(cluster::CONTROLLER),
-            ctx.clone(),
-        )
-        .for_each(log_result(cluster::CONTROLLER));
-
-    let fleet_store = stores.fleets.clone();
-    let (f1, f2, f3, f4) = (
-        fleet_store.clone(),
-        fleet_store.clone(),
-        fleet_store.clone(),
-        fleet_store.clone(),
-    );
-    let fleet_controller = Controller::for_shared_stream(fleets.subscribe(), fleet_store.clone())
-        .with_config(config.clone())
-        .watches_shared_stream(attached.subscribe(), move |c| {
-            map_cluster(&f1, ClusterKind::AttachedCluster, c.as_ref())
-        })
-        .watches_shared_stream(clusters.subscribe(), move |c| {
-            map_cluster(&f2, ClusterKind::Cluster, c.as_ref())
-        })
-        .watches_shared_stream(custom.subscribe(), move |c| {
-            map_cluster(&f3, ClusterKind::CustomCluster, c.as_ref())
-        })
-        .watches_shared_stream(helm_releases.subscribe(), |r| fleet_owner_of(r.as_ref()))
-        .watches_shared_stream(secrets.subscribe(), move |s| {
-            fleets_using_secret(&f4, s.as_ref())
-        })
         .reconcile_on(fleet_rx)
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -247,27 +155,19 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(log_result(fleet::CONTROLLER));
-
-    let app_store = stores.applications.clone();
-    let (a1, a2) = (app_store.clone(), app_store.clone());
+    let plugins_controller = Controller::for_shared_stream(never(), stores.fleets.clone())
+        .with_config(config.clone())
+        .reconcile_on(plugins_rx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            plugins::reconcile,
+            error_policy(plugins::CONTROLLER),
+            ctx.clone(),
+        )
+        .for_each(log_result(plugins::CONTROLLER));
     let application_controller =
-        Controller::for_shared_stream(applications.subscribe(), app_store.clone())
+        Controller::for_shared_stream(never(), stores.applications.clone())
             .with_config(config)
-            .watches_shared_stream(fleets.subscribe(), move |f| apps_for_fleet(&a1, f.as_ref()))
-            .watches_shared_stream(attached.subscribe(), move |c| {
-                apps_for_cluster(&a2, c.as_ref())
-            })
-            .watches_shared_stream(git.subscribe(), |o| application::owner_of(o.as_ref()))
-            .watches_shared_stream(helm_repos.subscribe(), |o| {
-                application::owner_of(o.as_ref())
-            })
-            .watches_shared_stream(oci.subscribe(), |o| application::owner_of(o.as_ref()))
-            .watches_shared_stream(kustomizations.subscribe(), |o| {
-                application::owner_of(o.as_ref())
-            })
-            .watches_shared_stream(helm_releases.subscribe(), |o| {
-                application::owner_of(o.as_ref())
-            })
             .reconcile_on(app_rx)
             .graceful_shutdown_on(shutdown)
             .run(
@@ -279,147 +179,43 @@ pub async fn run(
 
     // The watches run until the controllers stop; the controllers wait for the stores. The
     // Flux watches keep retrying (with backoff) while Flux's CRDs are missing.
+    let all = watcher::Config::default;
+    let ours = || watcher::Config::default().labels(&flux_selector());
+    let d = || dispatcher.clone();
     let watches = futures::future::join_all([
-        attached.watch(Api::all(client.clone()), {
-            let (fleets, tx) = (stores.fleets.clone(), fleet_tx.clone());
-            move |c| send_all(&tx, map_cluster(&fleets, ClusterKind::AttachedCluster, c))
-        }),
-        clusters.watch(Api::all(client.clone()), {
-            let (fleets, tx) = (stores.fleets.clone(), fleet_tx.clone());
-            move |c| send_all(&tx, map_cluster(&fleets, ClusterKind::Cluster, c))
-        }),
-        custom.watch(Api::all(client.clone()), {
-            let (fleets, tx) = (stores.fleets.clone(), fleet_tx.clone());
-            move |c| send_all(&tx, map_cluster(&fleets, ClusterKind::CustomCluster, c))
-        }),
-        fleets.watch(Api::all(client.clone()), {
-            let (apps, tx) = (stores.applications.clone(), app_tx.clone());
-            move |f| send_all(&tx, apps_for_fleet(&apps, f))
-        }),
-        applications.watch(Api::all(client.clone()), |_| {}),
-        secrets.watch(Api::all(client.clone()), {
-            let (acs, fleets, to_fleet) = (
-                stores.attached_clusters.clone(),
-                stores.fleets.clone(),
-                fleet_tx.clone(),
-            );
-            move |secret| {
-                send_all(&ac_tx, cluster::clusters_using_secret(&acs, secret));
-                send_all(&to_fleet, fleets_using_secret(&fleets, secret));
-            }
-        }),
-        git.watch(Api::all(client.clone()), owner_sender(&app_tx)),
-        helm_repos.watch(Api::all(client.clone()), owner_sender(&app_tx)),
-        oci.watch(Api::all(client.clone()), owner_sender(&app_tx)),
-        kustomizations.watch(Api::all(client.clone()), owner_sender(&app_tx)),
-        helm_releases.watch(Api::all(client.clone()), {
-            let (to_app, to_fleet) = (owner_sender(&app_tx), fleet_tx.clone());
-            move |r| {
-                to_app(r);
-                send_all(&to_fleet, fleet_owner_of(r));
-            }
-        }),
+        attached.typed(Api::all(client.clone()), all(), d()),
+        clusters.typed(Api::all(client.clone()), all(), d()),
+        custom.typed(Api::all(client.clone()), all(), d()),
+        fleets.typed(Api::all(client.clone()), all(), d()),
+        applications.typed(Api::all(client.clone()), all(), d()),
+        secrets.run(
+            metadata_events(Api::<PartialObjectMeta<Secret>>::all(client.clone()), all()),
+            d(),
+        ),
+        git.typed(Api::all(client.clone()), ours(), d()),
+        helm_repos.typed(Api::all(client.clone()), ours(), d()),
+        oci.typed(Api::all(client.clone()), ours(), d()),
+        kustomizations.typed(Api::all(client.clone()), ours(), d()),
+        helm_releases.typed(Api::all(client.clone()), ours(), d()),
     ]);
     // Each reconcile waits for every store's first list, so none acts on a partial view.
-    let controllers =
-        futures::future::join3(cluster_controller, fleet_controller, application_controller);
+    let controllers = futures::future::join4(
+        cluster_controller,
+        fleet_controller,
+        plugins_controller,
+        application_controller,
+    );
     tokio::select! {
         _ = watches => warn!("watches ended"),
         _ = controllers => info!("controllers stopped"),
     }
 }
 
-/// On deletion of a Flux object, reconcile its Application (it recreates what it wants).
-fn owner_sender<K: Resource>(
-    tx: &UnboundedSender<reflector::ObjectRef<Application>>,
-) -> impl Fn(&K) + Send + 'static {
-    let tx = tx.clone();
-    move |o| send_all(&tx, application::owner_of(o))
-}
-
-/// The Fleet owning a plugin object.
-fn fleet_owner_of<K: Resource>(obj: &K) -> Option<reflector::ObjectRef<Fleet>> {
-    let namespace = obj.meta().namespace.as_deref()?;
-    obj.meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.kind == "Fleet" && o.api_version.starts_with("fleet.kurator.dev/"))
-        .map(|o| reflector::ObjectRef::new(&o.name).within(namespace))
-}
-
-/// Fleets whose metric plugin reads this Secret (the object store).
-fn fleets_using_secret(
-    fleets: &Store<Fleet>,
-    secret: &PartialObjectMeta<Secret>,
-) -> Vec<reflector::ObjectRef<Fleet>> {
-    let (Some(namespace), Some(name)) = (
-        secret.metadata.namespace.as_deref(),
-        secret.metadata.name.as_deref(),
-    ) else {
-        return Vec::new();
-    };
-    fleets
-        .state()
-        .iter()
-        .filter(|f| f.namespace().as_deref() == Some(namespace))
-        .filter(|f| {
-            f.spec
-                .plugin
-                .as_ref()
-                .and_then(|p| p.metric.as_ref())
-                .and_then(|m| m.thanos.as_ref())
-                .and_then(|t| t.object_store_config.as_ref())
-                .is_some_and(|o| o.secret_name == name)
-        })
-        .map(|f| reflector::ObjectRef::from_obj(f.as_ref()))
-        .collect()
-}
-
-/// Applications with a destination in this fleet.
-fn apps_for_fleet(
-    apps: &Store<Application>,
-    fleet: &Fleet,
-) -> Vec<reflector::ObjectRef<Application>> {
-    let namespace = fleet.namespace().unwrap_or_default();
-    application::applications_for_fleet(apps, &namespace, &fleet.name_any())
-}
-
-/// Applications deploying to the fleet this cluster belongs to (its readiness shows in them).
-fn apps_for_cluster<K: ResourceExt>(
-    apps: &Store<Application>,
-    cluster: &K,
-) -> Vec<reflector::ObjectRef<Application>> {
-    let (Some(fleet), Some(namespace)) = (cluster.labels().get(FLEET_NAME), cluster.namespace())
-    else {
-        return Vec::new();
-    };
-    application::applications_for_fleet(apps, &namespace, fleet)
-}
-
-fn map_cluster<K: ResourceExt>(
-    fleets: &Store<Fleet>,
-    kind: ClusterKind,
-    cluster: &K,
-) -> Vec<reflector::ObjectRef<Fleet>> {
-    let label = cluster.labels().get(FLEET_NAME).map(String::as_str);
-    fleet::fleets_for_cluster(
-        fleets,
-        kind,
-        &cluster.name_any(),
-        cluster.namespace().as_deref(),
-        label,
-    )
-}
-
-/// Transient errors retry in seconds; rejected writes retry slowly (the input must change).
+/// Retries by the error's category (see [`crate::error::Category::requeue_after`]).
 fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
     move |_, error, ctx| {
         ctx.metrics.error(controller, error);
-        match error.category() {
-            Category::Transient => Action::requeue(Duration::from_secs(5)),
-            Category::Rejected | Category::Internal => Action::requeue(Duration::from_secs(60)),
-        }
+        Action::requeue(error.category().requeue_after())
     }
 }
 

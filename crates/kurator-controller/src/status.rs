@@ -21,6 +21,22 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
+    apply_status_as(api, obj, FIELD_MANAGER, current, status).await
+}
+
+/// As [`apply_status`], for a controller that owns only part of the status under its own
+/// field manager: `status` holds exactly its fields, `current` the same part as stored.
+pub async fn apply_status_as<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    field_manager: &str,
+    current: Option<&S>,
+    status: &S,
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
     if current == Some(status) {
         return Ok(false);
     }
@@ -31,7 +47,7 @@ where
     });
     api.patch_status(
         &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(field_manager).force(),
         &Patch::Apply(&patch),
     )
     .await?;
@@ -49,12 +65,34 @@ pub async fn publish_ready_transition<K>(
 ) where
     K: Resource<DynamicType = ()>,
 {
+    publish_transition(
+        ctx,
+        obj,
+        before,
+        after,
+        kurator_api::conditions::READY,
+        action,
+    )
+    .await;
+}
+
+/// As [`publish_ready_transition`], for the condition `type_`.
+pub async fn publish_transition<K>(
+    ctx: &crate::context::Context,
+    obj: &K,
+    before: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    after: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+    action: &str,
+) where
+    K: Resource<DynamicType = ()>,
+{
     use kube::runtime::events::{Event, EventType};
-    use kurator_api::conditions::{self, READY};
-    let Some(new) = conditions::find(after, READY) else {
+    use kurator_api::conditions;
+    let Some(new) = conditions::find(after, type_) else {
         return;
     };
-    if conditions::find(before, READY)
+    if conditions::find(before, type_)
         .is_some_and(|old| old.status == new.status && old.reason == new.reason)
     {
         return;
@@ -62,9 +100,9 @@ pub async fn publish_ready_transition<K>(
     let ready = new.status == conditions::TRUE;
     let kind = K::kind(&());
     if ready {
-        tracing::info!(%kind, reason = %new.reason, "ready");
+        tracing::info!(%kind, condition = type_, reason = %new.reason, "ready");
     } else {
-        tracing::warn!(%kind, reason = %new.reason, message = %new.message, "not ready");
+        tracing::warn!(%kind, condition = type_, reason = %new.reason, message = %new.message, "not ready");
     }
     let event = Event {
         type_: if ready {

@@ -25,8 +25,7 @@ use kube::{
 };
 use kurator_api::{
     Application, Fleet,
-    cluster::PROVISIONED_READY_PHASE,
-    fleet::{ClusterKind, FleetCluster},
+    fleet::FleetCluster,
     flux::{
         FluxKind, FluxStatus, GitRepository, HelmRelease, HelmRepository, Kustomization,
         OCIRepository,
@@ -44,6 +43,7 @@ use self::{
 use crate::{
     context::{Context, FluxStores},
     error::Error,
+    index::{Kind, stored},
     status::{apply_status, publish_ready_transition},
 };
 
@@ -66,7 +66,7 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     Ok(finalizer(&api, APP_FINALIZER, app, |event| async {
         match event {
             Finalizer::Apply(app) => reconcile_app(&app, &namespace, &ctx).await,
-            Finalizer::Cleanup(app) => cleanup(&app, &namespace, &ctx).await,
+            Finalizer::Cleanup(app) => cleanup(&app, &ctx).await,
         }
     })
     .await?)
@@ -125,7 +125,8 @@ async fn reconcile_app(app: &Application, namespace: &str, ctx: &Context) -> Res
     writes += apply_all(&ctx.client, &flux.helm_releases, &desired.helm_releases).await?;
     let mut pruned = 0;
     if resolved.complete {
-        let unwanted = build::prune(app, &existing(flux, namespace), &desired);
+        let uid = app.uid().unwrap_or_default();
+        let unwanted = build::prune(app, &existing(ctx, &uid), &desired);
         pruned = unwanted.len();
         // Owned futures: closures over borrowed items trip the Send check of the controller.
         let deletes: Vec<BoxFuture<'static, Result<(), Error>>> = unwanted
@@ -160,16 +161,14 @@ async fn reconcile_app(app: &Application, namespace: &str, ctx: &Context) -> Res
 
 /// Deletes every Flux object the Application owns; Flux prunes the workloads from the
 /// members (prune: true) and uninstalls releases. Works with the fleet and clusters gone.
-async fn cleanup(app: &Application, namespace: &str, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(app: &Application, ctx: &Context) -> Result<Action, Error> {
     let flux = &ctx.stores.flux;
     if !flux.ready_within(FLUX_WAIT).await && !flux_installed(&ctx.client).await? {
         return Ok(Action::await_change());
     }
     let uid = app.metadata.uid.clone().unwrap_or_default();
-    for e in existing(flux, namespace) {
-        if e.owner_uids.contains(&uid) {
-            delete(&ctx.client, &e.object).await?;
-        }
+    for e in existing(ctx, &uid) {
+        delete(&ctx.client, &e.object).await?;
     }
     info!("application deleted, flux objects removed");
     Ok(Action::await_change())
@@ -200,44 +199,12 @@ pub(crate) fn cluster_info(
     namespace: &str,
     cluster: &FleetCluster,
 ) -> Option<ClusterInfo> {
-    let stores = &ctx.stores;
-    let labels = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        meta.labels.clone().unwrap_or_default()
-    };
-    match cluster.kind {
-        ClusterKind::AttachedCluster => {
-            let ac = stores
-                .attached_clusters
-                .get(&ObjectRef::new(&cluster.name).within(namespace))?;
-            Some(ClusterInfo {
-                labels: labels(&ac.metadata),
-                kubeconfig: Some(ac.spec.kubeconfig.clone()),
-                ready: ac.status.as_ref().is_some_and(|s| s.ready),
-            })
-        }
-        ClusterKind::Cluster => {
-            let c = stores
-                .clusters
-                .get(&ObjectRef::new(&cluster.name).within(namespace))?;
-            Some(ClusterInfo {
-                labels: labels(&c.metadata),
-                kubeconfig: Some(c.kubeconfig_ref()),
-                ready: c.status.as_ref().and_then(|s| s.phase.as_deref())
-                    == Some(PROVISIONED_READY_PHASE),
-            })
-        }
-        ClusterKind::CustomCluster => {
-            let c = stores
-                .custom_clusters
-                .get(&ObjectRef::new(&cluster.name).within(namespace))?;
-            Some(ClusterInfo {
-                labels: labels(&c.metadata),
-                kubeconfig: c.kubeconfig_ref(),
-                ready: c.status.as_ref().and_then(|s| s.phase.as_deref())
-                    == Some(PROVISIONED_READY_PHASE),
-            })
-        }
-    }
+    let member = crate::member::lookup(&ctx.stores, namespace, cluster)?;
+    Some(ClusterInfo {
+        labels: member.labels,
+        kubeconfig: member.kubeconfig,
+        ready: member.readiness.ready,
+    })
 }
 
 /// Applies every object (those already up to date cost nothing); returns how many were written.
@@ -292,25 +259,27 @@ async fn delete(client: &kube::Client, object: &FluxObjectRef) -> Result<(), Err
     }
 }
 
-/// Every Flux object in `namespace`, as the prune step sees it.
-fn existing(flux: &FluxStores, namespace: &str) -> Vec<Existing> {
-    fn of<K: Resource<DynamicType = ()> + Clone>(
-        store: &Store<K>,
-        namespace: &str,
-    ) -> Vec<Existing> {
-        store
-            .state()
-            .iter()
-            .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
-            .filter_map(|o| Existing::of(o.as_ref()))
-            .collect()
-    }
-    let mut all = of(&flux.git_repositories, namespace);
-    all.extend(of(&flux.helm_repositories, namespace));
-    all.extend(of(&flux.oci_repositories, namespace));
-    all.extend(of(&flux.kustomizations, namespace));
-    all.extend(of(&flux.helm_releases, namespace));
-    all
+/// Every Flux object the Application owns (by UID, from the index), as the prune step sees it.
+fn existing(ctx: &Context, uid: &str) -> Vec<Existing> {
+    let flux = &ctx.stores.flux;
+    let kinds = [
+        Kind::GitRepository,
+        Kind::HelmRepository,
+        Kind::OciRepository,
+        Kind::Kustomization,
+        Kind::HelmRelease,
+    ];
+    ctx.indexes
+        .owned_by(uid, &kinds)
+        .into_iter()
+        .filter_map(|key| match key.kind {
+            Kind::GitRepository => Existing::of(stored(&flux.git_repositories, &key)?.as_ref()),
+            Kind::HelmRepository => Existing::of(stored(&flux.helm_repositories, &key)?.as_ref()),
+            Kind::OciRepository => Existing::of(stored(&flux.oci_repositories, &key)?.as_ref()),
+            Kind::Kustomization => Existing::of(stored(&flux.kustomizations, &key)?.as_ref()),
+            _ => Existing::of(stored(&flux.helm_releases, &key)?.as_ref()),
+        })
+        .collect()
 }
 
 /// Flux's status of the desired objects, from the stores.
@@ -349,40 +318,4 @@ fn observed(flux: &FluxStores, namespace: &str, desired: &Desired) -> Observed {
         }
     }
     Observed { source, objects }
-}
-
-/// The Applications to reconcile when a Flux object changes: its owner.
-pub fn owner_of<K: Resource>(obj: &K) -> Option<ObjectRef<Application>> {
-    let namespace = obj.meta().namespace.as_deref()?;
-    obj.meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.kind == "Application" && o.api_version == Application::api_version(&()))
-        .map(|o| ObjectRef::new(&o.name).within(namespace))
-}
-
-/// Applications in `namespace` with a destination in `fleet`.
-pub fn applications_for_fleet(
-    apps: &Store<Application>,
-    namespace: &str,
-    fleet: &str,
-) -> Vec<ObjectRef<Application>> {
-    apps.state()
-        .iter()
-        .filter(|a| a.namespace().as_deref() == Some(namespace))
-        .filter(|a| {
-            let app_level = a
-                .spec
-                .destination
-                .as_ref()
-                .is_some_and(|d| d.fleet == fleet);
-            app_level
-                || a.spec
-                    .sync_policies
-                    .iter()
-                    .any(|p| p.destination.as_ref().is_some_and(|d| d.fleet == fleet))
-        })
-        .map(|a| ObjectRef::from_obj(a.as_ref()))
-        .collect()
 }

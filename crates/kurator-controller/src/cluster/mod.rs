@@ -92,6 +92,9 @@ async fn check_health(
         Err(e @ AccessError::KubeconfigInvalid { .. }) => {
             return Ok(Health::unhealthy(reason::KUBECONFIG_INVALID, e.to_string()));
         }
+        Err(e @ AccessError::NoKubeconfig(_)) => {
+            return Ok(Health::unhealthy(reason::SECRET_NOT_FOUND, e.to_string()));
+        }
         Err(AccessError::Host(_, e)) => return Err(Error::Kube(e)),
     };
     Ok(match probe(&client, timeout).await {
@@ -104,25 +107,4 @@ async fn check_health(
         }
         Err(e @ ProbeError::Forbidden(_)) => Health::unhealthy(reason::FORBIDDEN, e.to_string()),
     })
-}
-
-/// The AttachedClusters in the Secret's namespace that read their kubeconfig from it.
-pub fn clusters_using_secret(
-    ctx_clusters: &kube::runtime::reflector::Store<AttachedCluster>,
-    secret: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<AttachedCluster>> {
-    let (Some(namespace), Some(name)) = (
-        secret.metadata.namespace.as_deref(),
-        secret.metadata.name.as_deref(),
-    ) else {
-        return Vec::new();
-    };
-    ctx_clusters
-        .state()
-        .iter()
-        .filter(|ac| {
-            ac.namespace().as_deref() == Some(namespace) && ac.spec.kubeconfig.name == name
-        })
-        .map(|ac| ObjectRef::from_obj(ac.as_ref()))
-        .collect()
 }

@@ -1,4 +1,5 @@
-//! Pure: Fleet status from the membership plan.
+//! Pure: the Fleet controller's part of the status (membership, phase, `Ready`) from the
+//! membership plan and the plugin conditions the plugins controller wrote.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kurator_api::{
@@ -8,7 +9,69 @@ use kurator_api::{
 };
 
 use super::membership::{Plan, reason as member_reason};
-use crate::plugins::reconcile::Outcome;
+use crate::plugins::{Plugin, enabled};
+
+/// The condition types this controller owns; the plugins controller owns one per plugin.
+pub const OWN_CONDITIONS: [&str; 3] = [
+    conditions::READY,
+    reason::CLUSTERS_READY,
+    reason::MEMBERSHIP_CONFLICT,
+];
+
+/// The part of a stored status this controller writes, for comparison with what it would
+/// write now.
+pub fn own_part(status: &FleetStatus) -> FleetStatus {
+    let mut own = FleetStatus {
+        plugin_endpoints: Default::default(),
+        plugins: Vec::new(),
+        policy_report: None,
+        ..status.clone()
+    };
+    own.conditions
+        .retain(|c| OWN_CONDITIONS.contains(&c.type_.as_str()));
+    own.conditions.sort_by_key(|c| {
+        OWN_CONDITIONS
+            .iter()
+            .position(|t| *t == c.type_)
+            .unwrap_or_default()
+    });
+    own
+}
+
+/// A plugin the fleet is waiting for: its condition type and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingPlugin {
+    pub condition: &'static str,
+    pub message: String,
+}
+
+/// The enabled plugins whose condition (written by the plugins controller) is not True for
+/// the current generation.
+pub fn plugins_pending(fleet: &Fleet) -> Vec<PendingPlugin> {
+    let config = fleet.spec.plugin.clone().unwrap_or_default();
+    let stored = fleet
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let generation = fleet.metadata.generation;
+    enabled(&config)
+        .into_iter()
+        .filter_map(|plugin: Plugin| {
+            let condition = plugin.condition();
+            let message = match conditions::find(stored, condition) {
+                None => "waiting for the plugins controller".to_string(),
+                Some(c) if c.observed_generation < generation => format!(
+                    "waiting for the plugins controller to act on generation {}",
+                    generation.unwrap_or_default()
+                ),
+                Some(c) if c.status != conditions::TRUE => c.message.clone(),
+                Some(_) => return None,
+            };
+            Some(PendingPlugin { condition, message })
+        })
+        .collect()
+}
 
 /// Fleet condition types and reasons (documented in docs/conditions.md).
 pub mod reason {
@@ -25,7 +88,12 @@ pub mod reason {
 /// At most this many clusters are named in a condition message; the rest are counted.
 const NAMED_IN_MESSAGE: usize = 10;
 
-pub fn build_status(fleet: &Fleet, plan: &Plan, plugins: &Outcome, now: Time) -> FleetStatus {
+pub fn build_status(
+    fleet: &Fleet,
+    plan: &Plan,
+    pending_plugins: &[PendingPlugin],
+    now: Time,
+) -> FleetStatus {
     let previous = fleet.status.clone().unwrap_or_default();
     let members = &plan.members;
     let ready = members.iter().filter(|m| m.ready).count();
@@ -81,11 +149,6 @@ pub fn build_status(fleet: &Fleet, plan: &Plan, plugins: &Outcome, now: Time) ->
             ),
         )
     };
-    let unready_plugins: Vec<&Desired> = plugins
-        .conditions
-        .iter()
-        .filter(|c| c.status != conditions::TRUE)
-        .collect();
     let ready_condition = if !conflicts.is_empty() {
         Desired::new(
             conditions::READY,
@@ -93,10 +156,10 @@ pub fn build_status(fleet: &Fleet, plan: &Plan, plugins: &Outcome, now: Time) ->
             reason::MEMBERSHIP_CONFLICT,
             conflict.message.clone(),
         )
-    } else if clusters_ready.status == conditions::TRUE && !unready_plugins.is_empty() {
-        let named: Vec<String> = unready_plugins
+    } else if clusters_ready.status == conditions::TRUE && !pending_plugins.is_empty() {
+        let named: Vec<String> = pending_plugins
             .iter()
-            .map(|c| format!("{}: {}", c.type_, c.message))
+            .map(|p| format!("{}: {}", p.condition, p.message))
             .collect();
         Desired::new(
             conditions::READY,
@@ -125,21 +188,16 @@ pub fn build_status(fleet: &Fleet, plan: &Plan, plugins: &Outcome, now: Time) ->
         ready_clusters: ready as i32,
         un_ready_clusters: unready.len() as i32,
         credential_secret: previous.credential_secret.clone(),
-        plugin_endpoints: plugins.endpoints.clone(),
         clusters: members.clone(),
-        plugins: plugins.components.clone(),
-        policy_report: plugins.policy_report.clone(),
         conditions: conditions::merge(
             &previous.conditions,
-            [
-                vec![ready_condition, clusters_ready, conflict],
-                plugins.conditions.clone(),
-            ]
-            .concat(),
+            vec![ready_condition, clusters_ready, conflict],
             generation,
             now,
         ),
         observed_generation: generation,
+        // The plugins controller writes the rest.
+        ..Default::default()
     }
 }
 
@@ -188,12 +246,7 @@ mod tests {
             members: vec![m("a", true, "Healthy"), m("b", true, "Healthy")],
             ..Default::default()
         };
-        let s = build_status(
-            &Fleet::new("f", Default::default()),
-            &plan,
-            &Outcome::default(),
-            now(),
-        );
+        let s = build_status(&Fleet::new("f", Default::default()), &plan, &[], now());
         assert_eq!(s.phase.as_deref(), Some("Ready"));
         assert_eq!((s.ready_clusters, s.un_ready_clusters), (2, 0));
         assert!(conditions::is_true(&s.conditions, "Ready"));
@@ -205,12 +258,7 @@ mod tests {
             members: vec![m("a", true, "Healthy"), m("b", false, "Unreachable")],
             ..Default::default()
         };
-        let s = build_status(
-            &Fleet::new("f", Default::default()),
-            &plan,
-            &Outcome::default(),
-            now(),
-        );
+        let s = build_status(&Fleet::new("f", Default::default()), &plan, &[], now());
         assert_eq!(s.phase.as_deref(), Some("Running"));
         let c = conditions::find(&s.conditions, reason::CLUSTERS_READY).unwrap();
         assert_eq!(c.message, "1 of 2 clusters not ready: b (Unreachable: why)");
@@ -223,12 +271,7 @@ mod tests {
             members: vec![m("a", false, member_reason::CLAIMED_BY_OTHER_FLEET)],
             ..Default::default()
         };
-        let s = build_status(
-            &Fleet::new("f", Default::default()),
-            &plan,
-            &Outcome::default(),
-            now(),
-        );
+        let s = build_status(&Fleet::new("f", Default::default()), &plan, &[], now());
         let ready = conditions::find(&s.conditions, "Ready").unwrap();
         assert_eq!(ready.reason, reason::MEMBERSHIP_CONFLICT);
         assert!(conditions::is_true(
@@ -248,10 +291,94 @@ mod tests {
                 members,
                 ..Default::default()
             },
-            &Outcome::default(),
+            &[],
             now(),
         );
         let c = conditions::find(&s.conditions, reason::CLUSTERS_READY).unwrap();
         assert!(c.message.ends_with("and 5 more"), "{}", c.message);
+    }
+
+    fn with_metric(generation: i64, metric: Option<(&str, i64)>) -> Fleet {
+        let mut fleet: Fleet = serde_json::from_value(serde_json::json!({
+            "apiVersion": "fleet.kurator.dev/v1alpha1",
+            "kind": "Fleet",
+            "metadata": { "name": "f", "namespace": "ns", "generation": generation },
+            "spec": { "plugin": { "metric": { "thanos": { "objectStoreConfig": { "secretName": "s" } } } } }
+        }))
+        .unwrap();
+        if let Some((status, observed)) = metric {
+            let mut c = conditions::merge(
+                &[],
+                vec![Desired::new(
+                    "MetricReady",
+                    status == "True",
+                    "Installed",
+                    "all good",
+                )],
+                Some(observed),
+                now(),
+            );
+            c[0].status = status.into();
+            fleet.status = Some(FleetStatus {
+                conditions: c,
+                ..Default::default()
+            });
+        }
+        fleet
+    }
+
+    #[test]
+    fn the_fleet_waits_for_plugin_conditions_of_the_current_generation() {
+        let missing = plugins_pending(&with_metric(2, None));
+        assert_eq!(missing[0].condition, "MetricReady");
+        assert!(
+            missing[0]
+                .message
+                .contains("waiting for the plugins controller")
+        );
+        let stale = plugins_pending(&with_metric(2, Some(("True", 1))));
+        assert!(stale[0].message.contains("generation 2"), "{stale:?}");
+        let unready = plugins_pending(&with_metric(2, Some(("False", 2))));
+        assert_eq!(unready[0].message, "all good");
+        assert!(plugins_pending(&with_metric(2, Some(("True", 2)))).is_empty());
+        // A plugin that is not enabled is not waited for.
+        assert!(plugins_pending(&Fleet::new("f", Default::default())).is_empty());
+    }
+
+    #[test]
+    fn pending_plugins_make_a_ready_fleet_unready() {
+        let plan = Plan {
+            members: vec![m("a", true, "Healthy")],
+            ..Default::default()
+        };
+        let pending = [PendingPlugin {
+            condition: "MetricReady",
+            message: "thanos not ready".into(),
+        }];
+        let s = build_status(&Fleet::new("f", Default::default()), &plan, &pending, now());
+        let ready = conditions::find(&s.conditions, "Ready").unwrap();
+        assert_eq!(ready.reason, reason::PLUGINS_NOT_READY);
+        assert_eq!(ready.message, "MetricReady: thanos not ready");
+        // The plugins controller's condition is not part of this controller's write.
+        assert!(conditions::find(&s.conditions, "MetricReady").is_none());
+    }
+
+    #[test]
+    fn the_own_part_leaves_out_what_the_plugins_controller_writes() {
+        let mut stored = with_metric(1, Some(("True", 1))).status.unwrap();
+        stored.plugins = vec![Default::default()];
+        stored.conditions.extend(conditions::merge(
+            &[],
+            vec![
+                Desired::new(reason::CLUSTERS_READY, true, "x", "y"),
+                Desired::new(conditions::READY, true, "x", "y"),
+            ],
+            Some(1),
+            now(),
+        ));
+        let own = own_part(&stored);
+        assert!(own.plugins.is_empty());
+        let types: Vec<&str> = own.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, vec![conditions::READY, reason::CLUSTERS_READY]);
     }
 }

@@ -1,11 +1,26 @@
-//! Pure: per-component readiness and one condition per enabled plugin, from the rendered
-//! components and the HelmReleases Flux reports on.
+//! Status: per-component readiness and one condition per enabled plugin, from the rendered
+//! components and the HelmReleases Flux reports on (pure), written as the plugins' own part
+//! of the Fleet's status ([`write`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use kurator_api::{conditions::Desired, fleet::PluginComponentStatus, flux::HelmRelease};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{Api, ResourceExt};
+use kurator_api::{
+    Fleet,
+    conditions::Desired,
+    fleet::{FleetStatus, PluginComponentStatus},
+    flux::HelmRelease,
+    policy_report::FleetPolicyReport,
+};
+use serde::Serialize;
 
-use super::{Component, Plugin};
+use super::{Component, FIELD_MANAGER, Plugin};
+use crate::{
+    context::Context,
+    error::Error,
+    status::{apply_status_as, publish_transition},
+};
 
 /// Reasons of the plugin conditions and component entries (documented in docs/conditions.md).
 pub mod reason {
@@ -21,6 +36,12 @@ pub mod reason {
     pub const WAITING_FOR_KYVERNO: &str = "WaitingForKyverno";
     /// The fleet has no member to install a per-cluster component into.
     pub const NO_CLUSTERS: &str = "NoClusters";
+    /// A member could not be written or read (Secret copy, sidecar Service); retried.
+    pub const MEMBER_UNREACHABLE: &str = "MemberUnreachable";
+    /// The plugin's Secret on the host could not be read; retried.
+    pub const SECRET_UNREADABLE: &str = "SecretUnreadable";
+    /// Flux is not installed on the host.
+    pub const FLUX_NOT_INSTALLED: &str = "FluxNotInstalled";
 }
 
 /// At most this many components are named in a condition message; the rest are counted.
@@ -33,6 +54,14 @@ pub struct Waiting {
     pub component: String,
     pub cluster: String,
     pub release: String,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// A call that failed this time (a member, or the host's Secret): reported and retried.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub plugin: Plugin,
     pub reason: &'static str,
     pub message: String,
 }
@@ -85,6 +114,7 @@ pub fn build(
     components: &[Component],
     waiting: &[Waiting],
     problems: &[PluginProblem],
+    failures: &[Failure],
     lookup: impl Fn(&str) -> Option<HelmRelease>,
 ) -> (Vec<PluginComponentStatus>, Vec<Desired>) {
     let mut entries: Vec<(Plugin, PluginComponentStatus)> = components
@@ -131,6 +161,20 @@ pub fn build(
                     false,
                     reason::INVALID_CONFIG,
                     problems.join("; "),
+                );
+            }
+            let failed: Vec<&Failure> = failures.iter().filter(|f| f.plugin == plugin).collect();
+            if let Some(first) = failed.first() {
+                let messages: Vec<&str> = failed
+                    .iter()
+                    .take(NAMED_IN_MESSAGE)
+                    .map(|f| f.message.as_str())
+                    .collect();
+                return Desired::new(
+                    plugin.condition(),
+                    false,
+                    first.reason,
+                    format!("{} (retrying)", messages.join("; ")),
                 );
             }
             let mine: Vec<&PluginComponentStatus> = entries
@@ -188,6 +232,67 @@ pub fn build(
     (entries.into_iter().map(|(_, e)| e).collect(), conditions)
 }
 
+/// The part of a Fleet's status the plugins controller writes, under its own field manager.
+/// Empty fields are left out: the controller then no longer owns them and they go away.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginStatus {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugin_endpoints: BTreeMap<String, Vec<String>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginComponentStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_report: Option<FleetPolicyReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+fn is_plugin_condition(type_: &str) -> bool {
+    Plugin::ALL.iter().any(|p| p.condition() == type_)
+}
+
+/// The plugins' part of a stored status, conditions in plugin order.
+pub fn stored_part(status: Option<&FleetStatus>) -> PluginStatus {
+    let Some(status) = status else {
+        return PluginStatus::default();
+    };
+    let mut conditions: Vec<Condition> = status
+        .conditions
+        .iter()
+        .filter(|c| is_plugin_condition(&c.type_))
+        .cloned()
+        .collect();
+    conditions.sort_by_key(|c| Plugin::ALL.iter().position(|p| p.condition() == c.type_));
+    PluginStatus {
+        plugin_endpoints: status.plugin_endpoints.clone(),
+        plugins: status.plugins.clone(),
+        policy_report: status.policy_report.clone(),
+        conditions,
+    }
+}
+
+/// Writes the plugins' part of the status when it changed, with an Event for every plugin
+/// condition that flipped or changed reason.
+pub async fn write(ctx: &Context, fleet: &Fleet, desired: &PluginStatus) -> Result<(), Error> {
+    let namespace = fleet.namespace().unwrap_or_default();
+    let api: Api<Fleet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let stored = stored_part(fleet.status.as_ref());
+    if apply_status_as(&api, fleet, FIELD_MANAGER, Some(&stored), desired).await? {
+        for plugin in Plugin::ALL {
+            publish_transition(
+                ctx,
+                fleet,
+                &stored.conditions,
+                &desired.conditions,
+                plugin.condition(),
+                "Install",
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,7 +340,7 @@ mod tests {
             component(Plugin::Metric, "thanos", None),
             component(Plugin::Metric, "prometheus-a", Some("a")),
         ];
-        let (entries, conditions) = build(&enabled, &components, &[], &[], |n| {
+        let (entries, conditions) = build(&enabled, &components, &[], &[], &[], |n| {
             Some(release(n, "True", 2, 2))
         });
         assert!(entries.iter().all(|e| e.ready && e.reason.is_none()));
@@ -253,7 +358,7 @@ mod tests {
             component(Plugin::Metric, "prometheus-a", Some("a")),
             component(Plugin::Metric, "prometheus-b", Some("b")),
         ];
-        let (entries, conditions) = build(&enabled, &components, &[], &[], |n| match n {
+        let (entries, conditions) = build(&enabled, &components, &[], &[], &[], |n| match n {
             "thanos" => Some(release(n, "True", 3, 2)),
             "prometheus-a" => Some(release(n, "False", 1, 1)),
             _ => None,
@@ -294,7 +399,7 @@ mod tests {
             plugin: Plugin::Metric,
             message: "Secret default/objstore has no key objstore.yml".into(),
         }];
-        let (entries, conditions) = build(&enabled, &components, &waiting, &problems, |n| {
+        let (entries, conditions) = build(&enabled, &components, &waiting, &problems, &[], |n| {
             Some(release(n, "True", 1, 1))
         });
         assert_eq!(entries.len(), 2);
@@ -318,10 +423,34 @@ mod tests {
     #[test]
     fn a_plugin_without_members_is_ready_with_its_own_reason() {
         let enabled = BTreeSet::from([Plugin::Policy]);
-        let (_, conditions) = build(&enabled, &[], &[], &[], |_| None);
+        let (_, conditions) = build(&enabled, &[], &[], &[], &[], |_| None);
         assert_eq!(
             (conditions[0].status, conditions[0].reason.as_str()),
             ("True", reason::NO_CLUSTERS)
+        );
+    }
+
+    #[test]
+    fn a_failed_member_call_is_a_condition_with_its_reason() {
+        let enabled = BTreeSet::from([Plugin::Metric]);
+        let components = [component(Plugin::Metric, "thanos", None)];
+        let failures = [Failure {
+            plugin: Plugin::Metric,
+            reason: reason::MEMBER_UNREACHABLE,
+            message: "copying the object-store Secret to m2: connection refused".into(),
+        }];
+        let (_, conditions) = build(&enabled, &components, &[], &[], &failures, |n| {
+            Some(release(n, "True", 1, 1))
+        });
+        let c = &conditions[0];
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            ("False", reason::MEMBER_UNREACHABLE)
+        );
+        assert!(
+            c.message.contains("m2: connection refused"),
+            "{}",
+            c.message
         );
     }
 }

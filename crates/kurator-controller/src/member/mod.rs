@@ -1,6 +1,8 @@
 //! Access to member clusters: kubeconfig Secrets turned into clients (cached until the
 //! Secret's resourceVersion changes) and a bounded health probe.
 //!
+//! [`lookup`] says which kubeconfig a cluster of any kind has and whether it is ready.
+//!
 //! Kubeconfig contents never leave this module: error messages name the Secret and the
 //! problem, never the data.
 
@@ -12,6 +14,9 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use kurator_api::cluster::SecretKeyRef;
+
+mod lookup;
+pub use lookup::{Member, client, find_by_name, lookup};
 
 /// Why a member cluster cannot be reached with its kubeconfig Secret.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +31,8 @@ pub enum AccessError {
         key: String,
         problem: String,
     },
+    #[error("{0} has no kubeconfig Secret yet")]
+    NoKubeconfig(String),
     #[error("reading Secret {0} failed: {1}")]
     Host(String, #[source] kube::Error),
 }
