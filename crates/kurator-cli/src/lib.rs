@@ -1,8 +1,11 @@
-//! `kurator` commands: controller, crds, get, dev.
+//! `kurator` commands: controller, crds, get, describe; with the `dev` feature (default) also
+//! the playground (`dev`) and the benchmarks (`bench`), which link the test environment.
 
+#[cfg(feature = "dev")]
 pub mod bench;
 pub mod controller_cmd;
 pub mod describe;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod get;
 pub mod manifest;
@@ -37,13 +40,16 @@ pub enum Command {
     /// Show one fleet or application: members, per-cluster state, conditions.
     Describe(describe::DescribeArgs),
     /// Benchmarks against real API servers; prints a Markdown table.
+    #[cfg(feature = "dev")]
     #[command(subcommand)]
     Bench(BenchCommand),
     /// A local playground: host and member control planes, and the controller.
+    #[cfg(feature = "dev")]
     #[command(subcommand)]
     Dev(dev::DevCommand),
 }
 
+#[cfg(feature = "dev")]
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// One Application to N clusters, and M Applications to 10 clusters.
@@ -61,7 +67,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crds { out_dir } => write_crds(out_dir),
         Command::Get(args) => get::run(args).await,
         Command::Describe(args) => describe::run(args).await,
+        #[cfg(feature = "dev")]
         Command::Dev(cmd) => dev::run(cmd).await,
+        #[cfg(feature = "dev")]
         Command::Bench(BenchCommand::Fanout(args)) => bench::run(args).await,
     }
 }
