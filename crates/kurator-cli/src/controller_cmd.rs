@@ -12,7 +12,7 @@ use std::io::IsTerminal;
 use anyhow::Context as _;
 use clap::Args;
 use kurator_controller::{
-    Settings, leader, metrics::Metrics, plugins::render::ChartMirrors, runtime, server,
+    Settings, leader, metrics::Metrics, plugins::render::ChartMirrors, requests, runtime, server,
 };
 use tracing::{error, info, warn};
 use tracing_subscriber::{EnvFilter, fmt};
@@ -86,8 +86,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let client = crate::client(args.kubeconfig.as_ref()).await?;
     let metrics = Arc::new(Metrics::default());
+    // Every host request is counted on /metrics (kurator_api_requests_total).
+    let client =
+        requests::instrumented_client(crate::config(args.kubeconfig.as_ref()).await?, &metrics)?;
     let health = server::Health {
         metrics: metrics.clone(),
         ..Default::default()

@@ -90,7 +90,13 @@ fn write_crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// A client for `kubeconfig`, or for the usual kubeconfig / in-cluster lookup when `None`.
 pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
+    Ok(Client::try_from(config(kubeconfig).await?)?)
+}
+
+/// The client configuration for `kubeconfig`, or for the usual kubeconfig / in-cluster lookup
+/// when `None`.
+pub async fn config(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -99,6 +105,5 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
         None => Config::infer()
             .await
             .context("no kubeconfig found (set KUBECONFIG or pass --kubeconfig)")?,
-    };
-    Ok(Client::try_from(config)?)
+    })
 }
