@@ -12,7 +12,7 @@ use std::io::IsTerminal;
 use anyhow::Context as _;
 use clap::Args;
 use kurator_controller::{
-    Settings, leader, metrics::Metrics, plugins::render::ChartMirrors, runtime, server,
+    Settings, leader, metrics::Metrics, plugins::render::ChartMirrors, requests, runtime, server,
 };
 use tracing::{error, info, warn};
 use tracing_subscriber::{EnvFilter, fmt};
@@ -68,30 +68,28 @@ pub enum LogFormat {
     Json,
 }
 
-/// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
+/// `30s`, `1m30s`, `5m`, `1h`, `250ms` (jiff's friendly format, also `1m 30s` or ISO 8601
+/// `PT1M30S`), or plain seconds; zero or positive, at most hours as the largest unit.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 250ms"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!(
-            "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-        )),
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|e| format!("{text:?}: {e}"));
     }
+    let signed: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 30s, 1m30s or 250ms ({e})"))?;
+    Duration::try_from(signed).map_err(|_| format!("{text:?}: a duration cannot be negative"))
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let client = crate::client(args.kubeconfig.as_ref()).await?;
     let metrics = Arc::new(Metrics::default());
+    // Every host request is counted on /metrics (kurator_api_requests_total).
+    let client =
+        requests::instrumented_client(crate::config(args.kubeconfig.as_ref()).await?, &metrics)?;
     let health = server::Health {
         metrics: metrics.clone(),
         ..Default::default()
@@ -211,11 +209,33 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5d").is_err());
+        let ok = |text: &str| parse_duration(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok("30s"), Duration::from_secs(30));
+        assert_eq!(ok("15s"), Duration::from_secs(15));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1m 30s"), Duration::from_secs(90));
+        assert_eq!(ok("2h"), Duration::from_secs(7200));
+        assert_eq!(ok("250ms"), Duration::from_millis(250));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1s500ms"), Duration::from_millis(1500));
+        assert_eq!(ok("7"), Duration::from_secs(7));
+        assert_eq!(ok("0s"), Duration::ZERO);
+        assert_eq!(ok("PT1M"), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_durations_say_why() {
+        for garbage in ["soon", "", "5x", "5d", "s", "1m30", "--1s"] {
+            let e = parse_duration(garbage).expect_err(garbage);
+            assert!(
+                e.contains("is not a duration like 30s, 1m30s or 250ms"),
+                "{e}"
+            );
+        }
+        for negative in ["-5s", "5s ago", "-1m30s"] {
+            let e = parse_duration(negative).expect_err(negative);
+            assert!(e.ends_with("a duration cannot be negative"), "{e}");
+        }
     }
 }

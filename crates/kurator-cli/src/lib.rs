@@ -1,8 +1,11 @@
-//! `kurator` commands: controller, crds, get, dev.
+//! `kurator` commands: controller, crds, get, describe; with the `dev` feature (default) also
+//! the playground (`dev`) and the benchmarks (`bench`), which link the test environment.
 
+#[cfg(feature = "dev")]
 pub mod bench;
 pub mod controller_cmd;
 pub mod describe;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod get;
 pub mod manifest;
@@ -37,13 +40,16 @@ pub enum Command {
     /// Show one fleet or application: members, per-cluster state, conditions.
     Describe(describe::DescribeArgs),
     /// Benchmarks against real API servers; prints a Markdown table.
+    #[cfg(feature = "dev")]
     #[command(subcommand)]
     Bench(BenchCommand),
     /// A local playground: host and member control planes, and the controller.
+    #[cfg(feature = "dev")]
     #[command(subcommand)]
     Dev(dev::DevCommand),
 }
 
+#[cfg(feature = "dev")]
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// One Application to N clusters, and M Applications to 10 clusters.
@@ -61,7 +67,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crds { out_dir } => write_crds(out_dir),
         Command::Get(args) => get::run(args).await,
         Command::Describe(args) => describe::run(args).await,
+        #[cfg(feature = "dev")]
         Command::Dev(cmd) => dev::run(cmd).await,
+        #[cfg(feature = "dev")]
         Command::Bench(BenchCommand::Fanout(args)) => bench::run(args).await,
     }
 }
@@ -82,7 +90,13 @@ fn write_crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// A client for `kubeconfig`, or for the usual kubeconfig / in-cluster lookup when `None`.
 pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
+    Ok(Client::try_from(config(kubeconfig).await?)?)
+}
+
+/// The client configuration for `kubeconfig`, or for the usual kubeconfig / in-cluster lookup
+/// when `None`.
+pub async fn config(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -91,6 +105,5 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
         None => Config::infer()
             .await
             .context("no kubeconfig found (set KUBECONFIG or pass --kubeconfig)")?,
-    };
-    Ok(Client::try_from(config)?)
+    })
 }

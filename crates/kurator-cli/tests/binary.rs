@@ -384,6 +384,13 @@ async fn controller_endpoints_and_leader_election() {
         metrics.contains("kurator_reconcile_total{controller=\"attachedcluster\"}"),
         "{metrics}"
     );
+    // Its own requests to the host, by verb and resource (status writes apart).
+    for line in [
+        r#"kurator_api_requests_total{verb="watch",group="cluster.kurator.dev",resource="attachedclusters",code="2xx"}"#,
+        r#"kurator_api_requests_total{verb="patch",group="cluster.kurator.dev",resource="attachedclusters/status",code="2xx"}"#,
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
 
     // A second replica stands by (ready, not leading) until the first is gone.
     let second = Controller::start(&host, logs.path().join("second.log"));

@@ -12,6 +12,7 @@ pub mod leader;
 pub mod member;
 pub mod metrics;
 pub mod plugins;
+pub mod requests;
 pub mod runtime;
 pub mod server;
 mod status;

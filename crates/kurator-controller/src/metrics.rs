@@ -1,4 +1,5 @@
-//! Prometheus metrics: reconciles, errors and durations per controller.
+//! Prometheus metrics: reconciles, errors and durations per controller; the controller's own
+//! API requests ([`crate::requests`]).
 
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::error::Error;
+use crate::{error::Error, requests::RequestLabels};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ControllerLabel {
@@ -27,6 +28,7 @@ pub struct Metrics {
     reconciles: Family<ControllerLabel, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: Family<ControllerLabel, Histogram>,
+    api_requests: Family<RequestLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -52,11 +54,18 @@ impl Default for Metrics {
             "Reconcile duration, by controller",
             durations.clone(),
         );
+        let api_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests to the host API server, by verb, group, resource and response class",
+            api_requests.clone(),
+        );
         Self {
             registry,
             reconciles,
             errors,
             durations,
+            api_requests,
         }
     }
 }
@@ -82,6 +91,11 @@ impl Metrics {
                 category,
             })
             .inc();
+    }
+
+    /// `kurator_api_requests_total`, fed by [`crate::requests::CountRequestsLayer`].
+    pub fn api_requests(&self) -> &Family<RequestLabels, Counter> {
+        &self.api_requests
     }
 
     /// The registry in the Prometheus text format.

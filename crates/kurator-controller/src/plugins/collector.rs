@@ -9,7 +9,7 @@
 //! - **Health**: a watch that breaks after it was established (connection reset, read
 //!   timeout, an error event) resumes by itself from its resourceVersion. A failed listing or a
 //!   failed watch start means the member cannot be read: the task restarts the watcher after a
-//!   backoff (1 s doubling to 30 s, jittered), and a fresh watcher proves recovery with a full
+//!   backoff (1 s doubling to 30 s, each delay jittered down to half), and a fresh watcher proves recovery with a full
 //!   listing. While that fails, a member that had been read keeps its counts and is marked
 //!   stale (`stale_since`); the first successful listing clears it.
 //! - **CRDs missing** (404 until Kyverno installs them): "no reports yet", not stale. The task
@@ -27,11 +27,11 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Debug,
-    hash::{BuildHasher, Hasher},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::StreamExt;
 use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -518,39 +518,37 @@ fn chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// Exponential backoff with ±25 % jitter (so a thousand members do not retry in step).
+/// Exponential backoff with "equal jitter" (so a thousand members do not retry in step):
+/// the n-th delay lies between half and all of `min · 2ⁿ`, capped at `max`. backon (as kube's
+/// watcher uses it) adds up to 100 % jitter on top of its delay, so it is given half of each.
 struct Backoff {
-    min: Duration,
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
     max: Duration,
-    next: Duration,
-    rng: u64,
 }
 
 impl Backoff {
     fn new(min: Duration, max: Duration) -> Self {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(0x9e37_79b9_7f4a_7c15);
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(min / 2)
+            .with_max_delay(max / 2)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
         Backoff {
-            min,
+            builder,
+            delays: builder.build(),
             max,
-            next: min,
-            rng: h.finish() | 1,
         }
     }
 
     fn reset(&mut self) {
-        self.next = self.min;
+        self.delays = self.builder.build();
     }
 
     fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (base * 2).min(self.max);
-        // xorshift64
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let factor = 0.75 + (self.rng % 1000) as f64 / 2000.0;
-        base.mul_f64(factor)
+        // Without a maximum number of attempts the iterator never ends.
+        self.delays.next().unwrap_or(self.max)
     }
 }
 

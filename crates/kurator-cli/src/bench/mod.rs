@@ -1,14 +1,18 @@
 //! `kurator bench fanout`: how fast one Application reaches N clusters and M Applications
-//! reach 10 clusters, against real API servers, compared with a client that creates the same
-//! Flux objects directly. Prints a table; results are recorded in docs/benchmarks.md.
+//! reach 10 clusters, against real API servers, compared with a client that makes the same
+//! writes directly ([`direct`]). Prints a table; results are recorded in docs/benchmarks.md.
 //!
 //! Flux's CRDs are installed but its controllers are not started: what is measured is the
-//! time until every Flux object exists and each Application's status lists all its clusters.
+//! time until every Flux object exists and each Application's status lists all its clusters,
+//! and, from the controller's own request counters ([`requests`]), how many writes it needed.
+
+mod direct;
+mod requests;
 
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     process::{Child, Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -17,22 +21,17 @@ use clap::Args;
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{ConfigMap, Namespace, Secret},
-    apimachinery::pkg::apis::meta::v1::OwnerReference,
+    api::core::v1::{Namespace, Secret},
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{ListParams, ObjectMeta, PostParams},
 };
 use kurator_api::{
     Application, AttachedCluster, Fleet,
     cluster::{AttachedClusterSpec, SecretKeyRef},
     fleet::{ClusterKind, FleetCluster, FleetSpec},
-    flux::{
-        CrossNamespaceSourceReference, KubeConfigReference, Kustomization, KustomizationSpec,
-        SecretKeyReference,
-    },
-    labels::{APP_NAME, FIELD_MANAGER, FLEET},
+    flux::Kustomization,
 };
 use kurator_testenv::{TestEnv, ensure_flux_binaries};
 
@@ -57,13 +56,21 @@ struct Row {
     objects: usize,
     kurator: Duration,
     direct: Duration,
+    /// The controller's writes to Flux objects per Flux object wanted (Kustomizations and
+    /// sources); 1.00 is one apply each.
+    writes_per_object: f64,
+    /// The controller's `applications/status` writes per Application; 1.00 is one each.
+    status_writes_per_app: f64,
     cpu: f64,
     peak_rss_mb: f64,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let flux = tokio::task::spawn_blocking(ensure_flux_binaries).await??;
-    let mut crds = vec![kurator_api::crds::all_yaml()];
+    let mut crds = vec![
+        kurator_api::crds::all_yaml(),
+        direct::application_crd_yaml(),
+    ];
     crds.extend(flux.crds()?);
     eprintln!("starting a host and {} members...", args.members);
     let env = TestEnv::builder()
@@ -72,81 +79,111 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .start()
         .await?;
     let client = env.host().client().await?;
-    let controller = ControllerProcess(start_controller(
-        env.host().kubeconfig_path(),
-        env.state_dir(),
-    )?);
+    let (child, metrics) = start_controller(env.host().kubeconfig_path(), env.state_dir())?;
+    let controller = ControllerProcess(child);
     let pid = controller.0.id();
+    let bench = Bench {
+        client: &client,
+        pid,
+        metrics,
+        concurrency: args.client_concurrency,
+    };
 
     let mut rows = Vec::new();
     for &n in &args.clusters {
         let ns = format!("fanout-{n}");
         setup(&client, &env, &ns, n).await?;
         let apps = [app("fanout", &ns)];
-        let cpu0 = cpu_seconds(pid)?;
-        let kurator = measure_apps(&client, &ns, &apps, n).await?;
-        let cpu = cpu_seconds(pid)? - cpu0;
-        let direct =
-            direct_client(&client, &format!("{ns}-direct"), n, args.client_concurrency).await?;
-        rows.push(Row {
-            scenario: format!("1 app → {n} clusters"),
-            objects: n,
-            kurator,
-            direct,
-            cpu,
-            peak_rss_mb: peak_rss_mb(pid)?,
-        });
-        eprintln!(
-            "done: {}",
-            rows.last().map(|r| r.scenario.as_str()).unwrap_or_default()
+        rows.push(
+            bench
+                .scenario(format!("1 app → {n} clusters"), &ns, &apps, n)
+                .await?,
         );
     }
     for &m in &args.apps {
         let ns = format!("apps-{m}");
         setup(&client, &env, &ns, 10).await?;
         let apps: Vec<Application> = (0..m).map(|i| app(&format!("app-{i}"), &ns)).collect();
-        let cpu0 = cpu_seconds(pid)?;
-        let kurator = measure_apps(&client, &ns, &apps, 10).await?;
-        let cpu = cpu_seconds(pid)? - cpu0;
-        let direct = direct_client(
-            &client,
-            &format!("{ns}-direct"),
-            m * 10,
-            args.client_concurrency,
-        )
-        .await?;
-        rows.push(Row {
-            scenario: format!("{m} apps → 10 clusters"),
-            objects: m * 10,
-            kurator,
-            direct,
-            cpu,
-            peak_rss_mb: peak_rss_mb(pid)?,
-        });
-        eprintln!(
-            "done: {}",
-            rows.last().map(|r| r.scenario.as_str()).unwrap_or_default()
+        rows.push(
+            bench
+                .scenario(format!("{m} apps → 10 clusters"), &ns, &apps, 10)
+                .await?,
         );
     }
     drop(controller);
 
     println!(
-        "| scenario | Flux objects | kurator | direct client | ratio | controller CPU | controller peak RSS |"
+        "| scenario | Flux objects | kurator | direct client | ratio | writes / Flux object | status writes / app | controller CPU | controller peak RSS |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {} | {:.2} s | {:.2} s | {:.2}x | {:.2} s | {:.1} MB |",
+            "| {} | {} | {:.2} s | {:.2} s | {:.2}x | {:.2} | {:.2} | {:.2} s | {:.1} MB |",
             r.scenario,
             r.objects,
             r.kurator.as_secs_f64(),
             r.direct.as_secs_f64(),
             r.kurator.as_secs_f64() / r.direct.as_secs_f64().max(0.001),
+            r.writes_per_object,
+            r.status_writes_per_app,
             r.cpu,
             r.peak_rss_mb
         );
     }
     Ok(())
+}
+
+/// What every scenario measures against.
+struct Bench<'a> {
+    client: &'a Client,
+    /// The controller process and its /metrics address.
+    pid: u32,
+    metrics: SocketAddr,
+    concurrency: usize,
+}
+
+impl Bench<'_> {
+    /// Runs `apps` (each fanning out to `per_app` clusters) through the controller, then the
+    /// same writes through the direct client.
+    async fn scenario(
+        &self,
+        scenario: String,
+        ns: &str,
+        apps: &[Application],
+        per_app: usize,
+    ) -> anyhow::Result<Row> {
+        let before = requests::settled(self.metrics).await?;
+        let cpu0 = cpu_seconds(self.pid)?;
+        let kurator = measure_apps(self.client, ns, apps, per_app).await?;
+        let cpu = cpu_seconds(self.pid)? - cpu0;
+        let during = requests::settled(self.metrics).await?.since(&before);
+        // The controller's writes for the first Application, copied by the direct client.
+        let first = apps.first().map(ResourceExt::name_any).unwrap_or_default();
+        let template = direct::Template::read(self.client, ns, &first).await?;
+        let direct = direct::run(
+            self.client,
+            &format!("{ns}-direct"),
+            apps.len(),
+            per_app,
+            self.concurrency,
+            &template,
+        )
+        .await?;
+        let objects = apps.len() * per_app;
+        // Kustomizations and one source per Application.
+        let wanted = (objects + apps.len()).max(1) as f64;
+        eprintln!("done: {scenario}");
+        Ok(Row {
+            scenario,
+            objects,
+            kurator,
+            direct,
+            writes_per_object: during.flux_writes() / wanted,
+            status_writes_per_app: during.application_status_writes() / apps.len().max(1) as f64,
+            cpu,
+            peak_rss_mb: peak_rss_mb(self.pid)?,
+        })
+    }
 }
 
 /// Kills the benchmarked controller however the benchmark ends.
@@ -159,10 +196,11 @@ impl Drop for ControllerProcess {
     }
 }
 
+/// The controller as its own process, and the address of its /metrics.
 fn start_controller(
     kubeconfig: &std::path::Path,
     state: &std::path::Path,
-) -> anyhow::Result<Child> {
+) -> anyhow::Result<(Child, SocketAddr)> {
     let log = std::fs::File::create(state.join("logs").join("bench-controller.log"))?;
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     Command::new(std::env::current_exe()?)
@@ -178,9 +216,10 @@ fn start_controller(
         .stderr(log)
         .spawn()
         .context("starting the controller")
+        .map(|child| (child, addr))
 }
 
-async fn create_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
+pub(super) async fn create_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
     let namespace = Namespace {
         metadata: ObjectMeta {
             name: Some(ns.into()),
@@ -271,7 +310,7 @@ async fn setup(client: &Client, env: &TestEnv, ns: &str, n: usize) -> anyhow::Re
     }
 }
 
-fn app(name: &str, ns: &str) -> Application {
+pub(super) fn app(name: &str, ns: &str) -> Application {
     let yaml = format!(
         "metadata: {{name: {name}, namespace: {ns}}}\nspec:\n  source:\n    gitRepository: {{url: 'http://127.0.0.1:1/bench.git', interval: 10m, ref: {{branch: master}}}}\n  destination: {{fleet: bench}}\n  syncPolicies:\n    - kustomization: {{interval: 10m, prune: true, path: ./deploy}}\n"
     );
@@ -332,88 +371,6 @@ async fn measure_apps(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The limit: the same number of Kustomizations created by a concurrent client.
-async fn direct_client(
-    client: &Client,
-    ns: &str,
-    n: usize,
-    concurrency: usize,
-) -> anyhow::Result<Duration> {
-    create_namespace(client, ns).await?;
-    // An owner, so the objects carry an ownerReference as the controller's do (the garbage
-    // collector tracks every owned object: part of the cost of the write).
-    let owner = Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .create(
-            &PostParams::default(),
-            &ConfigMap {
-                metadata: ObjectMeta {
-                    name: Some("owner".into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await?;
-    let owner = OwnerReference {
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        name: "owner".into(),
-        uid: owner.metadata.uid.unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
-    let api: Api<Kustomization> = Api::namespaced(client.clone(), ns);
-    let api = Arc::new(api);
-    let started = Instant::now();
-    stream::iter(0..n)
-        .map(|i| {
-            let (api, owner) = (api.clone(), owner.clone());
-            async move {
-                let spec = KustomizationSpec {
-                    source_ref: CrossNamespaceSourceReference {
-                        kind: "GitRepository".into(),
-                        name: "bench".into(),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                };
-                // The same kind of write the controller makes: a server-side apply of a
-                // Kustomization with a member kubeconfig, labels, an annotation and an owner.
-                let name = format!("k{i}");
-                let mut k = Kustomization::new(&name, spec);
-                k.spec.interval = "10m".into();
-                k.spec.prune = true;
-                k.spec.path = Some("./deploy".into());
-                k.spec.kube_config = Some(KubeConfigReference {
-                    secret_ref: SecretKeyReference {
-                        name: "member".into(),
-                        key: Some("value".into()),
-                    },
-                });
-                k.metadata.labels = Some(BTreeMap::from([
-                    (APP_NAME.to_string(), "direct".to_string()),
-                    (FLEET.to_string(), "bench".to_string()),
-                ]));
-                k.metadata.owner_references = Some(vec![owner]);
-                k.metadata.annotations = Some(BTreeMap::from([(
-                    "apps.kurator.dev/desired-hash".to_string(),
-                    format!("{i:08x}"),
-                )]));
-                api.patch(
-                    &name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&k),
-                )
-                .await
-                .map(|k| k.name_any())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<_>>()
-        .await?;
-    Ok(started.elapsed())
 }
 
 /// user + system CPU seconds of `pid` so far.
