@@ -53,13 +53,24 @@ impl Harness {
 
     /// As `start_with`, with every controller setting given.
     pub async fn start_with_settings(members: usize, flux: bool, settings: Settings) -> Harness {
-        let env = TestEnv::builder()
+        let env = Self::environment(members, flux).await;
+        Self::with_controller(env, settings).await
+    }
+
+    /// The control planes (and Flux) without the controllers, for tests that prepare the host
+    /// before the controllers' first list.
+    pub async fn environment(members: usize, flux: bool) -> TestEnv {
+        TestEnv::builder()
             .members(members)
             .flux(flux)
             .crds(vec![kurator_api::crds::all_yaml()])
             .start()
             .await
-            .expect("test environment starts");
+            .expect("test environment starts")
+    }
+
+    /// Starts the controllers against `env`'s host.
+    pub async fn with_controller(env: TestEnv, settings: Settings) -> Harness {
         let client = env.host().client().await.expect("host client");
         let (stop, stopped) = oneshot::channel::<()>();
         let controller = tokio::spawn(runtime::run(
