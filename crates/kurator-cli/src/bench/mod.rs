@@ -49,6 +49,22 @@ pub struct BenchArgs {
     /// Concurrency of the direct client (the baseline).
     #[arg(long, default_value_t = 16)]
     pub client_concurrency: usize,
+    /// Extra "M Applications to N clusters" scenarios, as `MxN` (e.g. `20x1000`: the scale
+    /// scenario, 20,000 Flux objects).
+    #[arg(long, value_delimiter = ',', value_parser = parse_matrix)]
+    pub matrix: Vec<(usize, usize)>,
+}
+
+fn parse_matrix(text: &str) -> Result<(usize, usize), String> {
+    let (apps, clusters) = text
+        .split_once('x')
+        .ok_or_else(|| format!("{text:?} is not APPSxCLUSTERS, e.g. 20x1000"))?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{text:?} is not APPSxCLUSTERS, e.g. 20x1000"))
+    };
+    Ok((number(apps)?, number(clusters)?))
 }
 
 struct Row {
@@ -107,6 +123,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         rows.push(
             bench
                 .scenario(format!("{m} apps → 10 clusters"), &ns, &apps, 10)
+                .await?,
+        );
+    }
+    for &(m, n) in &args.matrix {
+        let ns = format!("matrix-{m}x{n}");
+        setup(&client, &env, &ns, n).await?;
+        let apps: Vec<Application> = (0..m).map(|i| app(&format!("app-{i}"), &ns)).collect();
+        rows.push(
+            bench
+                .scenario(format!("{m} apps → {n} clusters"), &ns, &apps, n)
                 .await?,
         );
     }
@@ -398,4 +424,16 @@ fn peak_rss_mb(pid: u32) -> anyhow::Result<f64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmHWM")?;
     Ok(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_matrix;
+
+    #[test]
+    fn matrix_scenarios_parse() {
+        assert_eq!(parse_matrix("20x1000"), Ok((20, 1000)));
+        assert!(parse_matrix("20").is_err());
+        assert!(parse_matrix("ax1").is_err());
+    }
 }
