@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::apps::{CommonMetadata, NamespacedObjectReference};
 
+mod readiness;
 mod source;
+
+pub use readiness::{FluxReadiness, readiness};
 
 pub use source::{
     GitRepository, GitRepositoryRef, GitRepositorySpec, HelmRepository, HelmRepositorySpec,
@@ -358,16 +361,6 @@ impl FluxStatus {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
 
-    /// `Some(true)` / `Some(false)` when the Ready condition is True / False, `None` when it is
-    /// Unknown or missing (still reconciling).
-    pub fn ready(&self) -> Option<bool> {
-        match self.condition(condition::READY)?.status.as_str() {
-            "True" => Some(true),
-            "False" => Some(false),
-            _ => None,
-        }
-    }
-
     /// The revision the object stands at: a source's artifact revision, else the last applied
     /// revision (Kustomization), else the last attempted one (HelmRelease).
     pub fn revision(&self) -> Option<&str> {
@@ -376,11 +369,6 @@ impl FluxStatus {
             .and_then(|a| a.revision.as_deref())
             .or(self.last_applied_revision.as_deref())
             .or(self.last_attempted_revision.as_deref())
-    }
-
-    /// Whether Flux has seen `generation` of the object (its spec as we last wrote it).
-    pub fn observed(&self, generation: Option<i64>) -> bool {
-        generation.is_none() || self.observed_generation >= generation
     }
 }
 

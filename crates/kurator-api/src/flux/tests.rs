@@ -1,4 +1,3 @@
-
 use super::*;
 use kube::Resource;
 
@@ -114,8 +113,10 @@ status:
 "#;
     let k: Kustomization = serde_saphyr::from_str(yaml).unwrap();
     let status = k.status.as_ref().unwrap();
-    assert_eq!(status.ready(), Some(true));
-    assert!(status.observed(k.metadata.generation));
+    assert_eq!(
+        readiness(k.metadata.generation, Some(status)),
+        FluxReadiness::Ready
+    );
     assert_eq!(
         status.revision(),
         Some("master@sha1:dc830d02a6e0bcbf63bcc387e8bde57d5627aec2")
@@ -144,8 +145,11 @@ status:
 "#;
     let g: GitRepository = serde_saphyr::from_str(git).unwrap();
     let status = g.status.as_ref().unwrap();
-    assert_eq!(status.ready(), None);
-    assert!(!status.observed(g.metadata.generation));
+    // Generation 3, observed 2.
+    assert!(matches!(
+        readiness(g.metadata.generation, Some(status)),
+        FluxReadiness::Progressing { reason: None, .. }
+    ));
     assert_eq!(status.revision(), Some("master@sha1:dc830d02"));
     let copied = serde_json::to_value(status).unwrap();
     assert_eq!(copied["artifact"]["size"], 1234);
@@ -223,5 +227,8 @@ fn missing_null_or_unknown_status_decodes() {
     let status = odd.status.unwrap();
     assert_eq!(status.rest["phase"], "Weird");
     assert_eq!(status.conditions.len(), 2);
-    assert_eq!(status.ready(), None);
+    assert!(matches!(
+        readiness(None, Some(&status)),
+        FluxReadiness::Progressing { .. }
+    ));
 }
