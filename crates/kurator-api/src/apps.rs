@@ -8,6 +8,12 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The Flux source specs an Application embeds as they are (defined with their Flux kinds).
+pub use crate::flux::{
+    GitRepositoryRef, GitRepositorySpec, HelmRepositorySpec, LocalObjectReference,
+    OciRepositoryRef, OciRepositorySpec,
+};
+
 type Json = serde_json::Value;
 
 /// An application distributed through GitOps to the clusters of one or more fleets.
@@ -62,156 +68,6 @@ pub struct ApplicationSource {
     pub helm_repository: Option<HelmRepositorySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oci_repository: Option<OciRepositorySpec>,
-}
-
-/// A reference to a Secret in the Application's namespace.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-pub struct LocalObjectReference {
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-}
-
-/// Flux `GitRepositorySpec` (source.toolkit.fluxcd.io/v1).
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct GitRepositorySpec {
-    /// Repository URL: http, https or ssh.
-    #[schemars(regex(pattern = r"^(http|https|ssh)://.*$"), length(max = 2048))]
-    pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_ref: Option<LocalObjectReference>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = "^(generic|azure|github)$"))]
-    pub provider: Option<String>,
-    /// How often to check the repository for new commits.
-    #[schemars(schema_with = "crate::schema::duration")]
-    pub interval: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::duration")]
-    pub timeout: Option<String>,
-    /// Branch, tag, semver range, ref name or commit to check out (default branch `master`).
-    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
-    pub reference: Option<GitRepositoryRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::free_form_object")]
-    pub verify: Option<Json>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy_secret_ref: Option<LocalObjectReference>,
-    /// `.sourceignore`-style patterns excluded from the artifact.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 65536))]
-    pub ignore: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub suspend: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recurse_submodules: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::free_form_list")]
-    pub include: Option<Vec<Json>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
-    pub sparse_checkout: Option<Vec<String>>,
-}
-
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-pub struct GitRepositoryRef {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub branch: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub semver: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub commit: Option<String>,
-}
-
-/// Flux `HelmRepositorySpec` (source.toolkit.fluxcd.io/v1).
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct HelmRepositorySpec {
-    /// Chart repository URL: http, https or oci.
-    #[schemars(regex(pattern = r"^(http|https|oci)://.*$"), length(max = 2048))]
-    pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_ref: Option<LocalObjectReference>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert_secret_ref: Option<LocalObjectReference>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pass_credentials: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::duration")]
-    pub interval: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub insecure: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::duration")]
-    pub timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub suspend: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::free_form_object")]
-    pub access_from: Option<Json>,
-    /// `default` (HTTP/S index) or `oci`.
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = "^(default|oci)$"))]
-    pub type_: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = "^(generic|aws|azure|gcp)$"))]
-    pub provider: Option<String>,
-}
-
-/// Flux `OCIRepositorySpec` (source.toolkit.fluxcd.io/v1).
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct OciRepositorySpec {
-    /// Artifact URL: oci://registry/repository.
-    #[schemars(regex(pattern = r"^oci://.*$"), length(max = 2048))]
-    pub url: String,
-    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
-    pub reference: Option<OciRepositoryRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::free_form_object")]
-    pub layer_selector: Option<Json>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = "^(generic|aws|azure|gcp)$"))]
-    pub provider: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_ref: Option<LocalObjectReference>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::free_form_object")]
-    pub verify: Option<Json>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert_secret_ref: Option<LocalObjectReference>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy_secret_ref: Option<LocalObjectReference>,
-    #[schemars(schema_with = "crate::schema::duration")]
-    pub interval: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::duration")]
-    pub timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignore: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub insecure: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub suspend: Option<bool>,
-}
-
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct OciRepositoryRef {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub semver: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub semver_filter: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
 }
 
 /// Which clusters of which fleet receive a policy.

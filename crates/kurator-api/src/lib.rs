@@ -1,5 +1,6 @@
 //! Kurator's API: the custom resources (AttachedCluster, Cluster, CustomCluster, Fleet,
-//! Application), their CRDs, condition helpers and the labels the controllers share.
+//! Application), their CRDs, condition helpers, the labels the controllers share, and what a
+//! fleet needs of any member ([`MemberCluster`]).
 //!
 //! Types only: nothing in this crate does network I/O.
 
@@ -20,3 +21,4 @@ mod schema;
 pub use apps::Application;
 pub use cluster::{AttachedCluster, Cluster, CustomCluster};
 pub use fleet::Fleet;
+pub use member::{ClusterReadiness, MemberCluster};

@@ -2,7 +2,8 @@
 //! Kyverno writes in each member, and their fleet-wide aggregate kept in the Fleet's status.
 //!
 //! The report kinds belong to the Kubernetes Policy working group (Kyverno installs their
-//! CRDs): they are not in [`crate::crds::all`]. Each implements [`kube::Resource`] by hand so
+//! CRDs): they are not in [`crate::crds::all`]. Both are one generic struct,
+//! [`PolicyReportOf`], with one hand-written [`kube::Resource`] implementation, so
 //! `Api<PolicyReport>` and watchers work against a member.
 //!
 //! Decoding is tolerant, as a report written by any tool must never break a watch: every
@@ -14,7 +15,7 @@
 //! [`FleetPolicyReport`] is the aggregate in `Fleet.status.policyReport`; its size is bounded
 //! (see the constants below) whatever the members hold.
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::{borrow::Cow, collections::BTreeMap, marker::PhantomData};
 
 use k8s_openapi::{
     ClusterResourceScope, NamespaceResourceScope,
@@ -250,130 +251,134 @@ where
     })
 }
 
-/// Defines a report kind `{ metadata, scope, scopeSelector, summary, results }` with
-/// `kube::Resource` and serde impls that write `apiVersion`/`kind` and omit unset fields.
-macro_rules! report_resource {
-    ($(#[$doc:meta])* $kind:ident, $scope:ty, $plural:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug, Default, PartialEq)]
-        pub struct $kind {
-            pub metadata: ObjectMeta,
-            /// The object the whole report is about (Kyverno: one report per resource).
-            pub scope: Option<ObjectReference>,
-            pub scope_selector: Option<LabelSelector>,
-            /// The writer's counts; may lag `results`, which are authoritative.
-            pub summary: Option<PolicyReportSummary>,
-            pub results: Vec<PolicyReportResult>,
-        }
-
-        impl $kind {
-            pub const KIND: &'static str = stringify!($kind);
-
-            /// A new report named `name` (the namespace is the caller's).
-            pub fn new(name: &str) -> Self {
-                Self {
-                    metadata: ObjectMeta {
-                        name: Some(name.to_string()),
-                        ..ObjectMeta::default()
-                    },
-                    ..Self::default()
-                }
-            }
-        }
-
-        impl kube::Resource for $kind {
-            type DynamicType = ();
-            type Scope = $scope;
-
-            fn kind(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(Self::KIND)
-            }
-            fn group(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(GROUP)
-            }
-            fn version(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(VERSION)
-            }
-            fn plural(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed($plural)
-            }
-            fn meta(&self) -> &ObjectMeta {
-                &self.metadata
-            }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
-                &mut self.metadata
-            }
-        }
-
-        impl Serialize for $kind {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::SerializeStruct;
-                let mut s = serializer.serialize_struct(stringify!($kind), 7)?;
-                s.serialize_field("apiVersion", &format!("{GROUP}/{VERSION}"))?;
-                s.serialize_field("kind", Self::KIND)?;
-                s.serialize_field("metadata", &self.metadata)?;
-                match &self.scope {
-                    Some(scope) => s.serialize_field("scope", scope)?,
-                    None => s.skip_field("scope")?,
-                }
-                match &self.scope_selector {
-                    Some(selector) => s.serialize_field("scopeSelector", selector)?,
-                    None => s.skip_field("scopeSelector")?,
-                }
-                match &self.summary {
-                    Some(summary) => s.serialize_field("summary", summary)?,
-                    None => s.skip_field("summary")?,
-                }
-                if self.results.is_empty() {
-                    s.skip_field("results")?;
-                } else {
-                    s.serialize_field("results", &self.results)?;
-                }
-                s.end()
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $kind {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                #[derive(Deserialize)]
-                #[serde(rename_all = "camelCase")]
-                struct Repr {
-                    #[serde(default)]
-                    metadata: ObjectMeta,
-                    #[serde(default, deserialize_with = "lenient")]
-                    scope: Option<ObjectReference>,
-                    #[serde(default, deserialize_with = "lenient")]
-                    scope_selector: Option<LabelSelector>,
-                    #[serde(default, deserialize_with = "lenient")]
-                    summary: Option<PolicyReportSummary>,
-                    #[serde(default, deserialize_with = "lenient_vec")]
-                    results: Vec<PolicyReportResult>,
-                }
-                let r = Repr::deserialize(deserializer)?;
-                Ok(Self {
-                    metadata: r.metadata,
-                    scope: r.scope,
-                    scope_selector: r.scope_selector,
-                    summary: r.summary,
-                    results: r.results,
-                })
-            }
-        }
-    };
+/// Which of the two report kinds a [`PolicyReportOf`] is: [`Namespaced`] (PolicyReport) or
+/// [`ClusterScoped`] (ClusterPolicyReport).
+pub trait ReportKind:
+    Clone + Copy + std::fmt::Debug + Default + PartialEq + Send + Sync + 'static
+{
+    const KIND: &'static str;
+    const PLURAL: &'static str;
+    /// `NamespaceResourceScope` or `ClusterResourceScope`.
+    type Scope;
 }
 
-report_resource!(
-    /// `wgpolicyk8s.io/v1alpha2` PolicyReport: results about namespaced resources.
-    PolicyReport,
-    NamespaceResourceScope,
-    "policyreports"
-);
-report_resource!(
-    /// `wgpolicyk8s.io/v1alpha2` ClusterPolicyReport: results about cluster-scoped resources.
-    ClusterPolicyReport,
-    ClusterResourceScope,
-    "clusterpolicyreports"
-);
+/// Marker of [`PolicyReport`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Namespaced;
+
+/// Marker of [`ClusterPolicyReport`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterScoped;
+
+impl ReportKind for Namespaced {
+    const KIND: &'static str = "PolicyReport";
+    const PLURAL: &'static str = "policyreports";
+    type Scope = NamespaceResourceScope;
+}
+
+impl ReportKind for ClusterScoped {
+    const KIND: &'static str = "ClusterPolicyReport";
+    const PLURAL: &'static str = "clusterpolicyreports";
+    type Scope = ClusterResourceScope;
+}
+
+/// `wgpolicyk8s.io/v1alpha2` PolicyReport: results about namespaced resources.
+pub type PolicyReport = PolicyReportOf<Namespaced>;
+/// `wgpolicyk8s.io/v1alpha2` ClusterPolicyReport: results about cluster-scoped resources.
+pub type ClusterPolicyReport = PolicyReportOf<ClusterScoped>;
+
+/// A report `{ metadata, scope, scopeSelector, summary, results }` of either kind.
+///
+/// Not kube's `#[derive(CustomResource)]` as the Flux kinds are: a report has no `spec` (its
+/// fields sit at the top level), and the derived decoding could not be as lenient as a report
+/// from any tool needs (see the module doc). The two kinds have the same body, so one generic
+/// struct with a marker type ([`ReportKind`]) carries one hand-written [`kube::Resource`] and
+/// serde implementation for both; [`PolicyReport`] and [`ClusterPolicyReport`] are aliases.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, rename_all = "camelCase", bound(deserialize = ""))]
+pub struct PolicyReportOf<K: ReportKind> {
+    pub metadata: ObjectMeta,
+    /// The object the whole report is about (Kyverno: one report per resource).
+    #[serde(deserialize_with = "lenient")]
+    pub scope: Option<ObjectReference>,
+    #[serde(deserialize_with = "lenient")]
+    pub scope_selector: Option<LabelSelector>,
+    /// The writer's counts; may lag `results`, which are authoritative.
+    #[serde(deserialize_with = "lenient")]
+    pub summary: Option<PolicyReportSummary>,
+    #[serde(deserialize_with = "lenient_vec")]
+    pub results: Vec<PolicyReportResult>,
+    #[serde(skip)]
+    marker: PhantomData<K>,
+}
+
+impl<K: ReportKind> PolicyReportOf<K> {
+    pub const KIND: &'static str = K::KIND;
+
+    /// A new report named `name` (the namespace is the caller's).
+    pub fn new(name: &str) -> Self {
+        Self {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
+impl<K: ReportKind> kube::Resource for PolicyReportOf<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(K::KIND)
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(GROUP)
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(VERSION)
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(K::PLURAL)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Writes `apiVersion` and `kind` and omits unset fields.
+impl<K: ReportKind> Serialize for PolicyReportOf<K> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct(K::KIND, 7)?;
+        s.serialize_field("apiVersion", &format!("{GROUP}/{VERSION}"))?;
+        s.serialize_field("kind", K::KIND)?;
+        s.serialize_field("metadata", &self.metadata)?;
+        match &self.scope {
+            Some(scope) => s.serialize_field("scope", scope)?,
+            None => s.skip_field("scope")?,
+        }
+        match &self.scope_selector {
+            Some(selector) => s.serialize_field("scopeSelector", selector)?,
+            None => s.skip_field("scopeSelector")?,
+        }
+        match &self.summary {
+            Some(summary) => s.serialize_field("summary", summary)?,
+            None => s.skip_field("summary")?,
+        }
+        if self.results.is_empty() {
+            s.skip_field("results")?;
+        } else {
+            s.serialize_field("results", &self.results)?;
+        }
+        s.end()
+    }
+}
 
 // --- The fleet aggregate ----------------------------------------------------------------------
 
@@ -508,184 +513,4 @@ pub fn truncate_message(message: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use kube::Resource;
-
-    #[test]
-    fn resources_address_the_wgpolicy_api() {
-        assert_eq!(
-            PolicyReport::url_path(&(), Some("default")),
-            "/apis/wgpolicyk8s.io/v1alpha2/namespaces/default/policyreports"
-        );
-        assert_eq!(
-            ClusterPolicyReport::url_path(&(), None),
-            "/apis/wgpolicyk8s.io/v1alpha2/clusterpolicyreports"
-        );
-        assert_eq!(PolicyReport::api_version(&()), "wgpolicyk8s.io/v1alpha2");
-        assert_eq!(ClusterPolicyReport::kind(&()), "ClusterPolicyReport");
-    }
-
-    #[test]
-    fn report_kinds_are_not_our_crds() {
-        assert!(
-            crate::crds::all()
-                .iter()
-                .all(|c| c.spec.group != GROUP && !c.spec.names.kind.contains("PolicyReport"))
-        );
-    }
-
-    /// Compiles only if the types work with typed Apis and watchers.
-    #[allow(dead_code)]
-    fn usable_with_kube(client: kube::Client) {
-        let _: kube::Api<PolicyReport> = kube::Api::namespaced(client.clone(), "default");
-        let _: kube::Api<PolicyReport> = kube::Api::all(client.clone());
-        let api: kube::Api<ClusterPolicyReport> = kube::Api::all(client);
-        let _ = kube::runtime::watcher(api, Default::default());
-    }
-
-    /// A report as Kyverno 1.11 writes it (one per resource, `scope` set).
-    const KYVERNO_REPORT: &str = r#"
-apiVersion: wgpolicyk8s.io/v1alpha2
-kind: PolicyReport
-metadata:
-  name: 0c2d5e38-1d4a-4a2f-9b0e-4a6d4d1c2f3a
-  namespace: default
-  labels:
-    app.kubernetes.io/managed-by: kyverno
-  ownerReferences:
-  - apiVersion: apps/v1
-    kind: Deployment
-    name: nginx
-    uid: 0c2d5e38-1d4a-4a2f-9b0e-4a6d4d1c2f3a
-scope:
-  apiVersion: apps/v1
-  kind: Deployment
-  name: nginx
-  namespace: default
-  uid: 0c2d5e38-1d4a-4a2f-9b0e-4a6d4d1c2f3a
-summary: {error: 0, fail: 1, pass: 1, skip: 0, warn: 0}
-results:
-- category: Pod Security Standards (Baseline)
-  message: validation rule 'adding-capabilities' passed.
-  policy: disallow-capabilities
-  result: pass
-  rule: autogen-adding-capabilities
-  scored: true
-  severity: medium
-  source: kyverno
-  timestamp: {nanos: 0, seconds: 1704940840}
-  properties: {process: background scan}
-- category: Pod Security Standards (Baseline)
-  message: 'validation error: Privileged mode is disallowed.'
-  policy: disallow-privileged-containers
-  result: fail
-  rule: autogen-privileged-containers
-  scored: true
-  severity: medium
-  source: kyverno
-  timestamp: {nanos: 0, seconds: 1704940840}
-  futureField: [1, 2]
-"#;
-
-    #[test]
-    fn decodes_kyverno_reports() {
-        let r: PolicyReport = serde_saphyr::from_str(KYVERNO_REPORT).unwrap();
-        assert_eq!(r.metadata.namespace.as_deref(), Some("default"));
-        assert_eq!(
-            r.scope.as_ref().unwrap().kind.as_deref(),
-            Some("Deployment")
-        );
-        assert_eq!(r.summary.as_ref().unwrap().fail, 1);
-        assert_eq!(r.results.len(), 2);
-        let failed = &r.results[1];
-        assert_eq!(failed.policy, "disallow-privileged-containers");
-        assert_eq!(failed.result, Some(PolicyResult::Fail));
-        assert_eq!(failed.severity.as_deref(), Some("medium"));
-        assert_eq!(
-            failed.timestamp.unwrap().to_time().unwrap().0.as_second(),
-            1704940840
-        );
-        assert_eq!(r.results[0].properties["process"], "background scan");
-        // Round trip: what we write decodes to the same value.
-        let text = serde_json::to_string(&r).unwrap();
-        assert!(
-            text.starts_with(r#"{"apiVersion":"wgpolicyk8s.io/v1alpha2","kind":"PolicyReport""#)
-        );
-        let back: PolicyReport = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, r);
-    }
-
-    #[test]
-    fn decoding_tolerates_odd_reports() {
-        let odd = r#"{
-            "apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "ClusterPolicyReport",
-            "metadata": {"name": "odd"},
-            "scope": "not an object",
-            "summary": {"pass": "three", "fail": 2},
-            "results": [
-                {"policy": "p", "result": "Quarantined", "timestamp": "2024-01-11T02:40:40Z",
-                 "resources": [{"kind": "Namespace", "name": "a"}, 7]},
-                {"result": "FAIL", "scored": "yes", "properties": ["x"]},
-                42
-            ]
-        }"#;
-        let r: ClusterPolicyReport = serde_json::from_str(odd).unwrap();
-        assert_eq!(r.scope, None);
-        assert_eq!(
-            r.summary,
-            Some(PolicyReportSummary {
-                fail: 2,
-                ..Default::default()
-            })
-        );
-        assert_eq!(r.results.len(), 2);
-        assert_eq!(
-            r.results[0].result,
-            Some(PolicyResult::Other("Quarantined".into()))
-        );
-        assert_eq!(r.results[0].timestamp.unwrap().seconds, 1704940840);
-        assert_eq!(r.results[0].resources.len(), 1);
-        assert_eq!(r.results[1].policy, "");
-        assert_eq!(r.results[1].result, Some(PolicyResult::Fail));
-        assert_eq!(r.results[1].scored, None);
-        // Nothing at all is still a report.
-        let empty: PolicyReport = serde_json::from_str("{}").unwrap();
-        assert_eq!(empty, PolicyReport::default());
-    }
-
-    #[test]
-    fn messages_are_cut_on_char_boundaries() {
-        assert_eq!(truncate_message("short", 10), "short");
-        let cut = truncate_message("ééééé", 7);
-        assert!(cut.len() <= 7, "{cut}");
-        assert_eq!(cut, "éé…");
-    }
-
-    #[test]
-    fn aggregate_serialises_camel_case() {
-        let report = FleetPolicyReport {
-            totals: PolicyResultCounts {
-                pass: 3,
-                fail: 1,
-                ..Default::default()
-            },
-            clusters: vec![ClusterReportStatus {
-                name: "m1".into(),
-                pass: 3,
-                fail: 1,
-                stale: true,
-                stale_since: Some(Time(k8s_openapi::jiff::Timestamp::from_second(60).unwrap())),
-                message: Some("unreachable".into()),
-                ..Default::default()
-            }],
-            top_failing: vec![FailingPolicy {
-                policy: "p".into(),
-                fail: 1,
-                cluster_count: 1,
-                clusters: vec!["m1".into()],
-            }],
-        };
-        insta::assert_snapshot!(serde_json::to_string(&report).unwrap(), @r#"{"totals":{"pass":3,"fail":1,"warn":0,"error":0,"skip":0},"clusters":[{"name":"m1","pass":3,"fail":1,"warn":0,"error":0,"skip":0,"stale":true,"staleSince":"1970-01-01T00:01:00Z","message":"unreachable"}],"topFailing":[{"policy":"p","fail":1,"clusterCount":1,"clusters":["m1"]}]}"#);
-    }
-}
+mod tests;

@@ -15,13 +15,10 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
-use k8s_openapi::{
-    api::core::v1::{ObjectReference, Secret},
-    jiff::Timestamp,
-};
+use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{Api, Client};
 use kurator_api::{
-    AttachedCluster, Cluster, CustomCluster, Fleet,
+    AttachedCluster, Cluster, CustomCluster, Fleet, MemberCluster,
     cluster::SecretKeyRef,
     fleet::ClusterKind,
     policy_report::{
@@ -29,7 +26,10 @@ use kurator_api::{
         PolicyReportSummary, PolicyResult,
     },
 };
-use kurator_controller::plugins::reports::Counts;
+use kurator_controller::{
+    member::{self, AccessError},
+    plugins::reports::Counts,
+};
 use serde::Serialize;
 
 use crate::{
@@ -196,30 +196,12 @@ async fn read_member(
     kind: ClusterKind,
 ) -> Result<MemberReports, String> {
     let secret_ref = kubeconfig_ref(host, ns, name, kind).await?;
-    let secret = Api::<Secret>::namespaced(host.clone(), ns)
-        .get_opt(&secret_ref.name)
+    let member = member::client_from_secret(host, ns, &secret_ref, MEMBER_TIMEOUT)
         .await
-        .map_err(|e| format!("reading Secret {ns}/{}: {}", secret_ref.name, api_error(&e)))?
-        .ok_or_else(|| format!("Secret {ns}/{} not found", secret_ref.name))?;
-    let data = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&secret_ref.key))
-        .ok_or_else(|| {
-            format!(
-                "Secret {ns}/{} has no key {}",
-                secret_ref.name, secret_ref.key
-            )
+        .map_err(|e| match e {
+            AccessError::Host(secret, e) => format!("reading Secret {secret}: {}", api_error(&e)),
+            other => other.to_string(),
         })?;
-    let text = std::str::from_utf8(&data.0).map_err(|_| {
-        format!(
-            "Secret {ns}/{} key {} is not text",
-            secret_ref.name, secret_ref.key
-        )
-    })?;
-    let member = kurator_controller::member::client_from_kubeconfig(text, MEMBER_TIMEOUT)
-        .await
-        .map_err(|problem| format!("kubeconfig in Secret {ns}/{}: {problem}", secret_ref.name))?;
     let list = async {
         let reports = list_or_none(Api::<PolicyReport>::all(member.clone())).await?;
         let cluster_reports = list_or_none(Api::<ClusterPolicyReport>::all(member)).await?;
@@ -254,25 +236,28 @@ async fn kubeconfig_ref(
     name: &str,
     kind: ClusterKind,
 ) -> Result<SecretKeyRef, String> {
-    let missing = |e: kube::Error| format!("{kind} {ns}/{name}: {}", api_error(&e));
     match kind {
-        ClusterKind::AttachedCluster => Api::<AttachedCluster>::namespaced(host.clone(), ns)
-            .get(name)
-            .await
-            .map(|ac| ac.spec.kubeconfig)
-            .map_err(missing),
-        ClusterKind::Cluster => Api::<Cluster>::namespaced(host.clone(), ns)
-            .get(name)
-            .await
-            .map(|c| c.kubeconfig_ref())
-            .map_err(missing),
-        ClusterKind::CustomCluster => Api::<CustomCluster>::namespaced(host.clone(), ns)
-            .get(name)
-            .await
-            .map_err(missing)?
-            .kubeconfig_ref()
-            .ok_or_else(|| format!("CustomCluster {ns}/{name} has no kubeconfig yet")),
+        ClusterKind::AttachedCluster => kubeconfig_of::<AttachedCluster>(host, ns, name).await,
+        ClusterKind::Cluster => kubeconfig_of::<Cluster>(host, ns, name).await,
+        ClusterKind::CustomCluster => kubeconfig_of::<CustomCluster>(host, ns, name).await,
     }
+}
+
+async fn kubeconfig_of<K>(host: &Client, ns: &str, name: &str) -> Result<SecretKeyRef, String>
+where
+    K: MemberCluster
+        + kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let kind = K::kind(&());
+    Api::<K>::namespaced(host.clone(), ns)
+        .get(name)
+        .await
+        .map_err(|e| format!("{kind} {ns}/{name}: {}", api_error(&e)))?
+        .kubeconfig_ref()
+        .ok_or_else(|| format!("{kind} {ns}/{name} has no kubeconfig yet"))
 }
 
 fn api_error(e: &kube::Error) -> String {

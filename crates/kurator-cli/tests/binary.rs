@@ -160,15 +160,20 @@ fn playground_up_twice_env_status_get_down() {
         let objects = kurator_cli::manifest::parse(fleet).unwrap();
         kurator_cli::manifest::apply(&client, &objects, "default").await.unwrap();
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("watch shows the change");
-        if line.starts_with("quickstart  Running  2/3") {
-            break;
-        }
-    }
+    // Each look waits up to 100 ms for the next line the watch prints.
+    let next_line = || match lines.recv_timeout(kurator_testenv::wait::INTERVAL) {
+        Ok(line) if line.starts_with("quickstart  Running  2/3") => Ok(true),
+        Ok(line) => Err(line),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(false),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the watch ended"),
+    };
+    kurator_testenv::wait::until_blocking(
+        "the watch to show the change",
+        Duration::from_secs(30),
+        Duration::ZERO,
+        next_line,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let _ = watch.kill();
     let _ = watch.wait();
 
@@ -243,15 +248,10 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     ))
 }
 
-fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; logs:\n{}",
-            all_logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+fn wait_until(timeout: Duration, what: &str, check: impl FnMut() -> bool) {
+    let interval = kurator_testenv::wait::INTERVAL;
+    if let Err(e) = kurator_testenv::wait::until_blocking(what, timeout, interval, check) {
+        panic!("{e}; logs:\n{}", all_logs());
     }
 }
 

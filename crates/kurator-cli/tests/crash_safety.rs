@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
@@ -103,13 +103,11 @@ async fn kustomizations(client: &Client) -> Vec<String> {
 async fn wait_until<F: std::future::Future<Output = bool>>(
     what: &str,
     timeout: Duration,
-    mut check: impl FnMut() -> F,
+    check: impl FnMut() -> F,
 ) {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    kurator_testenv::wait::until(what, timeout, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Server-side apply by one manager, so that shrinking the list removes entries.
@@ -229,20 +227,21 @@ async fn sigkill_during_a_fan_out_converges_to_exactly_the_wanted_objects() {
 
     let _controller = Controller::start(&kubeconfig, &log);
     let want = wanted(CLUSTERS - 10);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let have: BTreeSet<String> = kustomizations(&client).await.into_iter().collect();
-        if have == want {
-            break;
-        }
-        let missing = want.difference(&have).count();
-        let extra: Vec<&String> = have.difference(&want).collect();
-        assert!(
-            Instant::now() < deadline,
-            "{missing} missing, extra {extra:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kurator_testenv::wait::until(
+        "exactly the wanted Kustomizations",
+        Duration::from_secs(180),
+        || async {
+            let have: BTreeSet<String> = kustomizations(&client).await.into_iter().collect();
+            if have == want {
+                return Ok(());
+            }
+            let missing = want.difference(&have).count();
+            let extra: Vec<&String> = have.difference(&want).collect();
+            Err(format!("{missing} missing, extra {extra:?}"))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let names = kustomizations(&client).await;
     assert_eq!(names.len(), want.len(), "no duplicates");
     wait_until(

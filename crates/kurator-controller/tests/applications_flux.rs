@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, NS, apply, wait_for, wait_gone};
+use common::{Harness, NS, apply, until, wait_for, wait_gone};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api, Client, ResourceExt,
@@ -59,18 +59,15 @@ async fn member_value(client: &Client, name: &str) -> Option<String> {
 }
 
 async fn wait_member(client: &Client, name: &str, want: Option<&str>) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    until(format!("{name}: {want:?} in the member"), WAIT, || async {
         let got = member_value(client, name).await;
         if got.as_deref() == want {
-            return;
+            Ok(())
+        } else {
+            Err(format!("member has {got:?}"))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name}: wanted {want:?}, member has {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 async fn attach_quickstart(h: &Harness, members: &[&str]) {
@@ -214,14 +211,22 @@ spec:
     wait_member(&m1, "webapp", None).await;
     wait_member(&m1, "kustomized", None).await;
     let selector = ListParams::default().labels(&format!("{APP_NAME}=gitrepo-kustomization-demo"));
-    let deadline = std::time::Instant::now() + WAIT;
-    while !ks.list(&selector).await.unwrap().items.is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "Kustomizations left on the host"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until("no Kustomizations left on the host", WAIT, || async {
+        let left: Vec<String> = ks
+            .list(&selector)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|k| k.name_any())
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("left: {left:?}"))
+        }
+    })
+    .await;
     h.shutdown().await;
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{Harness, NS, apply, wait_for};
+use common::{Harness, NS, apply, until, wait_for};
 use k8s_openapi::{
     ByteString,
     api::{
@@ -87,18 +87,15 @@ async fn wait_configmap(
     name: &str,
     present: bool,
 ) -> Option<ConfigMap> {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let got = configmap(client, namespace, name).await;
-        if got.is_some() == present {
-            return got;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{namespace}/{name}: wanted present={present}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(
+        format!("{namespace}/{name}: present={present}"),
+        WAIT,
+        || async {
+            let got = configmap(client, namespace, name).await;
+            (got.is_some() == present).then_some(got)
+        },
+    )
+    .await
 }
 
 async fn objstore_copy(member: &Client) -> Option<String> {
@@ -280,20 +277,25 @@ async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_
             && condition(f, "MetricReady").is_some_and(|c| c.0 == "True")
     })
     .await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while releases.get_opt("grafana").await.unwrap().is_some()
-        || h.api::<HelmRepository>()
-            .get_opt("grafana")
-            .await
-            .unwrap()
-            .is_some()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "grafana never removed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(
+        "grafana's HelmRelease and HelmRepository removed",
+        WAIT,
+        || async {
+            let release = releases.get_opt("grafana").await.unwrap().is_some();
+            let repository = h
+                .api::<HelmRepository>()
+                .get_opt("grafana")
+                .await
+                .unwrap()
+                .is_some();
+            if release || repository {
+                Err(format!("left: release {release}, repository {repository}"))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
     wait_configmap(&h.client, NS, "grafana-datasources", false).await;
 
     // Removing a cluster uninstalls its components there only and removes the Secret copy.
@@ -308,14 +310,10 @@ async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_
         .await
         .unwrap();
     wait_configmap(&member2, "monitoring", EXTERNAL_LABELS, false).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while secret_exists(&member2, "monitoring", "thanos-objstore").await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "Secret copy left in member2"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until("the Secret copy in member2 removed", WAIT, || async {
+        !secret_exists(&member2, "monitoring", "thanos-objstore").await
+    })
+    .await;
     assert!(
         configmap(&member1, "monitoring", EXTERNAL_LABELS)
             .await
@@ -339,33 +337,38 @@ async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_
 
     // A changed object store reaches the member's copy.
     put_objstore(&h, "type: GCS\nconfig:\n  bucket: thanos-2\n").await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while objstore_copy(&member1).await.as_deref()
-        != Some("type: GCS\nconfig:\n  bucket: thanos-2\n")
-    {
-        assert!(std::time::Instant::now() < deadline, "copy not updated");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until("the copy in member1 updated", WAIT, || async {
+        let copy = objstore_copy(&member1).await;
+        if copy.as_deref() == Some("type: GCS\nconfig:\n  bucket: thanos-2\n") {
+            Ok(())
+        } else {
+            Err(format!("copy: {copy:?}"))
+        }
+    })
+    .await;
 
     // Disabling the metric plugin uninstalls it and removes the copy and the discovery.
     let metric = serde_json::to_value(&fleet.spec.plugin.as_ref().unwrap().metric).unwrap();
     set_metric(&fleets, serde_json::Value::Null).await;
     wait_configmap(&member1, "monitoring", EXTERNAL_LABELS, false).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while secret_exists(&member1, "monitoring", "thanos-objstore").await
-        || h.api::<Service>()
+    until("no traces of the metric plugin", WAIT, || async {
+        let copy = secret_exists(&member1, "monitoring", "thanos-objstore").await;
+        let discovery = h
+            .api::<Service>()
             .get_opt("thanos-sidecar-remote")
             .await
             .unwrap()
-            .is_some()
-        || releases.get_opt("thanos").await.unwrap().is_some()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "metric plugin left traces"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .is_some();
+        let release = releases.get_opt("thanos").await.unwrap().is_some();
+        if copy || discovery || release {
+            Err(format!(
+                "left: Secret copy {copy}, discovery Service {discovery}, thanos release {release}"
+            ))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     let f = wait_for(&fleets, "quickstart", WAIT, |f| {
         condition(f, "MetricReady").is_none()
     })
@@ -374,24 +377,19 @@ async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_
 
     // Enabled again, then the fleet deleted: the copy is removed with it.
     set_metric(&fleets, metric).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while !secret_exists(&member1, "monitoring", "thanos-objstore").await {
-        assert!(std::time::Instant::now() < deadline, "copy not restored");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until("the copy in member1 restored", WAIT, || async {
+        secret_exists(&member1, "monitoring", "thanos-objstore").await
+    })
+    .await;
     // Deleting the fleet removes the remaining copy; Flux objects go with their owner.
     fleets
         .delete("quickstart", &DeleteParams::default())
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while secret_exists(&member1, "monitoring", "thanos-objstore").await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "Secret copy left in member1"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until("the Secret copy in member1 removed", WAIT, || async {
+        !secret_exists(&member1, "monitoring", "thanos-objstore").await
+    })
+    .await;
     for simulator in simulators {
         simulator.abort();
     }

@@ -155,20 +155,15 @@ async fn install_report_crds(client: &Client) {
     .await;
 }
 
-/// Polls `check` every 100 ms until it gives a value, or panics after `timeout`.
+/// Polls `check` until it gives a value, or panics after `timeout`.
 async fn poll<T, F, Fut>(timeout: Duration, what: &str, check: F) -> T
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kurator_testenv::wait::until(what, timeout, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Waits until the member's entry in the snapshot satisfies `check`; panics showing the last
@@ -180,19 +175,17 @@ async fn member_until(
     check: impl Fn(&ClusterReports) -> bool,
 ) -> ClusterReports {
     let started = Instant::now();
-    let deadline = started + timeout;
-    loop {
+    let member = kurator_testenv::wait::until(what, timeout, || async {
         let snapshot = collector.snapshot(NS, FLEET);
-        if let Some(member) = snapshot.get(MEMBER).filter(|m| check(m)) {
-            eprintln!("{what}: after {:?}", started.elapsed());
-            return member.clone();
+        match snapshot.get(MEMBER).filter(|m| check(m)) {
+            Some(member) => Ok(Some(member.clone())),
+            None => Err(format!("snapshot {snapshot:#?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {timeout:?}; last snapshot: {snapshot:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{what}: after {:?}", started.elapsed());
+    member
 }
 
 fn fleet_report(collector: &PolicyReportCollector) -> FleetPolicyReport {

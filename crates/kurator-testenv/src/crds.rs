@@ -7,6 +7,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 
 use crate::error::{Error, Result};
+use crate::wait;
 
 /// Field manager used for server-side apply.
 pub const FIELD_MANAGER: &str = "kurator-testenv";
@@ -56,22 +57,18 @@ pub async fn install_crds(
             .await
             .map_err(|e| Error::kube(format!("applying CRD {name}"), e))?;
     }
+    // One deadline for all of them.
     let deadline = Instant::now() + timeout;
     for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        loop {
-            if crd_served(client, &api, crd).await {
-                tracing::debug!(crd = %name, "CRD established and served");
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("CRD {name} to be Established and served"),
-                    seconds: timeout.as_secs_f64(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait::until(
+            format!("CRD {name} to be Established and served"),
+            left,
+            || crd_served(client, &api, crd),
+        )
+        .await?;
+        tracing::debug!(crd = %name, "CRD established and served");
     }
     Ok(())
 }

@@ -86,9 +86,13 @@ pub enum Error {
         tail: String,
     },
 
-    /// Waiting for a condition timed out.
-    #[error("timed out after {seconds:.1}s waiting for {what}")]
-    Timeout { what: String, seconds: f64 },
+    /// Waiting for a condition timed out ([`crate::wait`]); `last` is what was last seen.
+    #[error("timed out after {seconds:.1}s waiting for {what}{}", last_observed(.last))]
+    Timeout {
+        what: String,
+        seconds: f64,
+        last: Option<String>,
+    },
 
     /// A Kubernetes API call failed.
     #[error("{context}: {source}")]
@@ -138,6 +142,12 @@ impl Error {
             source,
         }
     }
+}
+
+fn last_observed(last: &Option<String>) -> String {
+    last.as_ref()
+        .map(|l| format!("; last observed: {l}"))
+        .unwrap_or_default()
 }
 
 /// Result alias of this crate.

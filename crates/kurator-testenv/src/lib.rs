@@ -9,6 +9,8 @@
 //! End to end: [`TestEnvBuilder::flux`] adds Flux source-, kustomize- and helm-controller
 //! against the host (built by [`ensure_flux_binaries`]), [`GitServer`] serves bare git
 //! repositories over smart HTTP and [`HelmRepo`] a chart repository, both on loopback.
+//! [`wait::until`] is the one way to wait for something (with a deadline and a message naming
+//! what was awaited and the last thing seen), for the tests and for this crate itself.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kurator_testenv::Error> {
@@ -62,6 +64,7 @@ mod load_balancer;
 mod process;
 mod standin_charts;
 mod state;
+pub mod wait;
 
 pub use binaries::{
     BIN_DIR_ENV, Binaries, CACHE_ENV, ETCD_VERSION, GO_ENV, KUBERNETES_VERSION, cache_dir,

@@ -13,12 +13,17 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::binaries::log_tail;
 use crate::error::{Error, Result};
+use crate::wait;
+
+/// How long a SIGKILLed process may take to go, and how often we look.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+const KILL_POLL: Duration = Duration::from_millis(20);
 
 /// What to run, serialisable so that a detached environment can restart a process later.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -232,10 +237,13 @@ impl Proc {
                 let _ = child.wait();
             }
             None => {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while pid_alive(self.pid, None) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                // Best effort: teardown goes on whether or not it is gone.
+                let _ = wait::until_blocking(
+                    "the process to exit after SIGKILL",
+                    KILL_TIMEOUT,
+                    KILL_POLL,
+                    || !pid_alive(self.pid, None),
+                );
             }
         }
     }
@@ -246,20 +254,15 @@ impl Proc {
             return Ok(());
         }
         self.signal_group();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.is_running() {
-            if Instant::now() > deadline {
-                return Err(Error::Timeout {
-                    what: format!(
-                        "{} (pid {}) to exit after SIGKILL",
-                        self.spec.name, self.pid
-                    ),
-                    seconds: 10.0,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
+        let what = format!(
+            "{} (pid {}) to exit after SIGKILL",
+            self.spec.name, self.pid
+        );
+        wait::until_every(what, KILL_TIMEOUT, KILL_POLL, || {
+            let gone = !self.is_running();
+            async move { gone }
+        })
+        .await
     }
 }
 
@@ -319,7 +322,8 @@ impl WaitError {
     }
 }
 
-/// Polls `probe` every 100 ms until it returns true, the process exits, or `timeout` passes.
+/// Polls `probe` every [`wait::INTERVAL`] until it returns true, the process exits, or
+/// `timeout` passes.
 pub(crate) async fn wait_ready<F, Fut>(
     proc: &mut Proc,
     timeout: Duration,
@@ -329,18 +333,23 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = proc.exit_status() {
-            return Err(WaitError::Exited(status));
+    let what = format!("{} to become ready", proc.spec.name);
+    let outcome = wait::until(what, timeout, || {
+        // Done either way once the process has exited.
+        let exited = proc.exit_status();
+        let probe = probe();
+        async move {
+            match exited {
+                Some(status) => Some(Err(status)),
+                None => probe.await.then_some(Ok(())),
+            }
         }
-        if probe().await {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(WaitError::TimedOut);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    })
+    .await;
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(status)) => Err(WaitError::Exited(status)),
+        Err(_) => Err(WaitError::TimedOut),
     }
 }
 

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use common::eventually;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
+use kurator_testenv::wait;
 use kurator_testenv::{ClusterHandle, KUBERNETES_VERSION, TestEnv};
 
 const WIDGET_CRD: &str = r#"
@@ -173,8 +173,8 @@ async fn garbage_collection_on_host(env: &TestEnv) -> Result<()> {
     .await?;
     cms.delete("owner", &DeleteParams::default()).await?;
     let t = Instant::now();
-    eventually("GC to delete the dependent ConfigMap", WAIT, || async {
-        Ok(cms.get_opt("dependent").await?.is_none())
+    wait::until("GC to delete the dependent ConfigMap", WAIT, || async {
+        anyhow::Ok(cms.get_opt("dependent").await?.is_none())
     })
     .await?;
     eprintln!(
@@ -196,10 +196,11 @@ async fn namespace_deletion_on_host(env: &TestEnv) -> Result<()> {
     namespaces
         .delete("doomed", &DeleteParams::default())
         .await?;
-    eventually("namespace `doomed` to be finalized", WAIT, || async {
-        Ok(namespaces.get_opt("doomed").await?.is_none())
+    wait::until("namespace `doomed` to be finalized", WAIT, || async {
+        anyhow::Ok(namespaces.get_opt("doomed").await?.is_none())
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 async fn member_outage(env: &TestEnv) -> Result<()> {
@@ -224,8 +225,9 @@ async fn member_outage(env: &TestEnv) -> Result<()> {
     assert_eq!(member.server_url(), url);
     assert_eq!(member.kubeconfig_yaml(), kubeconfig);
     // A client created before the restart works again, and the data survived (same prefix).
-    eventually("member1 to serve again", WAIT, || async {
-        Ok(namespaces.get_opt("only-in-member1").await?.is_some())
+    wait::until("member1 to serve again", WAIT, || async {
+        anyhow::Ok(namespaces.get_opt("only-in-member1").await?.is_some())
     })
-    .await
+    .await?;
+    Ok(())
 }

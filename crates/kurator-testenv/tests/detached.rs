@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::eventually;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
+use kurator_testenv::wait;
 use kurator_testenv::{ControllerManagerMode, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,17 +72,18 @@ async fn detached_attach_and_stop_all() -> Result<()> {
 
     // Every process is gone: the host port refuses connections.
     let port = host_url.rsplit(':').next().unwrap_or_default().to_string();
-    eventually(
+    wait::until(
         "host apiserver port to close",
         Duration::from_secs(10),
         || {
             let port = port.clone();
             async move {
-                Ok(tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+                tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
                     .await
-                    .is_err())
+                    .is_err()
             }
         },
     )
-    .await
+    .await?;
+    Ok(())
 }

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, ensure};
-use common::eventually;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
+use kurator_testenv::wait;
 use kurator_testenv::{GitRepo, GitServer, HelmRepo, TestEnv};
 use serde_json::{Value, json};
 
@@ -127,8 +127,11 @@ async fn apply(api: &Api<DynamicObject>, object: Value) -> Result<()> {
     Ok(())
 }
 
-/// `Ok(true)` once `Ready=True` (and `extra` holds); otherwise an error describing the
-/// conditions, which `eventually` reports on timeout.
+/// `Ok(true)` once Flux reports `Ready=True` for the object's current generation (and `extra`
+/// holds); otherwise an error describing the status, which `wait::until` reports on timeout.
+/// The rule is kurator-api's `flux::readiness` (this crate does not depend on kurator-api): a
+/// status without `observedGeneration`, or with an older one, is not about the current spec,
+/// nor is a Ready condition whose own `observedGeneration` is older.
 async fn ready(
     api: &Api<DynamicObject>,
     name: &str,
@@ -136,10 +139,17 @@ async fn ready(
 ) -> Result<bool> {
     let obj = api.get(name).await?;
     let status = obj.data.get("status").cloned().unwrap_or(Value::Null);
-    let is_ready = status["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    });
+    let generation = obj.metadata.generation;
+    let observed = |v: &Value| v["observedGeneration"].as_i64();
+    let current = generation.is_none() || observed(&status) >= generation;
+    let is_ready = current
+        && status["conditions"].as_array().is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c["type"] == "Ready"
+                    && c["status"] == "True"
+                    && (observed(c).is_none() || observed(c) >= generation)
+            })
+        });
     if is_ready && extra(&status) {
         Ok(true)
     } else {
@@ -182,7 +192,7 @@ async fn git_repository_becomes_ready(host: &Client, repo: &GitRepo, sha: &str) 
         }),
     )
     .await?;
-    eventually(
+    wait::until(
         "GitRepository fleet to be Ready at the commit",
         WAIT,
         || async {
@@ -194,7 +204,8 @@ async fn git_repository_becomes_ready(host: &Client, repo: &GitRepo, sha: &str) 
             .await
         },
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 async fn member_greeting(client: &Client, ns: &str, name: &str) -> Result<Option<String>> {
@@ -250,7 +261,7 @@ async fn kustomization_reaches_member1(env: &TestEnv, host: &Client, repo: &GitR
             }
         }
     };
-    eventually("ConfigMap from git in member1", WAIT, || greeting("v1")).await?;
+    wait::until("ConfigMap from git in member1", WAIT, || greeting("v1")).await?;
     // The host must not get it: the Kustomization targets member1.
     ensure!(member_greeting(host, NS, "from-git").await?.is_none());
 
@@ -261,7 +272,8 @@ async fn kustomization_reaches_member1(env: &TestEnv, host: &Client, repo: &GitR
     git_repositories(host)
         .patch("fleet", &PatchParams::default(), &Patch::Merge(&requested))
         .await?;
-    eventually("updated ConfigMap in member1", WAIT, || greeting("v2")).await
+    wait::until("updated ConfigMap in member1", WAIT, || greeting("v2")).await?;
+    Ok(())
 }
 
 const GREETER_TEMPLATE: &str = r#"apiVersion: v1
@@ -330,7 +342,7 @@ async fn helm_release_reaches_member2(
         }),
     )
     .await?;
-    eventually("ConfigMap rendered by the chart in member2", WAIT, || {
+    wait::until("ConfigMap rendered by the chart in member2", WAIT, || {
         let member2 = member2.clone();
         let releases = releases.clone();
         async move {
@@ -350,7 +362,7 @@ async fn helm_release_reaches_member2(
         }
     })
     .await?;
-    eventually("HelmRelease greeter to be Ready", WAIT, || {
+    wait::until("HelmRelease greeter to be Ready", WAIT, || {
         ready(&releases, "greeter", |_| true)
     })
     .await?;

@@ -43,7 +43,7 @@ use self::{
 use crate::{
     context::{Context, FluxStores},
     error::Error,
-    index::{Kind, stored},
+    index::{Key, Kind, stored},
     status::{apply_status, publish_ready_transition},
 };
 
@@ -286,20 +286,17 @@ fn existing(ctx: &Context, uid: &str) -> Vec<Existing> {
 fn observed(flux: &FluxStores, namespace: &str, desired: &Desired) -> Observed {
     let name = desired.source.metadata().name.clone().unwrap_or_default();
     let key = |n: &str| (n.to_string(), namespace.to_string());
-    let source = match &desired.source {
-        Source::Git(_) => flux
-            .git_repositories
-            .get(&ObjectRef::new(&name).within(namespace))
-            .and_then(|o| o.status.clone()),
-        Source::Helm(_) => flux
-            .helm_repositories
-            .get(&ObjectRef::new(&name).within(namespace))
-            .and_then(|o| o.status.clone()),
-        Source::Oci(_) => flux
-            .oci_repositories
-            .get(&ObjectRef::new(&name).within(namespace))
-            .and_then(|o| o.status.clone()),
-    };
+    let at = Key::new(Kind::GitRepository, namespace, &name);
+    let (source_generation, source) =
+        match &desired.source {
+            Source::Git(_) => stored(&flux.git_repositories, &at)
+                .map(|o| (o.metadata.generation, o.status.clone())),
+            Source::Helm(_) => stored(&flux.helm_repositories, &at)
+                .map(|o| (o.metadata.generation, o.status.clone())),
+            Source::Oci(_) => stored(&flux.oci_repositories, &at)
+                .map(|o| (o.metadata.generation, o.status.clone())),
+        }
+        .unwrap_or_default();
     let mut objects: BTreeMap<String, (Option<i64>, FluxStatus)> = BTreeMap::new();
     for k in &desired.kustomizations {
         let (n, ns) = key(&k.name_any());
@@ -317,5 +314,9 @@ fn observed(flux: &FluxStores, namespace: &str, desired: &Desired) -> Observed {
             objects.insert(n, (found.metadata.generation, status));
         }
     }
-    Observed { source, objects }
+    Observed {
+        source,
+        source_generation,
+        objects,
+    }
 }

@@ -13,7 +13,7 @@ use kurator_api::{
         ApplicationClusterStatus, ApplicationSourceStatus, ApplicationStatus, ApplicationSyncStatus,
     },
     conditions::{self, Desired as Condition},
-    flux::{FluxKind, FluxStatus},
+    flux::{self, FluxKind, FluxReadiness, FluxStatus},
 };
 
 use super::{
@@ -52,6 +52,8 @@ pub enum Blocker {
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     pub source: Option<FluxStatus>,
+    /// The source object's `metadata.generation`.
+    pub source_generation: Option<i64>,
     pub objects: BTreeMap<String, (Option<i64>, FluxStatus)>,
 }
 
@@ -68,7 +70,10 @@ pub fn build_status(
         .as_ref()
         .and_then(|s| s.revision())
         .map(str::to_string);
-    let source_ready = observed.source.as_ref().and_then(FluxStatus::ready);
+    let source_ready = observed
+        .source
+        .as_ref()
+        .map(|status| flux::readiness(observed.source_generation, Some(status)));
 
     let mut clusters = Vec::new();
     let mut sync_status = Vec::new();
@@ -118,8 +123,8 @@ pub fn build_status(
     let synced = clusters.iter().filter(|c| c.ready).count();
     let total = clusters.len();
 
-    let source_condition = match (source_ready, observed.source.as_ref()) {
-        (Some(true), _) => Condition::new(
+    let source_condition = match source_ready {
+        Some(FluxReadiness::Ready) => Condition::new(
             reason::SOURCE_READY,
             true,
             "Succeeded",
@@ -128,18 +133,20 @@ pub fn build_status(
                 source_revision.as_deref().unwrap_or("unknown")
             ),
         ),
-        (_, Some(status)) => {
-            let c = status.condition("Ready");
-            Condition::new(
-                reason::SOURCE_READY,
-                false,
-                c.and_then(|c| c.reason.as_deref())
-                    .unwrap_or(reason::PROGRESSING),
-                c.and_then(|c| c.message.clone())
-                    .unwrap_or_else(|| "waiting for the source".into()),
-            )
-        }
-        (_, None) => Condition::new(
+        Some(FluxReadiness::NotReady {
+            reason: why,
+            message,
+        }) => Condition::new(reason::SOURCE_READY, false, &why, message),
+        Some(FluxReadiness::Progressing {
+            reason: why,
+            message,
+        }) => Condition::new(
+            reason::SOURCE_READY,
+            false,
+            why.as_deref().unwrap_or(reason::PROGRESSING),
+            message,
+        ),
+        None => Condition::new(
             reason::SOURCE_READY,
             false,
             reason::PROGRESSING,
@@ -248,17 +255,23 @@ fn entry(
     } else {
         status.last_applied_revision.clone()
     };
-    let current = status.observed(*generation) && status.ready() == Some(true);
+    let readiness = flux::readiness(*generation, Some(status));
+    let current = readiness.is_ready();
     let at_latest = helm || (applied.is_some() && applied.as_deref() == source_revision);
     // A member that is not Ready cannot confirm what it runs, whatever Flux last applied.
     let ready = current && at_latest && cluster_ready;
-    let flux_ready = status.condition("Ready");
     let (reason, message) = if ready {
         (None, None)
     } else if !cluster_ready {
-        let failing = flux_ready
-            .filter(|c| c.status != "True")
-            .and_then(|c| c.message.clone());
+        // Flux's own word about the current generation, if it has one.
+        let failing = match &readiness {
+            FluxReadiness::NotReady { message, .. }
+            | FluxReadiness::Progressing {
+                reason: Some(_),
+                message,
+            } if !message.is_empty() => Some(message.clone()),
+            _ => None,
+        };
         let message = failing.unwrap_or_else(|| {
             format!(
                 "cluster is not Ready; last applied {}",
@@ -276,14 +289,20 @@ fn entry(
             )),
         )
     } else {
-        (
-            Some(
-                flux_ready
-                    .and_then(|c| c.reason.clone())
-                    .unwrap_or_else(|| reason::PROGRESSING.into()),
+        match readiness {
+            FluxReadiness::NotReady {
+                reason: why,
+                message,
+            } => (Some(why), Some(message)),
+            FluxReadiness::Progressing {
+                reason: why,
+                message,
+            } => (
+                Some(why.unwrap_or_else(|| reason::PROGRESSING.into())),
+                Some(message),
             ),
-            flux_ready.and_then(|c| c.message.clone()),
-        )
+            FluxReadiness::Ready => (Some(reason::PROGRESSING.into()), None),
+        }
     };
     Entry {
         ready,

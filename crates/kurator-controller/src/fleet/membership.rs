@@ -17,8 +17,7 @@ use kurator_api::{
 pub mod reason {
     pub const NOT_FOUND: &str = "NotFound";
     pub const CLAIMED_BY_OTHER_FLEET: &str = "ClaimedByOtherFleet";
-    pub const PENDING: &str = "Pending";
-    pub const PROVISIONING: &str = "Provisioning";
+    pub use kurator_api::member::reason::{PENDING, PROVISIONING};
 }
 
 /// A cluster object as the stores show it.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Client,
+    Client, ResourceExt,
     core::PartialObjectMeta,
     runtime::reflector::{ObjectRef, Store},
 };
@@ -43,7 +43,7 @@ impl Member {
     }
 }
 
-fn of<K: MemberCluster>(
+fn of<K: MemberCluster + ResourceExt>(
     obj: &K,
     kind: ClusterKind,
     secrets: &Store<PartialObjectMeta<Secret>>,

@@ -114,31 +114,7 @@ impl MemberClients {
         {
             return Ok(client.clone());
         }
-        let secret_name = format!("{namespace}/{}", secret_ref.name);
-        let secret = match Api::<Secret>::namespaced(host.clone(), namespace)
-            .get_opt(&secret_ref.name)
-            .await
-        {
-            Ok(Some(secret)) => secret,
-            Ok(None) => return Err(AccessError::SecretNotFound(secret_name)),
-            Err(e) => return Err(AccessError::Host(secret_name, e)),
-        };
-        let data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&secret_ref.key))
-            .ok_or_else(|| AccessError::KeyNotFound {
-                secret: secret_name.clone(),
-                key: secret_ref.key.clone(),
-            })?;
-        let invalid = |problem: String| AccessError::KubeconfigInvalid {
-            secret: secret_name.clone(),
-            key: secret_ref.key.clone(),
-            problem,
-        };
-        let text = std::str::from_utf8(&data.0).map_err(|_| invalid("not UTF-8 text".into()))?;
-        let client = build_client(text, timeout, !watch).await.map_err(invalid)?;
-        let rv = secret.metadata.resource_version.unwrap_or_default();
+        let (rv, client) = read_secret(host, namespace, secret_ref, timeout, !watch).await?;
         self.cache
             .lock()
             .expect("member cache poisoned")
@@ -153,6 +129,57 @@ impl MemberClients {
             .expect("member cache poisoned")
             .retain(|(ns, n, _, _), _| !(ns == namespace && n == name));
     }
+}
+
+/// A client for the kubeconfig in `namespace/secret_ref`, read from the host now (no cache:
+/// for one-off commands; the controller uses [`MemberClients`]).
+pub async fn client_from_secret(
+    host: &Client,
+    namespace: &str,
+    secret_ref: &SecretKeyRef,
+    timeout: Duration,
+) -> Result<Client, AccessError> {
+    read_secret(host, namespace, secret_ref, timeout, true)
+        .await
+        .map(|(_, client)| client)
+}
+
+/// Reads the kubeconfig Secret and builds a client; returns the Secret's resourceVersion too.
+async fn read_secret(
+    host: &Client,
+    namespace: &str,
+    secret_ref: &SecretKeyRef,
+    timeout: Duration,
+    read_timeout: bool,
+) -> Result<(String, Client), AccessError> {
+    let secret_name = format!("{namespace}/{}", secret_ref.name);
+    let secret = match Api::<Secret>::namespaced(host.clone(), namespace)
+        .get_opt(&secret_ref.name)
+        .await
+    {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Err(AccessError::SecretNotFound(secret_name)),
+        Err(e) => return Err(AccessError::Host(secret_name, e)),
+    };
+    let data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&secret_ref.key))
+        .ok_or_else(|| AccessError::KeyNotFound {
+            secret: secret_name.clone(),
+            key: secret_ref.key.clone(),
+        })?;
+    let invalid = |problem: String| AccessError::KubeconfigInvalid {
+        secret: secret_name.clone(),
+        key: secret_ref.key.clone(),
+        problem,
+    };
+    let text = std::str::from_utf8(&data.0).map_err(|_| invalid("not UTF-8 text".into()))?;
+    let client = build_client(text, timeout, read_timeout)
+        .await
+        .map_err(invalid)?;
+    let rv = secret.metadata.resource_version.unwrap_or_default();
+    Ok((rv, client))
 }
 
 /// Builds a client from kubeconfig text. The error is a sanitised description.

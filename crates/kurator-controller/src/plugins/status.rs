@@ -10,7 +10,7 @@ use kurator_api::{
     Fleet,
     conditions::Desired,
     fleet::{FleetStatus, PluginComponentStatus},
-    flux::HelmRelease,
+    flux::{self, FluxReadiness, HelmRelease},
     policy_report::FleetPolicyReport,
 };
 use serde::Serialize;
@@ -30,7 +30,7 @@ pub mod reason {
     pub const COMPONENTS_NOT_READY: &str = "ComponentsNotReady";
     /// The plugin's configuration cannot be used as it is (e.g. a bad object-store Secret).
     pub const INVALID_CONFIG: &str = "InvalidConfig";
-    /// Flux has not reported on the HelmRelease yet.
+    /// helm-controller has not reported on the HelmRelease's current generation yet.
     pub const PENDING: &str = "Pending";
     /// kyverno-policies waits until kyverno is installed in that cluster.
     pub const WAITING_FOR_KYVERNO: &str = "WaitingForKyverno";
@@ -73,7 +73,9 @@ pub struct PluginProblem {
     pub message: String,
 }
 
-/// Whether a HelmRelease is Ready for its current generation, with Flux's reason and message.
+/// Whether a HelmRelease is Ready for its current generation ([`flux::readiness`]), with
+/// helm-controller's reason and message; [`reason::PENDING`] while helm-controller has not
+/// reported on the current generation.
 pub fn release_state(release: Option<&HelmRelease>) -> (bool, String, String) {
     let Some(release) = release else {
         return (
@@ -82,28 +84,20 @@ pub fn release_state(release: Option<&HelmRelease>) -> (bool, String, String) {
             "HelmRelease not created yet".into(),
         );
     };
-    let status = release.status.as_ref();
-    let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-    let current = status
-        .and_then(|s| s.observed_generation)
-        .zip(release.metadata.generation)
-        .is_none_or(|(observed, generation)| observed >= generation);
-    match ready {
-        None => (
+    match flux::readiness(release.metadata.generation, release.status.as_ref()) {
+        FluxReadiness::Ready => (true, String::new(), String::new()),
+        FluxReadiness::NotReady {
+            reason: why,
+            message,
+        } => (false, why, message),
+        FluxReadiness::Progressing {
+            reason: why,
+            message,
+        } => (
             false,
-            reason::PENDING.into(),
-            "waiting for helm-controller".into(),
+            why.unwrap_or_else(|| reason::PENDING.into()),
+            message,
         ),
-        Some(c) => {
-            let ok = c.status == "True" && current;
-            let reason = c.reason.clone().unwrap_or_else(|| reason::PENDING.into());
-            let message = if c.status == "True" && !current {
-                "waiting for helm-controller to act on the latest change".into()
-            } else {
-                c.message.clone().unwrap_or_default()
-            };
-            (ok, reason, message)
-        }
     }
 }
 
@@ -381,6 +375,38 @@ mod tests {
             c.message
                 .contains("prometheus-a (InstallFailed: helm said so)")
         );
+    }
+
+    #[test]
+    fn a_release_is_ready_only_for_its_observed_generation() {
+        assert!(release_state(Some(&release("r", "True", 2, 2))).0);
+        assert_eq!(
+            release_state(Some(&release("r", "True", 3, 2))),
+            (
+                false,
+                reason::PENDING.into(),
+                "Flux has not acted on generation 3 yet (observed 2)".into()
+            )
+        );
+        // No observedGeneration while the object has a generation: not observed yet.
+        let mut unobserved = release("r", "True", 1, 1);
+        unobserved.status.as_mut().unwrap().observed_generation = None;
+        assert_eq!(
+            release_state(Some(&unobserved)),
+            (
+                false,
+                reason::PENDING.into(),
+                "Flux has not observed generation 1 yet".into()
+            )
+        );
+        assert_eq!(
+            release_state(Some(&release("r", "False", 1, 1))),
+            (false, "InstallFailed".into(), "helm said so".into())
+        );
+        let mut no_status = release("r", "True", 1, 1);
+        no_status.status = None;
+        assert_eq!(release_state(Some(&no_status)).1, reason::PENDING);
+        assert_eq!(release_state(None).1, reason::PENDING);
     }
 
     #[test]

@@ -2,12 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::{
-    collections::BTreeMap,
-    fmt::Debug,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, fmt::Debug, sync::Arc, time::Duration};
 
 use k8s_openapi::{
     ByteString, NamespaceResourceScope,
@@ -185,6 +180,19 @@ where
     .expect("apply");
 }
 
+/// [`kurator_testenv::wait::until`] for tests that panic: on timeout the message names what
+/// was awaited and the last thing seen.
+pub async fn until<F, Fut, O>(what: impl std::fmt::Display, timeout: Duration, check: F) -> O::Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = O>,
+    O: kurator_testenv::wait::Observation,
+{
+    kurator_testenv::wait::until(what, timeout, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Polls `name` until `check` holds, or panics after `timeout` showing the last state seen.
 pub async fn wait_for<K>(
     api: &Api<K>,
@@ -195,24 +203,17 @@ pub async fn wait_for<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug + Serialize,
 {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        if let Some(obj) = api.get_opt(name).await.expect("get") {
-            if check(&obj) {
-                return obj;
-            }
-            last = Some(obj);
+    until(format!("{name} to meet the condition"), timeout, || async {
+        match api.get_opt(name).await.expect("get") {
+            Some(obj) if check(&obj) => Ok(Some(obj)),
+            Some(obj) => Err(format!(
+                "\n{}",
+                serde_saphyr::to_string(&obj).unwrap_or_default()
+            )),
+            None => Err("<absent>".to_string()),
         }
-        if Instant::now() > deadline {
-            let shown = last.map(|o| serde_saphyr::to_string(&o).unwrap_or_default());
-            panic!(
-                "{name}: condition not met within {timeout:?}; last seen:\n{}",
-                shown.unwrap_or("<absent>".into())
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// Polls until `name` no longer exists.
@@ -220,14 +221,10 @@ pub async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    let deadline = Instant::now() + timeout;
-    while api.get_opt(name).await.expect("get").is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "{name} still exists after {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until(format!("{name} to be gone"), timeout, || async {
+        api.get_opt(name).await.expect("get").is_none()
+    })
+    .await
 }
 
 /// Reason of the `Ready` condition.

@@ -86,6 +86,7 @@ fn failing(message: &str) -> (Option<i64>, FluxStatus) {
 fn observed(source: &str, objects: Vec<(&str, (Option<i64>, FluxStatus))>) -> Observed {
     Observed {
         source: Some(source_at(source)),
+        source_generation: None,
         objects: objects
             .into_iter()
             .map(|(n, s)| (n.to_string(), s))
@@ -215,6 +216,7 @@ fn objects_flux_has_not_seen_yet_are_progressing() {
     let app = app(DEMO);
     let seen = Observed {
         source: None,
+        source_generation: None,
         objects: BTreeMap::new(),
     };
     let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
@@ -282,4 +284,57 @@ fn identical_inputs_give_an_identical_status() {
         build_status(&app, &resolved(&[("m1", true)]), &seen, None, later),
         first
     );
+}
+
+#[test]
+fn a_status_for_an_older_or_unknown_generation_is_progressing() {
+    let app = app(DEMO);
+    let (_, mut unobserved) = applied("r1");
+    unobserved.observed_generation = None;
+    let (_, stale) = applied("r1");
+    let seen = observed(
+        "r1",
+        vec![(M1, (Some(1), unobserved)), (M2, (Some(2), stale))],
+    );
+    let s = build_status(
+        &app,
+        &resolved(&[("m1", true), ("m2", true)]),
+        &seen,
+        None,
+        now(),
+    );
+    assert_eq!(s.synced.as_deref(), Some("0/2"));
+    let m1 = s.clusters.iter().find(|c| c.cluster == "m1").unwrap();
+    let m2 = s.clusters.iter().find(|c| c.cluster == "m2").unwrap();
+    assert_eq!(m1.reason.as_deref(), Some(reason::PROGRESSING));
+    assert_eq!(
+        m1.message.as_deref(),
+        Some("Flux has not observed generation 1 yet")
+    );
+    assert_eq!(m2.reason.as_deref(), Some(reason::PROGRESSING));
+    assert_eq!(
+        m2.message.as_deref(),
+        Some("Flux has not acted on generation 2 yet (observed 1)")
+    );
+}
+
+#[test]
+fn a_failing_source_says_why() {
+    let app = app(DEMO);
+    let mut source = source_at("r1");
+    source.conditions[0].status = "False".into();
+    source.conditions[0].reason = Some("GitOperationFailed".into());
+    source.conditions[0].message = Some("authentication required".into());
+    let seen = Observed {
+        source: Some(source),
+        source_generation: None,
+        objects: BTreeMap::new(),
+    };
+    let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
+    let c = conditions::find(&s.conditions, reason::SOURCE_READY).unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+        ("False", "GitOperationFailed", "authentication required")
+    );
+    assert_eq!(ready(&s).1, reason::SOURCE_NOT_READY);
 }

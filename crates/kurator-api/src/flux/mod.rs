@@ -6,19 +6,28 @@
 //! - `helm.toolkit.fluxcd.io/v2`: [`HelmRelease`].
 //!
 //! These CRDs belong to Flux: they are not in [`crate::crds::all`]; a host runs Flux's own.
-//! Each type implements [`kube::Resource`] so `Api<Kustomization>` and reflector stores work.
-//! Serialisation writes `apiVersion` and `kind` and omits every unset field, so a server-side
-//! apply owns exactly what we send. Statuses are loose ([`FluxStatus`]): unknown fields are
-//! kept, missing ones default, so a newer Flux never breaks a watch.
+//! Each type is kube's `#[derive(CustomResource)]` on its spec (schema disabled: we never
+//! generate these CRDs), so `Api<Kustomization>` and reflector stores work. The derived
+//! serialisation writes `apiVersion` and `kind`, skips a `None` status, and the specs omit
+//! every unset field, so a server-side apply owns exactly what we send. Statuses are loose
+//! ([`FluxStatus`]): unknown fields are kept, missing ones default, so a newer Flux never
+//! breaks a watch. [`readiness`] is the one rule for "is this Flux object ready".
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::collections::BTreeMap;
 
-use k8s_openapi::{NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
-pub use crate::apps::{
-    CommonMetadata, GitRepositorySpec, HelmRepositorySpec, NamespacedObjectReference,
-    OciRepositorySpec,
+pub use crate::apps::{CommonMetadata, NamespacedObjectReference};
+
+mod readiness;
+mod source;
+
+pub use readiness::{FluxReadiness, readiness};
+
+pub use source::{
+    GitRepository, GitRepositoryRef, GitRepositorySpec, HelmRepository, HelmRepositorySpec,
+    LocalObjectReference, OCIRepository, OciRepositoryRef, OciRepositorySpec,
 };
 
 type Json = serde_json::Value;
@@ -105,158 +114,6 @@ impl std::fmt::Display for FluxKind {
     }
 }
 
-/// Defines a namespaced Flux resource `{ metadata, spec, status }` with `kube::Resource`,
-/// `HasSpec`, `HasStatus` and serde impls that write `apiVersion`/`kind` and skip a missing
-/// status.
-macro_rules! flux_resource {
-    ($(#[$doc:meta])* $kind:ident, $spec:ty, $status:ty, $flux_kind:expr, $plural:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug, Default, PartialEq)]
-        pub struct $kind {
-            pub metadata: ObjectMeta,
-            pub spec: $spec,
-            pub status: Option<$status>,
-        }
-
-        impl $kind {
-            pub const KIND: FluxKind = $flux_kind;
-
-            /// A new object named `name` (namespace, labels and owners are the caller's).
-            pub fn new(name: &str, spec: $spec) -> Self {
-                Self {
-                    metadata: ObjectMeta {
-                        name: Some(name.to_string()),
-                        ..ObjectMeta::default()
-                    },
-                    spec,
-                    status: None,
-                }
-            }
-        }
-
-        impl kube::Resource for $kind {
-            type DynamicType = ();
-            type Scope = NamespaceResourceScope;
-
-            fn kind(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(Self::KIND.as_str())
-            }
-            fn group(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(Self::KIND.group())
-            }
-            fn version(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(Self::KIND.version())
-            }
-            fn plural(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed($plural)
-            }
-            fn meta(&self) -> &ObjectMeta {
-                &self.metadata
-            }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
-                &mut self.metadata
-            }
-        }
-
-        impl kube::core::object::HasSpec for $kind {
-            type Spec = $spec;
-            fn spec(&self) -> &$spec {
-                &self.spec
-            }
-            fn spec_mut(&mut self) -> &mut $spec {
-                &mut self.spec
-            }
-        }
-
-        impl kube::core::object::HasStatus for $kind {
-            type Status = $status;
-            fn status(&self) -> Option<&$status> {
-                self.status.as_ref()
-            }
-            fn status_mut(&mut self) -> &mut Option<$status> {
-                &mut self.status
-            }
-        }
-
-        impl Serialize for $kind {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::SerializeStruct;
-                let fields = if self.status.is_some() { 5 } else { 4 };
-                let mut s = serializer.serialize_struct(stringify!($kind), fields)?;
-                s.serialize_field("apiVersion", &Self::KIND.api_version())?;
-                s.serialize_field("kind", Self::KIND.as_str())?;
-                s.serialize_field("metadata", &self.metadata)?;
-                s.serialize_field("spec", &self.spec)?;
-                match &self.status {
-                    Some(status) => s.serialize_field("status", status)?,
-                    None => s.skip_field("status")?,
-                }
-                s.end()
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $kind {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                #[derive(Deserialize)]
-                struct Repr {
-                    #[serde(default)]
-                    metadata: ObjectMeta,
-                    spec: $spec,
-                    #[serde(default)]
-                    status: Option<$status>,
-                }
-                let r = Repr::deserialize(deserializer)?;
-                Ok(Self {
-                    metadata: r.metadata,
-                    spec: r.spec,
-                    status: r.status,
-                })
-            }
-        }
-    };
-}
-
-flux_resource!(
-    /// Flux `GitRepository` (source.toolkit.fluxcd.io/v1).
-    GitRepository,
-    GitRepositorySpec,
-    FluxStatus,
-    FluxKind::GitRepository,
-    "gitrepositories"
-);
-flux_resource!(
-    /// Flux `HelmRepository` (source.toolkit.fluxcd.io/v1).
-    HelmRepository,
-    HelmRepositorySpec,
-    FluxStatus,
-    FluxKind::HelmRepository,
-    "helmrepositories"
-);
-flux_resource!(
-    /// Flux `OCIRepository` (source.toolkit.fluxcd.io/v1).
-    OCIRepository,
-    OciRepositorySpec,
-    FluxStatus,
-    FluxKind::OciRepository,
-    "ocirepositories"
-);
-flux_resource!(
-    /// Flux `Kustomization` (kustomize.toolkit.fluxcd.io/v1).
-    Kustomization,
-    KustomizationSpec,
-    FluxStatus,
-    FluxKind::Kustomization,
-    "kustomizations"
-);
-flux_resource!(
-    /// Flux `HelmRelease` (helm.toolkit.fluxcd.io/v2).
-    HelmRelease,
-    HelmReleaseSpec,
-    FluxStatus,
-    FluxKind::HelmRelease,
-    "helmreleases"
-);
-
 /// A reference to a Flux source (Kustomization `sourceRef`, HelmRelease `chart.spec.sourceRef`
 /// and `chartRef`). The namespace defaults to the referring object's.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -298,7 +155,19 @@ pub struct PostBuild {
 
 /// The Flux Kustomization spec: the fields an Application policy carries plus the ones Kurator
 /// fills in (`sourceRef`, `kubeConfig`, `postBuild`, `wait`).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "kustomize.toolkit.fluxcd.io",
+    version = "v1",
+    kind = "Kustomization",
+    plural = "kustomizations",
+    namespaced,
+    status = "FluxStatus",
+    schema = "disabled",
+    derive = "Default",
+    derive = "PartialEq",
+    doc = "Flux `Kustomization` (kustomize.toolkit.fluxcd.io/v1)."
+)]
 #[serde(rename_all = "camelCase")]
 pub struct KustomizationSpec {
     pub source_ref: CrossNamespaceSourceReference,
@@ -337,7 +206,19 @@ pub struct KustomizationSpec {
 /// The Flux HelmRelease spec: the fields an Application policy carries plus `kubeConfig` and
 /// the chart's `sourceRef` (or `chartRef` for an OCIRepository source). Exactly one of `chart`
 /// and `chartRef` is set.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "helm.toolkit.fluxcd.io",
+    version = "v2",
+    kind = "HelmRelease",
+    plural = "helmreleases",
+    namespaced,
+    status = "FluxStatus",
+    schema = "disabled",
+    derive = "Default",
+    derive = "PartialEq",
+    doc = "Flux `HelmRelease` (helm.toolkit.fluxcd.io/v2)."
+)]
 #[serde(rename_all = "camelCase")]
 pub struct HelmReleaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -402,6 +283,14 @@ pub struct HelmChartTemplateSpec {
     pub values_files: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<Json>,
+}
+
+impl Kustomization {
+    pub const KIND: FluxKind = FluxKind::Kustomization;
+}
+
+impl HelmRelease {
+    pub const KIND: FluxKind = FluxKind::HelmRelease;
 }
 
 /// The status of any Flux object, loosely typed: the fields Kurator reads, everything else
@@ -472,16 +361,6 @@ impl FluxStatus {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
 
-    /// `Some(true)` / `Some(false)` when the Ready condition is True / False, `None` when it is
-    /// Unknown or missing (still reconciling).
-    pub fn ready(&self) -> Option<bool> {
-        match self.condition(condition::READY)?.status.as_str() {
-            "True" => Some(true),
-            "False" => Some(false),
-            _ => None,
-        }
-    }
-
     /// The revision the object stands at: a source's artifact revision, else the last applied
     /// revision (Kustomization), else the last attempted one (HelmRelease).
     pub fn revision(&self) -> Option<&str> {
@@ -491,165 +370,7 @@ impl FluxStatus {
             .or(self.last_applied_revision.as_deref())
             .or(self.last_attempted_revision.as_deref())
     }
-
-    /// Whether Flux has seen `generation` of the object (its spec as we last wrote it).
-    pub fn observed(&self, generation: Option<i64>) -> bool {
-        generation.is_none() || self.observed_generation >= generation
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use kube::Resource;
-
-    #[test]
-    fn resources_address_flux_apis() {
-        assert_eq!(
-            GitRepository::url_path(&(), Some("default")),
-            "/apis/source.toolkit.fluxcd.io/v1/namespaces/default/gitrepositories"
-        );
-        assert_eq!(
-            OCIRepository::url_path(&(), Some("ns")),
-            "/apis/source.toolkit.fluxcd.io/v1/namespaces/ns/ocirepositories"
-        );
-        assert_eq!(
-            HelmRepository::url_path(&(), None),
-            "/apis/source.toolkit.fluxcd.io/v1/helmrepositories"
-        );
-        assert_eq!(
-            Kustomization::url_path(&(), Some("default")),
-            "/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/default/kustomizations"
-        );
-        assert_eq!(
-            HelmRelease::url_path(&(), Some("default")),
-            "/apis/helm.toolkit.fluxcd.io/v2/namespaces/default/helmreleases"
-        );
-        assert_eq!(OCIRepository::kind(&()), "OCIRepository");
-        assert_eq!(
-            FluxKind::of::<OCIRepository>(),
-            Some(FluxKind::OciRepository)
-        );
-        assert_eq!(FluxKind::of::<crate::Fleet>(), None);
-    }
-
-    /// Compiles only if the types work with typed Apis and reflector stores.
-    #[allow(dead_code)]
-    fn usable_with_kube(client: kube::Client) {
-        let _: kube::Api<GitRepository> = kube::Api::namespaced(client.clone(), "default");
-        let _: kube::Api<HelmRepository> = kube::Api::namespaced(client.clone(), "default");
-        let _: kube::Api<OCIRepository> = kube::Api::namespaced(client.clone(), "default");
-        let _: kube::Api<HelmRelease> = kube::Api::all(client.clone());
-        let api: kube::Api<Kustomization> = kube::Api::all(client);
-        let _ = kube::runtime::reflector(
-            kube::runtime::reflector::store::Writer::<Kustomization>::default(),
-            kube::runtime::watcher(api, Default::default()),
-        );
-    }
-
-    #[test]
-    fn flux_kinds_are_not_our_crds() {
-        let ours: Vec<String> = crate::crds::all()
-            .iter()
-            .map(|c| c.spec.group.clone())
-            .collect();
-        assert!(ours.iter().all(|g| !g.ends_with("fluxcd.io")));
-    }
-
-    #[test]
-    fn serialisation_writes_type_meta_and_omits_unset_fields() {
-        let k = Kustomization::new(
-            "demo",
-            KustomizationSpec {
-                source_ref: CrossNamespaceSourceReference {
-                    kind: "GitRepository".into(),
-                    name: "demo".into(),
-                    ..Default::default()
-                },
-                interval: "5m".into(),
-                prune: true,
-                ..Default::default()
-            },
-        );
-        insta::assert_snapshot!(serde_json::to_string(&k).unwrap(), @r#"{"apiVersion":"kustomize.toolkit.fluxcd.io/v1","kind":"Kustomization","metadata":{"name":"demo"},"spec":{"sourceRef":{"kind":"GitRepository","name":"demo"},"interval":"5m","prune":true}}"#);
-        let back: Kustomization =
-            serde_json::from_str(&serde_json::to_string(&k).unwrap()).unwrap();
-        assert_eq!(back, k);
-    }
-
-    #[test]
-    fn decodes_flux_objects_with_status_and_unknown_fields() {
-        let yaml = r#"
-apiVersion: kustomize.toolkit.fluxcd.io/v1
-kind: Kustomization
-metadata:
-  name: demo-0-attachedcluster-kurator-member1
-  namespace: default
-  generation: 2
-spec:
-  interval: 5m0s
-  path: ./deploy/webapp
-  prune: true
-  sourceRef:
-    kind: GitRepository
-    name: demo
-  kubeConfig:
-    secretRef:
-      name: kurator-member1
-      key: kurator-member1.config
-  healthChecks: []
-  deletionPolicy: MirrorPrune
-status:
-  observedGeneration: 2
-  lastAppliedRevision: master@sha1:dc830d02a6e0bcbf63bcc387e8bde57d5627aec2
-  lastAttemptedRevision: master@sha1:dc830d02a6e0bcbf63bcc387e8bde57d5627aec2
-  conditions:
-  - type: Ready
-    status: "True"
-    reason: ReconciliationSucceeded
-    message: "Applied revision: master@sha1:dc830d02"
-    lastTransitionTime: "2024-01-11T02:40:40Z"
-  inventory:
-    entries:
-    - id: default_podinfo_apps_Deployment
-      v: v1
-"#;
-        let k: Kustomization = serde_saphyr::from_str(yaml).unwrap();
-        let status = k.status.as_ref().unwrap();
-        assert_eq!(status.ready(), Some(true));
-        assert!(status.observed(k.metadata.generation));
-        assert_eq!(
-            status.revision(),
-            Some("master@sha1:dc830d02a6e0bcbf63bcc387e8bde57d5627aec2")
-        );
-        assert!(status.rest.contains_key("inventory"));
-        assert_eq!(
-            k.spec.kube_config.unwrap().secret_ref.key.as_deref(),
-            Some("kurator-member1.config")
-        );
-
-        let git = r#"
-apiVersion: source.toolkit.fluxcd.io/v1
-kind: GitRepository
-metadata: {name: demo, namespace: default, generation: 3}
-spec: {interval: 3m0s, url: "https://github.com/stefanprodan/podinfo", ref: {branch: master}}
-status:
-  observedGeneration: 2
-  artifact:
-    revision: master@sha1:dc830d02
-    digest: sha256:abc
-    url: http://source-controller/gitrepository/default/demo/dc830d02.tar.gz
-    lastUpdateTime: "2024-01-11T02:40:00Z"
-    size: 1234
-  conditions:
-  - {type: Ready, status: Unknown, reason: Progressing}
-"#;
-        let g: GitRepository = serde_saphyr::from_str(git).unwrap();
-        let status = g.status.as_ref().unwrap();
-        assert_eq!(status.ready(), None);
-        assert!(!status.observed(g.metadata.generation));
-        assert_eq!(status.revision(), Some("master@sha1:dc830d02"));
-        let copied = serde_json::to_value(status).unwrap();
-        assert_eq!(copied["artifact"]["size"], 1234);
-    }
-}
+mod tests;
