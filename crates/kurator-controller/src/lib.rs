@@ -6,6 +6,7 @@ pub mod application;
 pub mod cluster;
 pub mod context;
 pub mod error;
+mod finalizer;
 pub mod fleet;
 pub mod index;
 pub mod leader;

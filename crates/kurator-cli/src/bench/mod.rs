@@ -23,6 +23,7 @@ use k8s_openapi::{
     ByteString,
     api::core::v1::{Namespace, Secret},
 };
+use kube::runtime::watcher;
 use kube::{
     Api, Client, ResourceExt,
     api::{ListParams, ObjectMeta, PostParams},
@@ -362,40 +363,43 @@ async fn measure_apps(
         .try_collect::<Vec<_>>()
         .await?;
     let want = apps.len() * per_app;
-    let deadline = Instant::now() + Duration::from_secs(900);
+    // Event-driven, so the measured time is not rounded up to a polling interval; metadata
+    // lists only, so the observer does not load the API server it measures.
+    let mut changes = watcher(api.clone(), watcher::Config::default()).boxed();
+    let mut complete: BTreeMap<String, bool> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(900);
     loop {
-        // Cheap checks first, and metadata only: the observer must not load the API server
-        // it measures (a full LIST of 1000 Kustomizations every 100 ms did).
-        let listed = api
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|a| {
-                a.status
-                    .as_ref()
-                    .is_some_and(|s| s.total_clusters == per_app as i32)
-            })
-            .count();
-        let objects = if listed == apps.len() {
-            kustomizations
+        let all = complete.values().filter(|c| **c).count() == apps.len();
+        if all
+            && kustomizations
                 .list_metadata(&ListParams::default())
                 .await?
                 .items
                 .len()
-        } else {
-            0
-        };
-        if objects == want && listed == apps.len() {
+                == want
+        {
             return Ok(started.elapsed());
         }
-        if Instant::now() > deadline {
-            bail!(
-                "{ns}: {objects}/{want} Kustomizations, {listed}/{} Applications complete after 15 min",
-                apps.len()
-            );
+        tokio::select! {
+            event = changes.next() => match event {
+                Some(Ok(watcher::Event::Apply(a) | watcher::Event::InitApply(a))) => {
+                    let done = a.status.as_ref().is_some_and(|s| s.total_clusters == per_app as i32);
+                    complete.insert(a.name_any(), done);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => bail!("{ns}: watching Applications failed: {e}"),
+                None => bail!("{ns}: the Application watch ended"),
+            },
+            // Every status may be complete before the last Kustomization is listed.
+            _ = tokio::time::sleep(Duration::from_millis(100)), if all => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                bail!(
+                    "{ns}: {}/{} Applications complete after 15 min",
+                    complete.values().filter(|c| **c).count(),
+                    apps.len()
+                );
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

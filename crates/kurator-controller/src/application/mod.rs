@@ -63,6 +63,7 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     let _measure = ctx.metrics.reconcile(CONTROLLER);
     let namespace = app.namespace().unwrap_or_default();
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), &namespace);
+    let app = crate::finalizer::ensure(&api, app, APP_FINALIZER).await?;
     Ok(finalizer(&api, APP_FINALIZER, app, |event| async {
         match event {
             Finalizer::Apply(app) => reconcile_app(&app, &namespace, &ctx).await,

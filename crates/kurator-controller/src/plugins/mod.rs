@@ -75,6 +75,7 @@ pub async fn reconcile(fleet: Arc<Fleet>, ctx: Arc<Context>) -> Result<Action, E
     let _measure = ctx.metrics.reconcile(CONTROLLER);
     let namespace = fleet.namespace().unwrap_or_default();
     let api: Api<Fleet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let fleet = crate::finalizer::ensure(&api, fleet, FINALIZER).await?;
     Ok(finalizer(&api, FINALIZER, fleet, |event| async {
         match event {
             Finalizer::Apply(fleet) => apply(&fleet, &namespace, &ctx).await,
