@@ -20,6 +20,7 @@ use kurator_api::{
 use tokio::sync::watch;
 
 use crate::{
+    application::apply::RecentWrites,
     index::Indexes,
     member::MemberClients,
     metrics::Metrics,
@@ -151,6 +152,8 @@ pub struct Context {
     /// Lookups by Secret, fleet, cluster and owner, kept from the same watch events.
     pub indexes: Arc<Indexes>,
     pub members: Arc<MemberClients>,
+    /// Flux objects written whose watch events may not have arrived yet.
+    pub recent_writes: Arc<RecentWrites>,
     /// What plugin steps last wrote outside the watched kinds (member Secret copies, sidecar
     /// discovery), so unchanged objects are not written again.
     pub plugin_writes: WriteCache,
@@ -180,6 +183,7 @@ impl Context {
             stores,
             indexes,
             members: Arc::default(),
+            recent_writes: Arc::default(),
             plugin_writes: WriteCache::default(),
             policy_reports: PolicyReportCollector::new(|_, _| {}),
             metrics,

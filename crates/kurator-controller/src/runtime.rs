@@ -106,6 +106,7 @@ pub async fn run(
             plugins: plugins_tx,
             applications: app_tx,
         },
+        recent_writes: Arc::default(),
     });
 
     let mut ctx = Context::new(
@@ -115,6 +116,7 @@ pub async fn run(
         metrics,
         settings.clone(),
     );
+    ctx.recent_writes = dispatcher.recent_writes.clone();
     ctx.policy_reports = PolicyReportCollector::new({
         let dispatcher = dispatcher.clone();
         move |namespace, fleet| {
@@ -129,7 +131,7 @@ pub async fn run(
     let ctx = Arc::new(ctx);
     let config = controller::Config::default()
         .concurrency(settings.concurrency)
-        .debounce(Duration::from_millis(50));
+        .debounce(Duration::from_millis(10));
     let shutdown = Box::pin(shutdown).shared();
 
     // Controllers are fed through their queues only: the trigger table also routes each

@@ -12,6 +12,7 @@ use kurator_api::labels::FIELD_MANAGER;
 
 /// Applies `status` unless it equals `current`. Returns whether a write happened.
 pub async fn apply_status<K, S>(
+    ctx: &crate::context::Context,
     api: &Api<K>,
     obj: &K,
     current: Option<&S>,
@@ -21,12 +22,13 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
-    apply_status_as(api, obj, FIELD_MANAGER, current, status).await
+    apply_status_as(ctx, api, obj, FIELD_MANAGER, current, status).await
 }
 
 /// As [`apply_status`], for a controller that owns only part of the status under its own
 /// field manager: `status` holds exactly its fields, `current` the same part as stored.
 pub async fn apply_status_as<K, S>(
+    ctx: &crate::context::Context,
     api: &Api<K>,
     obj: &K,
     field_manager: &str,
@@ -45,12 +47,35 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(field_manager).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    // A reconcile that runs before the watch delivered this controller's last status write
+    // sees the older status: the same write is not made twice.
+    let kind = format!("{}/status/{field_manager}", K::kind(&()));
+    let hash = format!(
+        "{:08x}",
+        crate::application::build::fnv1a(&serde_json::to_string(&patch)?)
+    );
+    let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let stored_rv = obj.meta().resource_version.as_deref();
+    if ctx
+        .recent_writes
+        .pending(&kind, &namespace, &name, &hash, stored_rv)
+    {
+        return Ok(false);
+    }
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(field_manager).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    ctx.recent_writes.record(
+        &kind,
+        &namespace,
+        &name,
+        hash,
+        written.meta().resource_version.as_deref(),
+    );
     Ok(true)
 }
 

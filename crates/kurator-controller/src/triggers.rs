@@ -211,6 +211,8 @@ impl Queues {
 pub struct Dispatcher {
     pub index: std::sync::Arc<Indexes>,
     pub queues: Queues,
+    /// Forgotten as the watches report deletions.
+    pub recent_writes: std::sync::Arc<crate::application::apply::RecentWrites>,
 }
 
 impl Dispatcher {

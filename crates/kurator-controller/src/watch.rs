@@ -147,6 +147,9 @@ where
                     }
                     Ok(watcher::Event::Delete(obj)) => {
                         let key = key_of(&obj);
+                        dispatcher
+                            .recent_writes
+                            .forget(&K::kind(&()), &key.namespace, &key.name);
                         let before = index.deleted(&key);
                         dispatcher.dispatch(&Change {
                             key,
@@ -164,6 +167,11 @@ where
                     // the watch was down, then every object, like a resync.
                     Ok(watcher::Event::InitDone) => {
                         for (key, before) in index.relisted(K::KIND, &relisted) {
+                            dispatcher.recent_writes.forget(
+                                &K::kind(&()),
+                                &key.namespace,
+                                &key.name,
+                            );
                             dispatcher.dispatch(&Change {
                                 key,
                                 before: Some(before),

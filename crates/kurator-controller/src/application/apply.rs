@@ -1,6 +1,12 @@
 //! The apply step: server-side apply of the desired Flux objects (skipped when the stored
 //! copy already carries the same desired-state hash), deletion of the unwanted ones.
 
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
@@ -16,11 +22,70 @@ use crate::error::Error;
 /// the hash of the current desired state needs no write.
 pub const DESIRED_HASH: &str = "apps.kurator.dev/desired-hash";
 
-/// Applies `desired` unless the store already holds it at the same desired-state hash.
-/// Returns whether a write happened.
+/// How long a write we made is trusted while the watch has not shown it yet.
+const WRITE_TRUSTED_FOR: Duration = Duration::from_secs(30);
+
+/// The writes this process made that the watches may not have delivered yet ("expectations"):
+/// a reconcile that runs before its own earlier writes reach the store must not write them
+/// again. Forgotten when the watch reports the object deleted, and after 30 s.
+#[derive(Default)]
+pub struct RecentWrites(Mutex<HashMap<WriteKey, Written>>);
+
+/// Kind (or kind, subresource and field manager), namespace and name.
+type WriteKey = (String, String, String);
+/// Desired-state hash, the resourceVersion the write returned, and when.
+type Written = (String, u64, Instant);
+
+impl RecentWrites {
+    /// Whether `hash` was written to `kind` `namespace/name` at a resourceVersion newer than
+    /// the store's `stored_rv` (`None`: not in the store yet). `kind` may name a subresource
+    /// and field manager (`Fleet/status/kurator`).
+    pub fn pending(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        hash: &str,
+        stored_rv: Option<&str>,
+    ) -> bool {
+        let map = self.0.lock().expect("recent writes poisoned");
+        let key = (kind.to_string(), namespace.to_string(), name.to_string());
+        let Some((written, rv, at)) = map.get(&key) else {
+            return false;
+        };
+        written == hash
+            && at.elapsed() < WRITE_TRUSTED_FOR
+            && stored_rv.is_none_or(|s| s.parse::<u64>().is_ok_and(|s| s < *rv))
+    }
+
+    /// Records a write of `hash` that the server answered with resourceVersion `rv`.
+    pub fn record(&self, kind: &str, namespace: &str, name: &str, hash: String, rv: Option<&str>) {
+        let Some(rv) = rv.and_then(|rv| rv.parse::<u64>().ok()) else {
+            return;
+        };
+        self.0.lock().expect("recent writes poisoned").insert(
+            (kind.to_string(), namespace.to_string(), name.to_string()),
+            (hash, rv, Instant::now()),
+        );
+    }
+
+    /// The watch saw the object deleted: a write of it is no longer pending.
+    pub fn forget(&self, kind: &str, namespace: &str, name: &str) {
+        self.0.lock().expect("recent writes poisoned").remove(&(
+            kind.to_string(),
+            namespace.to_string(),
+            name.to_string(),
+        ));
+    }
+}
+
+/// Applies `desired` unless the store already holds it at the same desired-state hash, or
+/// this process wrote that hash and the watch has not caught up yet. Returns whether a write
+/// happened.
 pub async fn apply_object<K>(
     client: &Client,
     store: &Store<K>,
+    recent: &RecentWrites,
     mut desired: K,
 ) -> Result<bool, Error>
 where
@@ -34,17 +99,37 @@ where
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
     let current = store.get(&ObjectRef::new(&name).within(&namespace));
-    if current.is_some_and(|c| c.annotations().get(DESIRED_HASH) == Some(&hash)) {
+    if current
+        .as_ref()
+        .is_some_and(|c| c.annotations().get(DESIRED_HASH) == Some(&hash))
+    {
         return Ok(false);
     }
-    desired.annotations_mut().insert(DESIRED_HASH.into(), hash);
+    let stored_rv = current
+        .as_ref()
+        .and_then(|c| c.meta().resource_version.clone());
+    let kind = K::kind(&());
+    if recent.pending(&kind, &namespace, &name, &hash, stored_rv.as_deref()) {
+        return Ok(false);
+    }
+    desired
+        .annotations_mut()
+        .insert(DESIRED_HASH.into(), hash.clone());
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    api.patch(
+    let written = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await?;
+    recent.record(
+        &kind,
+        &namespace,
         &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&desired),
-    )
-    .await?;
+        hash,
+        written.meta().resource_version.as_deref(),
+    );
     Ok(true)
 }
 
@@ -79,4 +164,27 @@ pub async fn flux_installed(client: &Client) -> Result<bool, Error> {
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kurator_api::flux::Kustomization;
+
+    #[test]
+    fn a_write_is_pending_until_the_store_shows_it_or_it_is_deleted() {
+        let recent = RecentWrites::default();
+        let k = Kustomization::KIND.as_str();
+        assert!(!recent.pending(k, "ns", "k", "h1", None));
+        recent.record(k, "ns", "k", "h1".into(), Some("120"));
+        // Not in the store yet, or the store still holds an older version: do not write again.
+        assert!(recent.pending(k, "ns", "k", "h1", None));
+        assert!(recent.pending(k, "ns", "k", "h1", Some("100")));
+        // A newer stored version without our hash was changed by someone else: write.
+        assert!(!recent.pending(k, "ns", "k", "h1", Some("130")));
+        // Another desired state is another write.
+        assert!(!recent.pending(k, "ns", "k", "h2", None));
+        recent.forget(k, "ns", "k");
+        assert!(!recent.pending(k, "ns", "k", "h1", None));
+    }
 }

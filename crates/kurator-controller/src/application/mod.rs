@@ -122,8 +122,8 @@ async fn reconcile_app(app: &Application, namespace: &str, ctx: &Context) -> Res
     };
     // apply: bounded concurrency, so a large fan-out is not a chain of round trips
     let mut writes = apply_source(ctx, &desired.source).await? as usize;
-    writes += apply_all(&ctx.client, &flux.kustomizations, &desired.kustomizations).await?;
-    writes += apply_all(&ctx.client, &flux.helm_releases, &desired.helm_releases).await?;
+    writes += apply_all(ctx, &flux.kustomizations, &desired.kustomizations).await?;
+    writes += apply_all(ctx, &flux.helm_releases, &desired.helm_releases).await?;
     let mut pruned = 0;
     if resolved.complete {
         let uid = app.uid().unwrap_or_default();
@@ -186,7 +186,7 @@ async fn write_status(
     let status = build_status(app, resolved, observed, blocker, Time(Timestamp::now()));
     let api: Api<Application> = Api::namespaced(ctx.client.clone(), namespace);
     let previous = app.status.as_ref();
-    if apply_status(&api, app, previous, &status).await? {
+    if apply_status(ctx, &api, app, previous, &status).await? {
         let before = previous
             .map(|s| s.conditions.as_slice())
             .unwrap_or_default();
@@ -210,7 +210,7 @@ pub(crate) fn cluster_info(
 
 /// Applies every object (those already up to date cost nothing); returns how many were written.
 pub(crate) async fn apply_all<K>(
-    client: &kube::Client,
+    ctx: &Context,
     store: &Store<K>,
     objects: &[K],
 ) -> Result<usize, Error>
@@ -229,8 +229,9 @@ where
         .iter()
         .cloned()
         .map(|object| {
-            let (client, store) = (client.clone(), store.clone());
-            async move { apply_object(&client, &store, object).await }.boxed()
+            let (client, store, recent) =
+                (ctx.client.clone(), store.clone(), ctx.recent_writes.clone());
+            async move { apply_object(&client, &store, &recent, object).await }.boxed()
         })
         .collect();
     let written: Vec<bool> = stream::iter(applies)
@@ -243,9 +244,33 @@ where
 async fn apply_source(ctx: &Context, source: &Source) -> Result<bool, Error> {
     let flux = &ctx.stores.flux;
     match source {
-        Source::Git(s) => apply_object(&ctx.client, &flux.git_repositories, s.clone()).await,
-        Source::Helm(s) => apply_object(&ctx.client, &flux.helm_repositories, s.clone()).await,
-        Source::Oci(s) => apply_object(&ctx.client, &flux.oci_repositories, s.clone()).await,
+        Source::Git(s) => {
+            apply_object(
+                &ctx.client,
+                &flux.git_repositories,
+                &ctx.recent_writes,
+                s.clone(),
+            )
+            .await
+        }
+        Source::Helm(s) => {
+            apply_object(
+                &ctx.client,
+                &flux.helm_repositories,
+                &ctx.recent_writes,
+                s.clone(),
+            )
+            .await
+        }
+        Source::Oci(s) => {
+            apply_object(
+                &ctx.client,
+                &flux.oci_repositories,
+                &ctx.recent_writes,
+                s.clone(),
+            )
+            .await
+        }
     }
 }
 

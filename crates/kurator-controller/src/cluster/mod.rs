@@ -39,7 +39,7 @@ pub async fn reconcile(ac: Arc<AttachedCluster>, ctx: Arc<Context>) -> Result<Ac
     let status = build_status(&ac, &health, now);
     let api: Api<AttachedCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     let previous = ac.status.as_ref();
-    if apply_status(&api, &ac, previous, &status).await? {
+    if apply_status(&ctx, &api, &ac, previous, &status).await? {
         let before = previous
             .map(|s| s.conditions.as_slice())
             .unwrap_or_default();

@@ -75,7 +75,7 @@ async fn apply(fleet: &Fleet, namespace: &str, ctx: &Context) -> Result<Action, 
     );
     let api: Api<Fleet> = Api::namespaced(ctx.client.clone(), namespace);
     let previous = fleet.status.as_ref().map(status::own_part);
-    if apply_status(&api, fleet, previous.as_ref(), &status).await? {
+    if apply_status(ctx, &api, fleet, previous.as_ref(), &status).await? {
         let before = previous
             .as_ref()
             .map(|s| s.conditions.as_slice())
@@ -95,7 +95,7 @@ async fn cleanup(fleet: &Fleet, namespace: &str, ctx: &Context) -> Result<Action
         reason: Some(phase::TERMINATING.into()),
         ..previous.clone().unwrap_or_default()
     };
-    apply_status(&api, fleet, previous.as_ref(), &terminating).await?;
+    apply_status(ctx, &api, fleet, previous.as_ref(), &terminating).await?;
     for cluster in labelled_with(&fleet.name_any(), namespace, ctx) {
         set_label(ctx, namespace, &cluster, None).await?;
     }

@@ -93,8 +93,8 @@ pub async fn apply_components(ctx: &Context, components: &[Component]) -> Result
     let repositories: Vec<HelmRepository> =
         components.iter().map(|c| c.repository.clone()).collect();
     let releases: Vec<HelmRelease> = components.iter().map(|c| c.release.clone()).collect();
-    apply_all(&ctx.client, &flux.helm_repositories, &repositories).await?;
-    apply_all(&ctx.client, &flux.helm_releases, &releases).await?;
+    apply_all(ctx, &flux.helm_repositories, &repositories).await?;
+    apply_all(ctx, &flux.helm_releases, &releases).await?;
     Ok(())
 }
 

@@ -271,7 +271,7 @@ pub async fn write(ctx: &Context, fleet: &Fleet, desired: &PluginStatus) -> Resu
     let namespace = fleet.namespace().unwrap_or_default();
     let api: Api<Fleet> = Api::namespaced(ctx.client.clone(), &namespace);
     let stored = stored_part(fleet.status.as_ref());
-    if apply_status_as(&api, fleet, FIELD_MANAGER, Some(&stored), desired).await? {
+    if apply_status_as(ctx, &api, fleet, FIELD_MANAGER, Some(&stored), desired).await? {
         for plugin in Plugin::ALL {
             publish_transition(
                 ctx,
