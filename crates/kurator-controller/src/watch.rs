@@ -133,6 +133,9 @@ where
         let index: Arc<Indexes> = dispatcher.index.clone();
         let mut relisted: BTreeSet<Key> = BTreeSet::new();
         events
+            // Nothing reads managedFields; with server-side apply they are a large part of
+            // every object, and at 20,000 Flux objects most of the cache.
+            .modify(|obj| obj.meta_mut().managed_fields = None)
             .reflect(self.writer)
             .for_each(move |event| {
                 match event {
