@@ -28,8 +28,23 @@ const WRITE_TRUSTED_FOR: Duration = Duration::from_secs(30);
 /// The writes this process made that the watches may not have delivered yet ("expectations"):
 /// a reconcile that runs before its own earlier writes reach the store must not write them
 /// again. Forgotten when the watch reports the object deleted, and after 30 s.
-#[derive(Default)]
-pub struct RecentWrites(Mutex<HashMap<WriteKey, Written>>);
+///
+/// It also bounds the Flux object writes in flight across all reconciles
+/// ([`WRITES_IN_FLIGHT`]): each reconcile writes 16 at a time, and 16 reconciles at once would
+/// otherwise hold 256 requests (connections, buffers, bodies) open.
+pub struct RecentWrites(Mutex<HashMap<WriteKey, Written>>, tokio::sync::Semaphore);
+
+/// Flux object writes in flight at once, over every reconcile of the process.
+pub const WRITES_IN_FLIGHT: usize = 32;
+
+impl Default for RecentWrites {
+    fn default() -> Self {
+        Self(
+            Mutex::default(),
+            tokio::sync::Semaphore::new(WRITES_IN_FLIGHT),
+        )
+    }
+}
 
 /// Kind (or kind, subresource and field manager), namespace and name.
 type WriteKey = (String, String, String);
@@ -116,6 +131,7 @@ where
         .annotations_mut()
         .insert(DESIRED_HASH.into(), hash.clone());
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    let _slot = recent.1.acquire().await.expect("the write semaphore is never closed");
     let written = api
         .patch(
             &name,
