@@ -441,4 +441,4 @@ pub fn key_of<K: Indexed>(obj: &K) -> Key {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -131,7 +131,11 @@ where
         .annotations_mut()
         .insert(DESIRED_HASH.into(), hash.clone());
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let _slot = recent.1.acquire().await.expect("the write semaphore is never closed");
+    let _slot = recent
+        .1
+        .acquire()
+        .await
+        .expect("the write semaphore is never closed");
     let written = api
         .patch(
             &name,

@@ -11,7 +11,7 @@ use kurator_api::{
 
 use super::*;
 
-fn attached(name: &str, secret: &str, fleet: Option<&str>) -> AttachedCluster {
+pub(crate) fn attached(name: &str, secret: &str, fleet: Option<&str>) -> AttachedCluster {
     let mut ac = AttachedCluster::new(
         name,
         AttachedClusterSpec {
@@ -28,7 +28,7 @@ fn attached(name: &str, secret: &str, fleet: Option<&str>) -> AttachedCluster {
     ac
 }
 
-fn fleet(name: &str, clusters: &[&str]) -> Fleet {
+pub(crate) fn fleet(name: &str, clusters: &[&str]) -> Fleet {
     let mut f = Fleet::new(
         name,
         FleetSpec {

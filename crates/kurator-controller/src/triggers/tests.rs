@@ -1,48 +1,16 @@
 use std::collections::BTreeSet;
 
-use kurator_api::{
-    Application, AttachedCluster, Fleet,
-    cluster::{AttachedClusterSpec, SecretKeyRef},
-    fleet::{ClusterKind, FleetCluster, FleetSpec},
-    labels::FLEET_NAME,
-};
+use kurator_api::{Application, AttachedCluster};
 
 use super::*;
-use crate::index::{Indexed, key_of};
+use crate::index::{
+    Indexed, key_of,
+    tests::{self as fixtures, fleet},
+};
 
+/// An AttachedCluster reading its kubeconfig from `<name>-kubeconfig`.
 fn attached(name: &str, fleet: Option<&str>) -> AttachedCluster {
-    let mut ac = AttachedCluster::new(
-        name,
-        AttachedClusterSpec {
-            kubeconfig: SecretKeyRef {
-                name: format!("{name}-kubeconfig"),
-                key: "value".into(),
-            },
-        },
-    );
-    ac.metadata.namespace = Some("ns".into());
-    if let Some(fleet) = fleet {
-        ac.metadata.labels = Some([(FLEET_NAME.to_string(), fleet.to_string())].into());
-    }
-    ac
-}
-
-fn fleet(name: &str, clusters: &[&str]) -> Fleet {
-    let mut f = Fleet::new(
-        name,
-        FleetSpec {
-            clusters: clusters
-                .iter()
-                .map(|c| FleetCluster {
-                    name: c.to_string(),
-                    kind: ClusterKind::AttachedCluster,
-                })
-                .collect(),
-            plugin: None,
-        },
-    );
-    f.metadata.namespace = Some("ns".into());
-    f
+    fixtures::attached(name, &format!("{name}-kubeconfig"), fleet)
 }
 
 fn application(name: &str, fleet: &str) -> Application {
