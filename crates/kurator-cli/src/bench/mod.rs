@@ -233,7 +233,16 @@ fn start_controller(
 ) -> anyhow::Result<(Child, SocketAddr)> {
     let log = std::fs::File::create(state.join("logs").join("bench-controller.log"))?;
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    Command::new(std::env::current_exe()?)
+    // `KURATOR_BENCH_WRAPPER=heaptrack` (for example) runs the controller under a profiler.
+    let mut command = match std::env::var_os("KURATOR_BENCH_WRAPPER") {
+        Some(wrapper) => {
+            let mut c = Command::new(wrapper);
+            c.arg(std::env::current_exe()?);
+            c
+        }
+        None => Command::new(std::env::current_exe()?),
+    };
+    command
         .args([
             "controller",
             "--leader-elect=false",
