@@ -54,6 +54,12 @@ pub fn readiness(generation: Option<i64>, status: Option<&FluxStatus>) -> FluxRe
             None => {
                 return progressing(format!("Flux has not observed generation {generation} yet"));
             }
+            // Flux writes -1 before its first reconcile.
+            Some(observed) if observed < 0 => {
+                return progressing(format!(
+                    "Flux has not reconciled generation {generation} yet"
+                ));
+            }
             Some(observed) if observed < generation => {
                 return progressing(format!(
                     "Flux has not acted on generation {generation} yet (observed {observed})"
@@ -187,6 +193,18 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn fluxs_initial_minus_one_reads_as_not_reconciled_yet() {
+        let s = status(Some(-1), None);
+        assert_eq!(
+            readiness(Some(1), Some(&s)),
+            FluxReadiness::Progressing {
+                reason: None,
+                message: "Flux has not reconciled generation 1 yet".into()
+            }
+        );
     }
 
     #[test]
