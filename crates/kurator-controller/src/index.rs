@@ -38,6 +38,21 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 12] = [
+        Kind::AttachedCluster,
+        Kind::Cluster,
+        Kind::CustomCluster,
+        Kind::Fleet,
+        Kind::Application,
+        Kind::Secret,
+        Kind::GitRepository,
+        Kind::HelmRepository,
+        Kind::OciRepository,
+        Kind::Kustomization,
+        Kind::HelmRelease,
+        Kind::MemberPolicyReport,
+    ];
+
     pub fn cluster_kind(self) -> Option<ClusterKind> {
         match self {
             Kind::AttachedCluster => Some(ClusterKind::AttachedCluster),

@@ -121,15 +121,21 @@ async fn applications_follow_cluster_deletion_and_readiness_and_survive_a_foreig
         &Cluster::new("capi-member2", Default::default()),
     )
     .await;
-    let phase = |p: &str| serde_json::json!({ "status": { "phase": p } });
-    clusters
-        .patch_status(
-            "capi-member2",
-            &PatchParams::default(),
-            &Patch::Merge(&phase("Ready")),
-        )
-        .await
-        .unwrap();
+    let set_phase = |phase: &'static str| {
+        let clusters = clusters.clone();
+        async move {
+            let status = serde_json::json!({ "status": { "phase": phase } });
+            clusters
+                .patch_status(
+                    "capi-member2",
+                    &PatchParams::default(),
+                    &Patch::Merge(&status),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_phase("Ready").await;
     let fleets: Api<Fleet> = h.api();
     apply(&fleets, "quickstart", &fleet()).await;
     let apps: Api<Application> = h.api();
@@ -142,26 +148,12 @@ async fn applications_follow_cluster_deletion_and_readiness_and_survive_a_foreig
     .await;
 
     // A Cluster that stops being Ready shows in the Application, and so does its return.
-    clusters
-        .patch_status(
-            "capi-member2",
-            &PatchParams::default(),
-            &Patch::Merge(&phase("Provisioning")),
-        )
-        .await
-        .unwrap();
+    set_phase("Provisioning").await;
     wait_for(&apps, "demo", SOON, |a| {
         cluster_state(a, "capi-member2") == Some((false, "ClusterNotReady".into()))
     })
     .await;
-    clusters
-        .patch_status(
-            "capi-member2",
-            &PatchParams::default(),
-            &Patch::Merge(&phase("Ready")),
-        )
-        .await
-        .unwrap();
+    set_phase("Ready").await;
     wait_for(&apps, "demo", WAIT, |a| {
         cluster_state(a, "capi-member2").is_some_and(|(ready, _)| ready)
     })

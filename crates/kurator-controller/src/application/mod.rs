@@ -312,17 +312,16 @@ fn existing(ctx: &Context, uid: &str) -> Vec<Existing> {
 fn observed(flux: &FluxStores, namespace: &str, desired: &Desired) -> Observed {
     let name = desired.source.metadata().name.clone().unwrap_or_default();
     let key = |n: &str| (n.to_string(), namespace.to_string());
-    let at = Key::new(Kind::GitRepository, namespace, &name);
-    let (source_generation, source) =
-        match &desired.source {
-            Source::Git(_) => stored(&flux.git_repositories, &at)
-                .map(|o| (o.metadata.generation, o.status.clone())),
-            Source::Helm(_) => stored(&flux.helm_repositories, &at)
-                .map(|o| (o.metadata.generation, o.status.clone())),
-            Source::Oci(_) => stored(&flux.oci_repositories, &at)
-                .map(|o| (o.metadata.generation, o.status.clone())),
-        }
-        .unwrap_or_default();
+    let at = |kind| Key::new(kind, namespace, &name);
+    let (source_generation, source) = match &desired.source {
+        Source::Git(_) => stored(&flux.git_repositories, &at(Kind::GitRepository))
+            .map(|o| (o.metadata.generation, o.status.clone())),
+        Source::Helm(_) => stored(&flux.helm_repositories, &at(Kind::HelmRepository))
+            .map(|o| (o.metadata.generation, o.status.clone())),
+        Source::Oci(_) => stored(&flux.oci_repositories, &at(Kind::OciRepository))
+            .map(|o| (o.metadata.generation, o.status.clone())),
+    }
+    .unwrap_or_default();
     let mut objects: BTreeMap<String, (Option<i64>, FluxStatus)> = BTreeMap::new();
     for k in &desired.kustomizations {
         let (n, ns) = key(&k.name_any());

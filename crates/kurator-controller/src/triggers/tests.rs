@@ -154,21 +154,7 @@ fn a_member_policy_report_wakes_the_fleet_watching_it() {
 
 #[test]
 fn every_watched_kind_wakes_some_controller_and_every_controller_its_own_kind() {
-    use Kind::*;
-    for kind in [
-        AttachedCluster,
-        Cluster,
-        CustomCluster,
-        Fleet,
-        Application,
-        Secret,
-        GitRepository,
-        HelmRepository,
-        OciRepository,
-        Kustomization,
-        HelmRelease,
-        MemberPolicyReport,
-    ] {
+    for kind in Kind::ALL {
         assert!(TRIGGERS.iter().any(|t| t.watched == kind), "{kind:?}");
     }
     for c in [
