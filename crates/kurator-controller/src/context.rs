@@ -14,13 +14,13 @@ use kube::{
 };
 use kurator_api::{
     Application, AttachedCluster, Cluster, CustomCluster, Fleet,
-    flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository},
+    flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository, StatusView},
 };
 
 use tokio::sync::watch;
 
 use crate::{
-    application::apply::RecentWrites,
+    application::apply::{FanoutBudget, RecentWrites},
     index::Indexes,
     member::MemberClients,
     metrics::Metrics,
@@ -67,14 +67,14 @@ pub struct Stores {
     pub listed: Vec<Listed>,
 }
 
-/// The Flux objects on the host.
+/// The Flux objects on the host, without their specs ([`StatusView`]).
 #[derive(Clone)]
 pub struct FluxStores {
-    pub git_repositories: Store<GitRepository>,
-    pub helm_repositories: Store<HelmRepository>,
-    pub oci_repositories: Store<OCIRepository>,
-    pub kustomizations: Store<Kustomization>,
-    pub helm_releases: Store<HelmRelease>,
+    pub git_repositories: Store<StatusView<GitRepository>>,
+    pub helm_repositories: Store<StatusView<HelmRepository>>,
+    pub oci_repositories: Store<StatusView<OCIRepository>>,
+    pub kustomizations: Store<StatusView<Kustomization>>,
+    pub helm_releases: Store<StatusView<HelmRelease>>,
     /// One gate per Flux watch.
     pub listed: Vec<Listed>,
 }
@@ -154,6 +154,8 @@ pub struct Context {
     pub members: Arc<MemberClients>,
     /// Flux objects written whose watch events may not have arrived yet.
     pub recent_writes: Arc<RecentWrites>,
+    /// Flux objects Application reconciles may hold at once.
+    pub fanout_budget: Arc<FanoutBudget>,
     /// What plugin steps last wrote outside the watched kinds (member Secret copies, sidecar
     /// discovery), so unchanged objects are not written again.
     pub plugin_writes: WriteCache,
@@ -184,6 +186,7 @@ impl Context {
             indexes,
             members: Arc::default(),
             recent_writes: Arc::default(),
+            fanout_budget: Arc::default(),
             plugin_writes: WriteCache::default(),
             policy_reports: PolicyReportCollector::new(|_, _| {}),
             metrics,

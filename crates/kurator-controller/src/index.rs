@@ -116,12 +116,15 @@ pub struct Owner {
     pub name: String,
 }
 
-/// What the index remembers of one object: its entries and owners. Enough to route a
-/// deletion, when the object itself is gone.
+/// What the index remembers of one object: its entries and owners, sorted and without
+/// duplicates. Enough to route a deletion, when the object itself is gone.
+///
+/// Boxed slices, not sets: one exact allocation each (a set's first node holds room for
+/// eleven), which matters with one summary per Flux object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
-    pub entries: BTreeSet<Entry>,
-    pub owners: BTreeSet<Owner>,
+    pub entries: Box<[Entry]>,
+    pub owners: Box<[Owner]>,
 }
 
 impl Summary {
@@ -154,7 +157,10 @@ pub trait Indexed: Resource {
                 name: o.name.clone(),
             });
         }
-        Summary { entries, owners }
+        Summary {
+            entries: entries.into_iter().collect(),
+            owners: owners.into_iter().collect(),
+        }
     }
 }
 
@@ -251,23 +257,23 @@ impl Indexed for kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secre
 }
 
 // Flux objects are found by their owners only.
-impl Indexed for kurator_api::flux::GitRepository {
+impl Indexed for kurator_api::flux::StatusView<kurator_api::flux::GitRepository> {
     const KIND: Kind = Kind::GitRepository;
 }
 
-impl Indexed for kurator_api::flux::HelmRepository {
+impl Indexed for kurator_api::flux::StatusView<kurator_api::flux::HelmRepository> {
     const KIND: Kind = Kind::HelmRepository;
 }
 
-impl Indexed for kurator_api::flux::OCIRepository {
+impl Indexed for kurator_api::flux::StatusView<kurator_api::flux::OCIRepository> {
     const KIND: Kind = Kind::OciRepository;
 }
 
-impl Indexed for kurator_api::flux::Kustomization {
+impl Indexed for kurator_api::flux::StatusView<kurator_api::flux::Kustomization> {
     const KIND: Kind = Kind::Kustomization;
 }
 
-impl Indexed for kurator_api::flux::HelmRelease {
+impl Indexed for kurator_api::flux::StatusView<kurator_api::flux::HelmRelease> {
     const KIND: Kind = Kind::HelmRelease;
 }
 

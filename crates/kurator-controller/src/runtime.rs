@@ -16,7 +16,7 @@ use kube::{
 };
 use kurator_api::{
     Application, AttachedCluster, Cluster, CustomCluster, Fleet,
-    flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository},
+    flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository, StatusView},
     labels::MANAGED_BY,
 };
 use tracing::{info, warn};
@@ -55,11 +55,11 @@ pub async fn run(
     let fleets = Watch::<Fleet>::new();
     let applications = Watch::<Application>::new();
     let secrets = Watch::<PartialObjectMeta<Secret>>::new();
-    let git = Watch::<GitRepository>::new();
-    let helm_repos = Watch::<HelmRepository>::new();
-    let oci = Watch::<OCIRepository>::new();
-    let kustomizations = Watch::<Kustomization>::new();
-    let helm_releases = Watch::<HelmRelease>::new();
+    let git = Watch::<StatusView<GitRepository>>::new();
+    let helm_repos = Watch::<StatusView<HelmRepository>>::new();
+    let oci = Watch::<StatusView<OCIRepository>>::new();
+    let kustomizations = Watch::<StatusView<Kustomization>>::new();
+    let helm_releases = Watch::<StatusView<HelmRelease>>::new();
 
     let stores = Stores {
         attached_clusters: attached.store.clone(),

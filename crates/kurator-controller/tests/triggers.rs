@@ -1,6 +1,8 @@
 //! The trigger table and the watches end to end: an Application follows a deleted
 //! AttachedCluster and a Cluster's readiness within seconds (its own requeue is minutes
-//! away), and a Flux object the controller cannot decode does not break the watch.
+//! away), and a Flux object of a shape the controller never writes does not break the watch
+//! (it broke the list when Flux objects were decoded with their specs; they are cached
+//! without them now, and any object that still fails to decode is skipped, `watch::Lenient`).
 
 mod common;
 
@@ -51,7 +53,7 @@ fn application(url: &str) -> Application {
 }
 
 /// Valid for Flux (workload identity instead of a Secret), but not a shape this controller
-/// writes or decodes; labelled as if it were ours, so the watch sees it.
+/// writes; labelled as if it were ours, so the watch sees it.
 fn foreign_kustomization() -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1",

@@ -22,8 +22,10 @@ pub use crate::apps::{CommonMetadata, NamespacedObjectReference};
 
 mod readiness;
 mod source;
+mod status_view;
 
 pub use readiness::{FluxReadiness, readiness};
+pub use status_view::{DESIRED_HASH, HasFluxStatus, StatusView};
 
 pub use source::{
     GitRepository, GitRepositoryRef, GitRepositorySpec, HelmRepository, HelmRepositorySpec,
@@ -292,6 +294,23 @@ impl Kustomization {
 impl HelmRelease {
     pub const KIND: FluxKind = FluxKind::HelmRelease;
 }
+
+macro_rules! has_flux_status {
+    ($($kind:ty),*) => {$(
+        impl HasFluxStatus for $kind {
+            fn flux_status(&self) -> Option<&FluxStatus> {
+                self.status.as_ref()
+            }
+        }
+    )*};
+}
+has_flux_status!(
+    Kustomization,
+    HelmRelease,
+    GitRepository,
+    HelmRepository,
+    OCIRepository
+);
 
 /// The status of any Flux object, loosely typed: the fields Kurator reads, everything else
 /// kept in `rest` so a copy into the Application's status loses nothing.

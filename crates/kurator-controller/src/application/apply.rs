@@ -12,15 +12,13 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams},
     runtime::reflector::{ObjectRef, Store},
 };
-use kurator_api::labels::FIELD_MANAGER;
+use kurator_api::{flux::StatusView, labels::FIELD_MANAGER};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::build::fnv1a;
 use crate::error::Error;
 
-/// Annotation holding a hash of what we last applied: an object whose stored copy carries
-/// the hash of the current desired state needs no write.
-pub const DESIRED_HASH: &str = "apps.kurator.dev/desired-hash";
+pub use kurator_api::flux::DESIRED_HASH;
 
 /// How long a write we made is trusted while the watch has not shown it yet.
 const WRITE_TRUSTED_FOR: Duration = Duration::from_secs(30);
@@ -36,6 +34,38 @@ pub struct RecentWrites(Mutex<HashMap<WriteKey, Written>>, tokio::sync::Semaphor
 
 /// Flux object writes in flight at once, over every reconcile of the process.
 pub const WRITES_IN_FLIGHT: usize = 32;
+
+/// Flux objects that Application reconciles may hold at once (desired objects built, being
+/// written, and their entries in a status being built), over every reconcile of the process.
+pub const FANOUT_BUDGET: u32 = 2_000;
+
+/// Bounds the memory of concurrent fan-outs: a reconcile takes one permit per Flux object it
+/// will build (at most the whole budget) for its build, apply and status steps.
+///
+/// The writes are bounded anyway ([`WRITES_IN_FLIGHT`]), so sixteen reconciles of 1,000
+/// clusters each built at once only wait for the same 32 slots while holding 16,000 desired
+/// objects and statuses of 1,000 entries; two at a time keep the writes just as busy. Small
+/// Applications are not held up: they take few permits.
+pub struct FanoutBudget(tokio::sync::Semaphore);
+
+impl Default for FanoutBudget {
+    fn default() -> Self {
+        Self(tokio::sync::Semaphore::new(FANOUT_BUDGET as usize))
+    }
+}
+
+impl FanoutBudget {
+    /// Waits until `objects` (clamped to the budget) can be held.
+    pub async fn hold(&self, objects: usize) -> tokio::sync::SemaphorePermit<'_> {
+        let permits = u32::try_from(objects)
+            .unwrap_or(u32::MAX)
+            .clamp(1, FANOUT_BUDGET);
+        self.0
+            .acquire_many(permits)
+            .await
+            .expect("the fan-out budget is never closed")
+    }
+}
 
 impl Default for RecentWrites {
     fn default() -> Self {
@@ -99,7 +129,7 @@ impl RecentWrites {
 /// happened.
 pub async fn apply_object<K>(
     client: &Client,
-    store: &Store<K>,
+    store: &Store<StatusView<K>>,
     recent: &RecentWrites,
     mut desired: K,
 ) -> Result<bool, Error>
@@ -116,7 +146,7 @@ where
     let current = store.get(&ObjectRef::new(&name).within(&namespace));
     if current
         .as_ref()
-        .is_some_and(|c| c.annotations().get(DESIRED_HASH) == Some(&hash))
+        .is_some_and(|c| c.desired_hash.as_ref() == Some(&hash))
     {
         return Ok(false);
     }

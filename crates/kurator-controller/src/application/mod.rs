@@ -28,7 +28,7 @@ use kurator_api::{
     fleet::FleetCluster,
     flux::{
         FluxKind, FluxStatus, GitRepository, HelmRelease, HelmRepository, Kustomization,
-        OCIRepository,
+        OCIRepository, StatusView,
     },
     labels::APP_FINALIZER,
 };
@@ -103,6 +103,8 @@ async fn reconcile_app(app: &Application, namespace: &str, ctx: &Context) -> Res
         },
         |cluster| cluster_info(ctx, namespace, cluster),
     );
+    let objects: usize = resolved.policies.iter().map(|p| p.targets.len()).sum();
+    let _held = ctx.fanout_budget.hold(objects).await;
     // build
     let desired = match build::build(app, &resolved.policies) {
         Ok(desired) => desired,
@@ -211,7 +213,7 @@ pub(crate) fn cluster_info(
 /// Applies every object (those already up to date cost nothing); returns how many were written.
 pub(crate) async fn apply_all<K>(
     ctx: &Context,
-    store: &Store<K>,
+    store: &Store<StatusView<K>>,
     objects: &[K],
 ) -> Result<usize, Error>
 where
@@ -224,17 +226,16 @@ where
         + Sync
         + 'static,
 {
-    // Owned futures: closures over borrowed items trip the Send check of the controller.
-    let applies: Vec<BoxFuture<'static, Result<bool, Error>>> = objects
-        .iter()
-        .cloned()
-        .map(|object| {
-            let (client, store, recent) =
-                (ctx.client.clone(), store.clone(), ctx.recent_writes.clone());
+    // Owned futures (closures over borrowed items trip the Send check of the controller),
+    // made as the stream pulls them: only the objects being written are copied.
+    let (client, recent) = (ctx.client.clone(), ctx.recent_writes.clone());
+    let applies = stream::iter(objects.iter().cloned()).map(
+        move |object| -> BoxFuture<'static, Result<bool, Error>> {
+            let (client, store, recent) = (client.clone(), store.clone(), recent.clone());
             async move { apply_object(&client, &store, &recent, object).await }.boxed()
-        })
-        .collect();
-    let written: Vec<bool> = stream::iter(applies)
+        },
+    );
+    let written: Vec<bool> = applies
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect()
         .await?;

@@ -5,7 +5,7 @@ use kurator_api::{
     AttachedCluster, Fleet,
     cluster::{AttachedClusterSpec, SecretKeyRef},
     fleet::{ClusterKind, FleetCluster, FleetSpec},
-    flux::{Kustomization, KustomizationSpec},
+    flux::{Kustomization, KustomizationSpec, StatusView},
     labels::FLEET_NAME,
 };
 
@@ -46,7 +46,7 @@ pub(crate) fn fleet(name: &str, clusters: &[&str]) -> Fleet {
     f
 }
 
-fn owned_kustomization(name: &str, owner_uid: &str) -> Kustomization {
+fn owned_kustomization(name: &str, owner_uid: &str) -> StatusView<Kustomization> {
     let mut k = Kustomization::new(name, KustomizationSpec::default());
     k.metadata.namespace = Some("ns".into());
     k.metadata.owner_references = Some(vec![OwnerReference {
@@ -56,7 +56,7 @@ fn owned_kustomization(name: &str, owner_uid: &str) -> Kustomization {
         uid: owner_uid.into(),
         ..Default::default()
     }]);
-    k
+    StatusView::of(&k)
 }
 
 #[test]

@@ -11,7 +11,11 @@ use std::{
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::{Api, runtime::reflector::ObjectRef};
-use kurator_api::{Fleet, fleet::PluginConfig, flux::HelmRelease};
+use kurator_api::{
+    Fleet,
+    fleet::PluginConfig,
+    flux::{HelmRelease, StatusView},
+};
 
 use super::{
     MEMBER_CONCURRENCY, Plugin,
@@ -108,7 +112,7 @@ pub async fn object_store_secret(
 }
 
 /// A HelmRelease of the fleet's namespace, from the store.
-pub fn release(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<HelmRelease>> {
+pub fn release(ctx: &Context, namespace: &str, name: &str) -> Option<Arc<StatusView<HelmRelease>>> {
     ctx.stores
         .flux
         .helm_releases

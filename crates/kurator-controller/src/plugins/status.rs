@@ -10,7 +10,7 @@ use kurator_api::{
     Fleet,
     conditions::Desired,
     fleet::{FleetStatus, PluginComponentStatus},
-    flux::{self, FluxReadiness, HelmRelease},
+    flux::{self, FluxReadiness, HelmRelease, StatusView},
     policy_report::FleetPolicyReport,
 };
 use serde::Serialize;
@@ -76,7 +76,7 @@ pub struct PluginProblem {
 /// Whether a HelmRelease is Ready for its current generation ([`flux::readiness`]), with
 /// helm-controller's reason and message; [`reason::PENDING`] while helm-controller has not
 /// reported on the current generation.
-pub fn release_state(release: Option<&HelmRelease>) -> (bool, String, String) {
+pub fn release_state(release: Option<&StatusView<HelmRelease>>) -> (bool, String, String) {
     let Some(release) = release else {
         return (
             false,
@@ -109,7 +109,7 @@ pub fn build(
     waiting: &[Waiting],
     problems: &[PluginProblem],
     failures: &[Failure],
-    lookup: impl Fn(&str) -> Option<HelmRelease>,
+    lookup: impl Fn(&str) -> Option<StatusView<HelmRelease>>,
 ) -> (Vec<PluginComponentStatus>, Vec<Desired>) {
     let mut entries: Vec<(Plugin, PluginComponentStatus)> = components
         .iter()
@@ -303,7 +303,7 @@ mod tests {
         }
     }
 
-    fn release(name: &str, ready: &str, generation: i64, observed: i64) -> HelmRelease {
+    fn release(name: &str, ready: &str, generation: i64, observed: i64) -> StatusView<HelmRelease> {
         let mut r = HelmRelease::new(name, HelmReleaseSpec::default());
         r.metadata.generation = Some(generation);
         r.status = Some(FluxStatus {
@@ -324,7 +324,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        r
+        StatusView::of(&r)
     }
 
     #[test]
