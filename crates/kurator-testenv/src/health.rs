@@ -1,0 +1,53 @@
+//! Readiness of the Kubernetes components that serve their health endpoints over HTTPS with a
+//! self-signed certificate on `--secure-port` (kube-controller-manager, kube-scheduler).
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::process::{Proc, ProcessSpec, WaitError, wait_ready};
+
+pub(crate) const SECURE_PORT_FLAG: &str = "--secure-port=";
+
+/// The port of the secure-serving endpoint (only used for health probes).
+fn secure_port(spec: &ProcessSpec) -> Option<u16> {
+    spec.args
+        .iter()
+        .find_map(|a| a.strip_prefix(SECURE_PORT_FLAG))
+        .and_then(|p| p.parse().ok())
+}
+
+/// Anonymous client that does not verify the certificate: it only ever reads health paths,
+/// which these components allow without authentication, on loopback.
+fn client(port: u16) -> Result<kube::Client> {
+    let uri: http::Uri = format!("https://127.0.0.1:{port}")
+        .parse()
+        .map_err(|e| Error::Usage(format!("invalid health url: {e}")))?;
+    let mut config = kube::Config::new(uri);
+    config.accept_invalid_certs = true;
+    config.connect_timeout = Some(Duration::from_secs(2));
+    kube::Client::try_from(config).map_err(|e| Error::kube("creating a health client", e))
+}
+
+async fn answers_ok(client: &kube::Client, path: &str) -> bool {
+    let Ok(req) = http::Request::get(path).body(Vec::new()) else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), client.request_text(req)).await,
+        Ok(Ok(body)) if body.trim() == "ok"
+    )
+}
+
+/// Waits until `GET <path>` on the process's `--secure-port` answers `ok`.
+pub(crate) async fn wait_secure(
+    proc: &mut Proc,
+    path: &str,
+    timeout: Duration,
+) -> std::result::Result<(), WaitError> {
+    let Some(client) = secure_port(&proc.spec).and_then(|port| client(port).ok()) else {
+        return Err(WaitError::Exited(format!(
+            "no usable {SECURE_PORT_FLAG}<port>"
+        )));
+    };
+    wait_ready(proc, timeout, || answers_ok(&client, path)).await
+}
