@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::certs::write_file;
 use crate::error::Result;
-use crate::flux::http_get_ok;
+use crate::health::http_get_ok;
 use crate::process::{Proc, ProcessSpec, WaitError, start_on_free_port, wait_ready};
 
 /// The stages kwok plays (its upstream "fast" node and pod stages).
