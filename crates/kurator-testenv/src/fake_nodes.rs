@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, NodeStatus};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
@@ -30,6 +30,13 @@ const PODS: &str = "110";
 /// `kwok-node-1` … `kwok-node-N`.
 pub(crate) fn node_names() -> Vec<String> {
     (1..=FAKE_NODES).map(|i| format!("kwok-node-{i}")).collect()
+}
+
+/// `10.240.0.<i>` for `kwok-node-<i>`: each node its own address (kwok gives host-network Pods
+/// their node's), outside the Service and Pod ranges. Nothing listens there.
+fn internal_ip(name: &str) -> String {
+    let index = name.rsplit('-').next().unwrap_or("0");
+    format!("10.240.0.{index}")
 }
 
 fn fake_node(name: &str) -> Node {
@@ -64,6 +71,16 @@ fn fake_node(name: &str) -> Node {
         status: Some(NodeStatus {
             allocatable: Some(resources.clone()),
             capacity: Some(resources),
+            addresses: Some(vec![
+                NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: internal_ip(name),
+                },
+                NodeAddress {
+                    type_: "Hostname".into(),
+                    address: name.to_string(),
+                },
+            ]),
             ..Default::default()
         }),
     }
@@ -140,7 +157,15 @@ mod tests {
             "fake"
         );
         assert!(node.spec.is_none(), "no taints");
-        let allocatable = node.status.and_then(|s| s.allocatable).unwrap_or_default();
+        let allocatable = node
+            .status
+            .clone()
+            .and_then(|s| s.allocatable)
+            .unwrap_or_default();
+        let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
+        assert_eq!(addresses[0].address, "10.240.0.1");
         assert_eq!(allocatable["pods"].0, "110");
+        let ips: Vec<String> = names.iter().map(|n| internal_ip(n)).collect();
+        assert_eq!(ips, ["10.240.0.1", "10.240.0.2", "10.240.0.3"]);
     }
 }

@@ -179,6 +179,13 @@ async fn every_fake_node_is_ready(client: &Client, cluster: &str) -> Result<()> 
         let labels = node.metadata.labels.clone().unwrap_or_default();
         ensure!(labels.get("kubernetes.io/os").map(String::as_str) == Some("linux"));
         ensure!(labels.get("kubernetes.io/hostname").map(String::as_str) == Some(name));
+        let internal_ip = status
+            .addresses
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a.type_ == "InternalIP");
+        ensure!(internal_ip.is_some(), "{cluster}/{name} has no InternalIP");
         let allocatable = status.allocatable.unwrap_or_default();
         ensure!(allocatable.contains_key("cpu") && allocatable.contains_key("pods"));
     }
