@@ -20,11 +20,16 @@ pub(crate) struct ApiserverParams<'a> {
     pub cert_dir: &'a Path,
     pub log: PathBuf,
     pub pid_file: Option<PathBuf>,
+    /// Admit Pods through the ServiceAccount plugin (default service account, token volume)
+    /// as real clusters do. Only where kube-controller-manager runs the service-account
+    /// controllers: without them the `default` ServiceAccount never exists and the plugin
+    /// would reject every Pod.
+    pub service_account_admission: bool,
 }
 
 pub(crate) fn spec(p: &ApiserverParams<'_>) -> ProcessSpec {
     let path = |p: &Path| p.display().to_string();
-    let args = vec![
+    let mut args = vec![
         format!("--etcd-servers={}", p.etcd_url),
         format!("--etcd-prefix=/{}/{}/registry", p.run_id, p.cluster),
         "--etcd-compaction-interval=0".into(),
@@ -45,9 +50,19 @@ pub(crate) fn spec(p: &ApiserverParams<'_>) -> ProcessSpec {
         "--service-cluster-ip-range=10.0.0.0/24".into(),
         "--authorization-mode=RBAC".into(),
         "--allow-privileged=true".into(),
-        "--disable-admission-plugins=ServiceAccount".into(),
         "--profiling=false".into(),
     ];
+    // TaintNodesByCondition taints every new Node `not-ready` until the node-lifecycle
+    // controller lifts it; that controller does not run here (it would also need kwok to
+    // send heartbeats), so the simulated Nodes are created untainted instead.
+    let mut disabled = vec!["TaintNodesByCondition"];
+    if !p.service_account_admission {
+        disabled.push("ServiceAccount");
+    }
+    args.push(format!(
+        "--disable-admission-plugins={}",
+        disabled.join(",")
+    ));
     ProcessSpec {
         name: format!("{}-kube-apiserver", p.cluster),
         program: p.program.to_path_buf(),

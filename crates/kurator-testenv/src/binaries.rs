@@ -1,5 +1,5 @@
-//! Building and caching etcd, kube-apiserver and kube-controller-manager (and, through the
-//! same machinery, the Flux controllers: see `flux_binaries.rs`).
+//! Building and caching etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+//! (and, through the same machinery, the Flux controllers: see `flux_binaries.rs`).
 //!
 //! The binaries are compiled from the pinned wrapper Go modules in `tools/testenv/`, whose
 //! `go.mod`/`go.sum` are embedded in this crate so that the `kurator` binary is self-contained.
@@ -14,10 +14,13 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 
-/// Kubernetes release the control planes run (kube-apiserver, kube-controller-manager).
+/// Kubernetes release the control planes run (kube-apiserver, kube-controller-manager,
+/// kube-scheduler).
 pub const KUBERNETES_VERSION: &str = "v1.35.4";
 /// etcd release.
 pub const ETCD_VERSION: &str = "v3.6.16";
+/// kwok release (simulated nodes: it plays the kubelet's part for Nodes and Pods).
+pub const KWOK_VERSION: &str = "v0.8.0";
 
 /// Fixed build date stamped into the Kubernetes binaries (reproducible builds).
 const BUILD_DATE: &str = "2026-01-01T00:00:00Z";
@@ -28,9 +31,11 @@ const K8S_GO_MOD: &str = include_str!("../../../tools/testenv/kubernetes/go.mod"
 const K8S_GO_SUM: &str = include_str!("../../../tools/testenv/kubernetes/go.sum");
 const ETCD_GO_MOD: &str = include_str!("../../../tools/testenv/etcd/go.mod");
 const ETCD_GO_SUM: &str = include_str!("../../../tools/testenv/etcd/go.sum");
+const KWOK_GO_MOD: &str = include_str!("../../../tools/testenv/kwok/go.mod");
+const KWOK_GO_SUM: &str = include_str!("../../../tools/testenv/kwok/go.sum");
 
-/// Environment variable naming a directory with prebuilt `etcd`, `kube-apiserver` and
-/// `kube-controller-manager` (no build happens then).
+/// Environment variable naming a directory with prebuilt `etcd`, `kube-apiserver`,
+/// `kube-controller-manager`, `kube-scheduler` and `kwok` (no build happens then).
 pub const BIN_DIR_ENV: &str = "KURATOR_TESTENV_BIN_DIR";
 /// Environment variable overriding the cache directory.
 pub const CACHE_ENV: &str = "KURATOR_TESTENV_CACHE";
@@ -43,6 +48,8 @@ pub struct Binaries {
     pub etcd: PathBuf,
     pub kube_apiserver: PathBuf,
     pub kube_controller_manager: PathBuf,
+    pub kube_scheduler: PathBuf,
+    pub kwok: PathBuf,
 }
 
 pub(crate) struct Wrapper {
@@ -97,6 +104,20 @@ fn etcd_wrapper() -> Wrapper {
     }
 }
 
+fn kwok_wrapper() -> Wrapper {
+    Wrapper {
+        name: "kwok",
+        go_mod: KWOK_GO_MOD,
+        go_sum: KWOK_GO_SUM,
+        version: KWOK_VERSION,
+        // kwok's own release script stamps the version the same way.
+        ldflags: format!(
+            "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={}",
+            KWOK_VERSION.trim_start_matches('v')
+        ),
+    }
+}
+
 impl Wrapper {
     /// Short hash of the wrapper files and build flags.
     pub(crate) fn hash8(&self) -> String {
@@ -141,8 +162,8 @@ pub fn cache_dir() -> Result<PathBuf> {
     Err(Error::NoCacheDir)
 }
 
-/// Returns the paths of etcd, kube-apiserver and kube-controller-manager, building missing
-/// ones first.
+/// Returns the paths of etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+/// kwok, building missing ones first.
 ///
 /// **Blocking**: a cold build takes minutes. From async code call it through
 /// [`tokio::task::spawn_blocking`] (the [`crate::TestEnv`] builder does this).
@@ -157,11 +178,14 @@ pub fn ensure_binaries() -> Result<Binaries> {
             etcd: pick_prebuilt(&dir, "etcd")?,
             kube_apiserver: pick_prebuilt(&dir, "kube-apiserver")?,
             kube_controller_manager: pick_prebuilt(&dir, "kube-controller-manager")?,
+            kube_scheduler: pick_prebuilt(&dir, "kube-scheduler")?,
+            kwok: pick_prebuilt(&dir, "kwok")?,
         });
     }
 
     let k8s = kubernetes_wrapper();
     let etcd = etcd_wrapper();
+    let kwok = kwok_wrapper();
     let targets = [
         Target {
             wrapper: &etcd,
@@ -181,14 +205,36 @@ pub fn ensure_binaries() -> Result<Binaries> {
             package: "k8s.io/kubernetes/cmd/kube-controller-manager",
             crds_module: None,
         },
+        Target {
+            wrapper: &k8s,
+            binary: "kube-scheduler",
+            package: "k8s.io/kubernetes/cmd/kube-scheduler",
+            crds_module: None,
+        },
+        Target {
+            wrapper: &kwok,
+            binary: "kwok",
+            package: "sigs.k8s.io/kwok/cmd/kwok",
+            crds_module: None,
+        },
     ];
-    match <[Built; 3]>::try_from(ensure_targets(&targets)?) {
-        Ok([etcd, kube_apiserver, kube_controller_manager]) => Ok(Binaries {
+    match <[Built; 5]>::try_from(ensure_targets(&targets)?) {
+        Ok(
+            [
+                etcd,
+                kube_apiserver,
+                kube_controller_manager,
+                kube_scheduler,
+                kwok,
+            ],
+        ) => Ok(Binaries {
             etcd: etcd.binary,
             kube_apiserver: kube_apiserver.binary,
             kube_controller_manager: kube_controller_manager.binary,
+            kube_scheduler: kube_scheduler.binary,
+            kwok: kwok.binary,
         }),
-        Err(_) => unreachable!("three targets"),
+        Err(_) => unreachable!("five targets"),
     }
 }
 
@@ -471,5 +517,7 @@ mod tests {
     fn embedded_wrappers_pin_the_versions() {
         assert!(K8S_GO_MOD.contains("k8s.io/kubernetes v1.35.4"));
         assert!(ETCD_GO_MOD.contains("go.etcd.io/etcd/server/v3 v3.6.16"));
+        assert!(KWOK_GO_MOD.contains(&format!("sigs.k8s.io/kwok {KWOK_VERSION}")));
+        assert!(K8S_GO_MOD.contains("k8s.io/kubernetes/cmd/kube-scheduler"));
     }
 }

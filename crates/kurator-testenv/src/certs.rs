@@ -31,9 +31,11 @@ impl std::fmt::Debug for ClusterCerts {
     }
 }
 
-/// Files the apiserver reads.
+/// Files the apiserver (and kube-controller-manager's service-account controllers) read.
 #[derive(Debug, Clone)]
 pub(crate) struct CertPaths {
+    /// CA of the serving certificate: what Pods are told to trust (`kube-root-ca.crt`).
+    pub serving_ca: PathBuf,
     pub serving_cert: PathBuf,
     pub serving_key: PathBuf,
     pub client_ca: PathBuf,
@@ -44,6 +46,7 @@ pub(crate) struct CertPaths {
 impl CertPaths {
     pub fn in_dir(dir: &Path) -> Self {
         CertPaths {
+            serving_ca: dir.join("serving-ca.crt"),
             serving_cert: dir.join("apiserver.crt"),
             serving_key: dir.join("apiserver.key"),
             client_ca: dir.join("client-ca.crt"),
@@ -133,6 +136,7 @@ impl ClusterCerts {
     pub fn write(&self, dir: &Path) -> Result<CertPaths> {
         fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         let paths = CertPaths::in_dir(dir);
+        write_file(&paths.serving_ca, &self.serving_ca, 0o644)?;
         write_file(&paths.serving_cert, &self.serving_cert, 0o644)?;
         write_file(&paths.serving_key, &self.serving_key, 0o600)?;
         write_file(&paths.client_ca, &self.client_ca, 0o644)?;

@@ -1,5 +1,5 @@
-//! One cluster: its kube-apiserver (and optionally kube-controller-manager), certificates and
-//! kubeconfig.
+//! One cluster: its kube-apiserver, the components running against it (kube-controller-manager,
+//! kube-scheduler, kwok with its simulated nodes), certificates and kubeconfig.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,11 +7,15 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use crate::apiserver::{self, ApiserverParams};
-use crate::certs::{ClusterCerts, write_file};
+use crate::certs::{CertPaths, ClusterCerts, write_file};
 use crate::controller_manager::{self, ControllerManagerParams};
 use crate::error::{Error, Result};
+use crate::fake_nodes;
 use crate::kubeconfig;
+use crate::kwok::{self, KwokParams};
 use crate::process::{Proc, WaitError, free_port, lost_port_race};
+use crate::scheduler::{self, SchedulerParams};
+use crate::state::{self, ClusterState};
 
 const PORT_ATTEMPTS: usize = 4;
 /// Restarts keep the port; if it is briefly taken, retry this often.
@@ -27,6 +31,8 @@ pub struct ClusterHandle {
     timeout: Duration,
     pub(crate) apiserver: Mutex<Proc>,
     pub(crate) controller_manager: Mutex<Option<Proc>>,
+    pub(crate) scheduler: Mutex<Option<Proc>>,
+    pub(crate) kwok: Mutex<Option<Proc>>,
 }
 
 impl std::fmt::Debug for ClusterHandle {
@@ -40,6 +46,13 @@ impl std::fmt::Debug for ClusterHandle {
     }
 }
 
+/// The programs that simulate a cluster's nodes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodePrograms<'a> {
+    pub scheduler: &'a Path,
+    pub kwok: &'a Path,
+}
+
 /// Inputs to start one cluster.
 pub(crate) struct ClusterSetup<'a> {
     pub name: &'a str,
@@ -47,15 +60,24 @@ pub(crate) struct ClusterSetup<'a> {
     pub etcd_url: &'a str,
     pub apiserver_bin: &'a Path,
     pub controller_manager_bin: Option<&'a Path>,
+    /// kube-scheduler and kwok with [`fake_nodes::FAKE_NODES`] simulated nodes, if wanted.
+    pub nodes: Option<NodePrograms<'a>>,
     pub state_dir: &'a Path,
     pub detached: bool,
     pub timeout: Duration,
 }
 
 impl ClusterSetup<'_> {
-    fn pid_file(&self, process: &str) -> Option<PathBuf> {
-        self.detached
-            .then(|| self.state_dir.join("run").join(format!("{process}.pid")))
+    fn pid_file(&self, component: &str) -> Option<PathBuf> {
+        self.detached.then(|| {
+            self.state_dir
+                .join("run")
+                .join(format!("{}-{component}.pid", self.name))
+        })
+    }
+
+    fn log(&self, component: &str) -> PathBuf {
+        log_path(self.state_dir, self.name, component)
     }
 }
 
@@ -70,9 +92,41 @@ pub(crate) fn log_path(state_dir: &Path, cluster: &str, component: &str) -> Path
         .join(format!("{cluster}-{component}.log"))
 }
 
+/// The processes that run against a cluster's apiserver, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Component {
+    ControllerManager,
+    Scheduler,
+    Kwok,
+}
+
+impl Component {
+    const ALL: [Component; 3] = [
+        Component::ControllerManager,
+        Component::Scheduler,
+        Component::Kwok,
+    ];
+
+    /// Waits until a (re)started process of this component works again.
+    async fn wait_ready(
+        self,
+        proc: &mut Proc,
+        timeout: Duration,
+    ) -> std::result::Result<(), WaitError> {
+        match self {
+            Component::ControllerManager => {
+                controller_manager::wait_until_healthy(proc, timeout).await
+            }
+            Component::Scheduler => scheduler::wait_until_ready(proc, timeout).await,
+            Component::Kwok => kwok::wait_until_ready(proc, timeout).await,
+        }
+    }
+}
+
 impl ClusterHandle {
     /// Generates certificates, starts kube-apiserver on a free port (retrying port races),
-    /// writes the kubeconfig and starts kube-controller-manager if requested.
+    /// writes the kubeconfig, then starts the requested components concurrently. On failure
+    /// nothing of this cluster keeps running (not even when detached).
     pub(crate) async fn launch(setup: ClusterSetup<'_>) -> Result<ClusterHandle> {
         let name = setup.name;
         let dir = cluster_dir(setup.state_dir, name);
@@ -92,8 +146,9 @@ impl ClusterHandle {
                 port,
                 certs: &cert_paths,
                 cert_dir: &cert_dir,
-                log: log_path(setup.state_dir, name, "kube-apiserver"),
-                pid_file: setup.pid_file(&format!("{name}-kube-apiserver")),
+                log: setup.log("kube-apiserver"),
+                pid_file: setup.pid_file("kube-apiserver"),
+                service_account_admission: setup.controller_manager_bin.is_some(),
             });
             let yaml = kubeconfig::render(
                 name,
@@ -122,7 +177,7 @@ impl ClusterHandle {
         let kubeconfig_path = dir.join("kubeconfig");
         write_file(&kubeconfig_path, &yaml, 0o600)?;
 
-        let mut handle = ClusterHandle {
+        let handle = ClusterHandle {
             name: name.to_string(),
             port,
             kubeconfig_path,
@@ -131,52 +186,147 @@ impl ClusterHandle {
             timeout: setup.timeout,
             apiserver: Mutex::new(proc),
             controller_manager: Mutex::new(None),
+            scheduler: Mutex::new(None),
+            kwok: Mutex::new(None),
         };
-        if let Some(program) = setup.controller_manager_bin {
-            let kcm = controller_manager::start(
-                &ControllerManagerParams {
-                    program,
-                    cluster: name,
-                    kubeconfig: &handle.kubeconfig_path,
-                    cert_dir: &dir.join("kcm"),
-                    log: log_path(setup.state_dir, name, "kube-controller-manager"),
-                    pid_file: setup.pid_file(&format!("{name}-kube-controller-manager")),
-                },
-                setup.detached,
-                setup.timeout,
-            )
-            .await?;
-            tracing::info!(
-                cluster = name,
-                pid = kcm.pid,
-                "kube-controller-manager ready"
-            );
-            *handle.controller_manager.get_mut() = Some(kcm);
+        if let Err(e) = handle.start_components(&setup, &dir, &cert_paths).await {
+            handle.kill().await;
+            return Err(e);
         }
         Ok(handle)
     }
 
-    /// A handle for processes found through a state file.
-    pub(crate) fn adopt(
-        name: String,
-        port: u16,
-        kubeconfig_path: PathBuf,
-        apiserver: Proc,
-        controller_manager: Option<Proc>,
-        timeout: Duration,
-    ) -> Result<ClusterHandle> {
-        let kubeconfig_yaml = std::fs::read_to_string(&kubeconfig_path)
-            .map_err(|e| Error::io("reading", &kubeconfig_path, e))?;
+    /// Starts kube-controller-manager, kube-scheduler and kwok (those `setup` asks for)
+    /// concurrently; with kwok, creates the simulated Nodes and waits until they are Ready.
+    /// Every process that started is recorded in `self`, also when another one failed.
+    async fn start_components(
+        &self,
+        setup: &ClusterSetup<'_>,
+        dir: &Path,
+        certs: &CertPaths,
+    ) -> Result<()> {
+        let name = setup.name;
+        let kubeconfig = self.kubeconfig_path.as_path();
+        let controller_manager = async {
+            let Some(program) = setup.controller_manager_bin else {
+                return Ok(None);
+            };
+            let params = ControllerManagerParams {
+                program,
+                cluster: name,
+                kubeconfig,
+                cert_dir: &dir.join("kcm"),
+                certs,
+                log: setup.log("kube-controller-manager"),
+                pid_file: setup.pid_file("kube-controller-manager"),
+            };
+            controller_manager::start(&params, setup.detached, setup.timeout)
+                .await
+                .map(Some)
+        };
+        let scheduler = async {
+            let Some(programs) = setup.nodes else {
+                return Ok(None);
+            };
+            let params = SchedulerParams {
+                program: programs.scheduler,
+                cluster: name,
+                kubeconfig,
+                cert_dir: &dir.join("scheduler"),
+                log: setup.log("kube-scheduler"),
+                pid_file: setup.pid_file("kube-scheduler"),
+            };
+            scheduler::start(&params, setup.detached, setup.timeout)
+                .await
+                .map(Some)
+        };
+        let kwok = async {
+            let Some(programs) = setup.nodes else {
+                return Ok(None);
+            };
+            let client = self.client().await?;
+            fake_nodes::create(&client).await?;
+            let params = KwokParams {
+                program: programs.kwok,
+                cluster: name,
+                kubeconfig,
+                config_dir: dir,
+                log: setup.log("kwok"),
+                pid_file: setup.pid_file("kwok"),
+            };
+            let mut proc = kwok::start(&params, setup.detached, setup.timeout).await?;
+            if let Err(err) = fake_nodes::wait_ready_nodes(&mut proc, &client, setup.timeout).await
+            {
+                proc.kill().await.ok();
+                return Err(proc.startup_error(format!(
+                    "simulated nodes: {}",
+                    err.describe(setup.timeout, "all fake Nodes Ready")
+                )));
+            }
+            Ok(Some(proc))
+        };
+        let (controller_manager, scheduler, kwok) =
+            futures::join!(controller_manager, scheduler, kwok);
+        let mut first_error = None;
+        for (component, started) in
+            Component::ALL
+                .into_iter()
+                .zip([controller_manager, scheduler, kwok])
+        {
+            match started {
+                Ok(proc) => {
+                    if let Some(p) = &proc {
+                        tracing::info!(cluster = name, process = %p.spec.name, pid = p.pid, "ready");
+                    }
+                    *self.slot(component).lock().await = proc;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn slot(&self, component: Component) -> &Mutex<Option<Proc>> {
+        match component {
+            Component::ControllerManager => &self.controller_manager,
+            Component::Scheduler => &self.scheduler,
+            Component::Kwok => &self.kwok,
+        }
+    }
+
+    /// A handle for the processes a state file records.
+    pub(crate) fn adopt(record: &ClusterState, timeout: Duration) -> Result<ClusterHandle> {
+        let kubeconfig_yaml = std::fs::read_to_string(&record.kubeconfig_path)
+            .map_err(|e| Error::io("reading", &record.kubeconfig_path, e))?;
+        let adopt = |spec: &Option<_>| Mutex::new(spec.as_ref().map(state::adopt));
         Ok(ClusterHandle {
-            name,
-            port,
-            kubeconfig_path,
+            name: record.name.clone(),
+            port: record.port,
+            kubeconfig_path: record.kubeconfig_path.clone(),
             kubeconfig_yaml,
             detached: true,
             timeout,
-            apiserver: Mutex::new(apiserver),
-            controller_manager: Mutex::new(controller_manager),
+            apiserver: Mutex::new(state::adopt(&record.apiserver)),
+            controller_manager: adopt(&record.controller_manager),
+            scheduler: adopt(&record.scheduler),
+            kwok: adopt(&record.kwok),
         })
+    }
+
+    /// What a state file records of this cluster.
+    pub(crate) async fn record(&self) -> ClusterState {
+        let spec = |proc: &Option<Proc>| proc.as_ref().map(|p| p.spec.clone());
+        ClusterState {
+            name: self.name.clone(),
+            port: self.port,
+            kubeconfig_path: self.kubeconfig_path.clone(),
+            apiserver: self.apiserver.lock().await.spec.clone(),
+            controller_manager: spec(&*self.controller_manager.lock().await),
+            scheduler: spec(&*self.scheduler.lock().await),
+            kwok: spec(&*self.kwok.lock().await),
+        }
     }
 
     /// Cluster name: `host`, `member1`, `member2`, …
@@ -220,7 +370,8 @@ impl ClusterHandle {
     }
 
     /// Simulates an outage: SIGKILLs the kube-apiserver and waits until it has exited.
-    /// kube-controller-manager (if any) keeps running and reconnects after [`ClusterHandle::start`].
+    /// kube-controller-manager, kube-scheduler and kwok keep running (as they would in a real
+    /// outage) and reconnect after [`ClusterHandle::start`].
     pub async fn stop(&self) -> Result<()> {
         let mut proc = self.apiserver.lock().await;
         proc.kill().await?;
@@ -229,8 +380,31 @@ impl ClusterHandle {
     }
 
     /// Restarts a stopped kube-apiserver with the same port, certificates and etcd prefix and
-    /// waits until it is ready. A no-op if it is running.
+    /// waits until it is ready; then restarts, with their old flags, those of
+    /// kube-controller-manager, kube-scheduler and kwok that exited meanwhile. A no-op if
+    /// everything runs.
     pub async fn start(&self) -> Result<()> {
+        self.start_apiserver().await?;
+        for component in Component::ALL {
+            let mut slot = self.slot(component).lock().await;
+            let Some(old) = slot.as_mut() else {
+                continue;
+            };
+            if old.is_running() {
+                continue;
+            }
+            let mut proc = Proc::spawn(old.spec.clone(), self.detached)?;
+            if let Err(err) = component.wait_ready(&mut proc, self.timeout).await {
+                proc.kill().await.ok();
+                return Err(proc.startup_error(err.describe(self.timeout, "readiness")));
+            }
+            tracing::info!(cluster = %self.name, process = %proc.spec.name, pid = proc.pid, "restarted");
+            *slot = Some(proc);
+        }
+        Ok(())
+    }
+
+    async fn start_apiserver(&self) -> Result<()> {
         let mut guard = self.apiserver.lock().await;
         if guard.is_running() {
             return Ok(());
@@ -262,10 +436,26 @@ impl ClusterHandle {
         }
     }
 
-    /// Kills kube-controller-manager and kube-apiserver (blocking; used by teardown).
+    /// Kills every process of this cluster, components first (a failed launch).
+    async fn kill(&self) {
+        for component in Component::ALL.into_iter().rev() {
+            if let Some(proc) = self.slot(component).lock().await.as_mut() {
+                proc.kill().await.ok();
+            }
+        }
+        self.apiserver.lock().await.kill().await.ok();
+    }
+
+    /// Kills every process of this cluster, components first (blocking; used by teardown).
     pub(crate) fn kill_blocking(&mut self) {
-        if let Some(kcm) = self.controller_manager.get_mut() {
-            kcm.kill_blocking();
+        for proc in [
+            &mut self.kwok,
+            &mut self.scheduler,
+            &mut self.controller_manager,
+        ] {
+            if let Some(proc) = proc.get_mut() {
+                proc.kill_blocking();
+            }
         }
         self.apiserver.get_mut().kill_blocking();
     }
@@ -277,10 +467,12 @@ impl ClusterHandle {
         if !api.is_running() {
             dead.push(api.spec.name.clone());
         }
-        if let Some(kcm) = self.controller_manager.lock().await.as_mut()
-            && !kcm.is_running()
-        {
-            dead.push(kcm.spec.name.clone());
+        for component in Component::ALL {
+            if let Some(proc) = self.slot(component).lock().await.as_mut()
+                && !proc.is_running()
+            {
+                dead.push(proc.spec.name.clone());
+            }
         }
         dead
     }

@@ -1,21 +1,44 @@
-//! kube-controller-manager restricted to garbage collection and namespace deletion.
+//! kube-controller-manager with the controllers a workload needs to behave as in a real
+//! cluster (Deployments roll out, Jobs finish, Services get endpoints, namespaces get their
+//! `default` ServiceAccount), plus garbage collection and namespace deletion.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::process::{Proc, ProcessSpec, WaitError, free_port, lost_port_race, wait_ready};
+use crate::certs::CertPaths;
+use crate::error::Result;
+use crate::health::{SECURE_PORT_FLAG, wait_secure};
+use crate::process::{Proc, ProcessSpec, WaitError, start_on_free_port};
 
-/// Controllers enabled (names as in kube-controller-manager v1.35 `--controllers`).
-pub(crate) const CONTROLLERS: &str = "garbage-collector-controller,namespace-controller";
-
-const ATTEMPTS: usize = 4;
+/// Controllers enabled (names as in kube-controller-manager v1.35 `--controllers`). Not the
+/// default set: node lifecycle, IPAM, volumes, cloud and certificate controllers have nothing
+/// to do here and would only cost start-up time and CPU.
+pub(crate) const CONTROLLERS: &[&str] = &[
+    "garbage-collector-controller",
+    "namespace-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    // Publishes `kube-root-ca.crt` into every namespace, which the token volume the
+    // ServiceAccount admission plugin adds to each Pod refers to.
+    "root-ca-certificate-publisher-controller",
+];
 
 pub(crate) struct ControllerManagerParams<'a> {
     pub program: &'a Path,
     pub cluster: &'a str,
     pub kubeconfig: &'a Path,
+    /// Where it writes its self-signed serving certificate.
     pub cert_dir: &'a Path,
+    /// The cluster's certificates: the service-account key signs tokens, the serving CA is
+    /// what Pods are told to trust.
+    pub certs: &'a CertPaths,
     pub log: PathBuf,
     pub pid_file: Option<PathBuf>,
 }
@@ -27,10 +50,15 @@ fn spec(p: &ControllerManagerParams<'_>, port: u16) -> ProcessSpec {
         args: vec![
             format!("--kubeconfig={}", p.kubeconfig.display()),
             "--leader-elect=false".into(),
-            format!("--controllers={CONTROLLERS}"),
+            format!("--controllers={}", CONTROLLERS.join(",")),
             "--bind-address=127.0.0.1".into(),
-            format!("--secure-port={port}"),
+            format!("{SECURE_PORT_FLAG}{port}"),
             format!("--cert-dir={}", p.cert_dir.display()),
+            format!(
+                "--service-account-private-key-file={}",
+                p.certs.sa_key.display()
+            ),
+            format!("--root-ca-file={}", p.certs.serving_ca.display()),
             "--profiling=false".into(),
         ],
         log: p.log.clone(),
@@ -39,60 +67,23 @@ fn spec(p: &ControllerManagerParams<'_>, port: u16) -> ProcessSpec {
     }
 }
 
-/// The port of the secure-serving endpoint (only used for `/healthz`).
-fn port_of(spec: &ProcessSpec) -> Option<u16> {
-    spec.args
-        .iter()
-        .find_map(|a| a.strip_prefix("--secure-port="))
-        .and_then(|p| p.parse().ok())
-}
-
-/// Client for the self-signed health endpoint (anonymous, certificate not verified: it only
-/// ever reads `/healthz` on loopback).
-fn health_client(port: u16) -> Result<kube::Client> {
-    let uri: http::Uri = format!("https://127.0.0.1:{port}")
-        .parse()
-        .map_err(|e| Error::Usage(format!("invalid controller-manager url: {e}")))?;
-    let mut config = kube::Config::new(uri);
-    config.accept_invalid_certs = true;
-    config.connect_timeout = Some(Duration::from_secs(2));
-    kube::Client::try_from(config)
-        .map_err(|e| Error::kube("creating controller-manager health client", e))
-}
-
-async fn healthy(client: &kube::Client) -> bool {
-    let Ok(req) = http::Request::get("/healthz").body(Vec::new()) else {
-        return false;
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(3), client.request_text(req)).await,
-        Ok(Ok(body)) if body.trim() == "ok"
-    )
-}
-
 /// Starts kube-controller-manager and waits for its `/healthz`.
 pub(crate) async fn start(
     p: &ControllerManagerParams<'_>,
     detached: bool,
     timeout: Duration,
 ) -> Result<Proc> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let port = free_port()?;
-        let mut proc = Proc::spawn(spec(p, port), detached)?;
-        match wait_until_healthy(&mut proc, timeout).await {
-            Ok(()) => return Ok(proc),
-            Err(WaitError::Exited(status)) if attempt < ATTEMPTS && lost_port_race(&proc) => {
-                tracing::warn!(%status, cluster = p.cluster,
-                    "kube-controller-manager lost a port race, retrying");
-            }
-            Err(err) => {
-                proc.kill().await.ok();
-                return Err(proc.startup_error(err.describe(timeout, "/healthz")));
-            }
-        }
-    }
+    start_on_free_port(
+        |port| spec(p, port),
+        detached,
+        timeout,
+        "/healthz",
+        |mut proc| async move {
+            let verdict = wait_until_healthy(&mut proc, timeout).await;
+            (proc, verdict)
+        },
+    )
+    .await
 }
 
 /// Waits for `/healthz` of an already spawned kube-controller-manager.
@@ -100,8 +91,44 @@ pub(crate) async fn wait_until_healthy(
     proc: &mut Proc,
     timeout: Duration,
 ) -> std::result::Result<(), WaitError> {
-    let Some(client) = port_of(&proc.spec).and_then(|port| health_client(port).ok()) else {
-        return Err(WaitError::Exited("no usable --secure-port".into()));
-    };
-    wait_ready(proc, timeout, || healthy(&client)).await
+    wait_secure(proc, "/healthz", timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_the_workload_and_service_account_controllers_with_the_signing_key() {
+        let certs = CertPaths::in_dir(Path::new("/state/clusters/m1/certs"));
+        let p = ControllerManagerParams {
+            program: Path::new("/bin/kube-controller-manager"),
+            cluster: "m1",
+            kubeconfig: Path::new("/state/clusters/m1/kubeconfig"),
+            cert_dir: Path::new("/state/clusters/m1/kcm"),
+            certs: &certs,
+            log: PathBuf::from("/state/logs/m1-kube-controller-manager.log"),
+            pid_file: None,
+        };
+        let args = spec(&p, 4000).args;
+        let controllers = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--controllers="))
+            .expect("--controllers");
+        for c in [
+            "deployment-controller",
+            "job-controller",
+            "serviceaccount-token-controller",
+        ] {
+            assert!(controllers.split(',').any(|x| x == c), "{c}");
+        }
+        for flag in [
+            "--service-account-private-key-file=/state/clusters/m1/certs/sa.key",
+            "--root-ca-file=/state/clusters/m1/certs/serving-ca.crt",
+            "--secure-port=4000",
+            "--leader-elect=false",
+        ] {
+            assert!(args.iter().any(|a| a == flag), "{flag}");
+        }
+    }
 }

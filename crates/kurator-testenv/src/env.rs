@@ -7,27 +7,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::binaries::{Binaries, ensure_binaries};
-use crate::cluster::{ClusterHandle, ClusterSetup};
+use crate::cluster::{ClusterHandle, ClusterSetup, NodePrograms};
 use crate::crds::{install_crds, parse_crds};
 use crate::error::{Error, Result};
 use crate::etcd;
 use crate::flux::{self, FluxParams};
 use crate::flux_binaries::{FluxBinaries, ensure_flux_binaries};
 use crate::process::Proc;
-use crate::state::{self, ClusterState, EnvState, EtcdState};
+use crate::state::{self, EnvState, EtcdState};
 
 /// Environment variable: when set (and not `0`), state dirs are kept on drop.
 pub const KEEP_ENV: &str = "KURATOR_TESTENV_KEEP";
 
-/// Which clusters get a kube-controller-manager (garbage collector + namespace controller).
+/// Which clusters get a kube-controller-manager (garbage collection, namespace deletion, the
+/// workload controllers: Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, endpoints
+/// and EndpointSlices, ServiceAccounts and their tokens). A cluster with one also admits Pods
+/// through the ServiceAccount admission plugin, as real clusters do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ControllerManagerMode {
-    /// No controller-manager: deleted namespaces stay `Terminating`, no ownerReference GC.
+    /// No controller-manager: deleted namespaces stay `Terminating`, no ownerReference GC,
+    /// Deployments never create Pods.
     None,
-    /// Only the host cluster (default).
-    #[default]
+    /// Only the host cluster.
     Host,
-    /// Every cluster.
+    /// Every cluster (default).
+    #[default]
     All,
 }
 
@@ -36,6 +40,7 @@ pub enum ControllerManagerMode {
 pub struct TestEnvBuilder {
     members: usize,
     controller_manager: ControllerManagerMode,
+    nodes: bool,
     crds: Vec<String>,
     state_dir: Option<PathBuf>,
     detached: bool,
@@ -49,7 +54,8 @@ impl Default for TestEnvBuilder {
     fn default() -> Self {
         TestEnvBuilder {
             members: 0,
-            controller_manager: ControllerManagerMode::Host,
+            controller_manager: ControllerManagerMode::All,
+            nodes: true,
             crds: Vec::new(),
             state_dir: None,
             detached: false,
@@ -68,9 +74,19 @@ impl TestEnvBuilder {
         self
     }
 
-    /// Where kube-controller-manager runs. Default [`ControllerManagerMode::Host`].
+    /// Where kube-controller-manager runs. Default [`ControllerManagerMode::All`].
     pub fn controller_manager(mut self, mode: ControllerManagerMode) -> Self {
         self.controller_manager = mode;
+        self
+    }
+
+    /// Simulated nodes in every cluster (default on): kube-scheduler and kwok run against each
+    /// apiserver, and [`FAKE_NODES`](crate::FAKE_NODES) Ready Nodes labelled
+    /// [`FAKE_NODE_LABEL`](crate::FAKE_NODE_LABEL) take Pods, which kwok reports Running and
+    /// Ready (no container runs). Turn it off where only the API matters and the two extra
+    /// processes per cluster would be noise (e.g. a benchmark of the controller's CPU).
+    pub fn nodes(mut self, enabled: bool) -> Self {
+        self.nodes = enabled;
         self
     }
 
@@ -200,6 +216,10 @@ impl TestEnvBuilder {
                 apiserver_bin: &binaries.kube_apiserver,
                 controller_manager_bin: with_kcm
                     .then_some(binaries.kube_controller_manager.as_path()),
+                nodes: self.nodes.then_some(NodePrograms {
+                    scheduler: &binaries.kube_scheduler,
+                    kwok: &binaries.kwok,
+                }),
                 state_dir: &env.state_dir,
                 detached: self.detached,
                 timeout: self.timeout,
@@ -249,15 +269,7 @@ impl TestEnvBuilder {
         }
 
         for cluster in &env.clusters {
-            let api = cluster.apiserver.lock().await;
-            let kcm = cluster.controller_manager.lock().await;
-            record.clusters.push(ClusterState {
-                name: cluster.name().to_string(),
-                port: cluster.port(),
-                kubeconfig_path: cluster.kubeconfig_path().to_path_buf(),
-                apiserver: api.spec.clone(),
-                controller_manager: kcm.as_ref().map(|p| p.spec.clone()),
-            });
+            record.clusters.push(cluster.record().await);
         }
         record.complete = true;
         if let Err(e) = record.write(&env.state_dir) {
@@ -273,7 +285,8 @@ impl TestEnvBuilder {
     }
 }
 
-/// Real etcd + kube-apiserver (+ kube-controller-manager) control planes on loopback.
+/// Real etcd + kube-apiserver control planes on loopback, each with kube-controller-manager,
+/// kube-scheduler and kwok's simulated nodes (see [`TestEnvBuilder`]).
 ///
 /// Dropping it kills every process and removes the state dir, except: when the thread is
 /// panicking (a failed test), after [`TestEnv::keep_on_drop`], or with `KURATOR_TESTENV_KEEP=1`
@@ -306,7 +319,8 @@ impl std::fmt::Debug for TestEnv {
 }
 
 impl TestEnv {
-    /// A builder with defaults: no members, controller-manager on the host, no CRDs.
+    /// A builder with defaults: no members, controller-manager and simulated nodes in every
+    /// cluster, no CRDs.
     pub fn builder() -> TestEnvBuilder {
         TestEnvBuilder::default()
     }
@@ -326,17 +340,10 @@ impl TestEnv {
         let mut clusters = Vec::new();
         let mut any_alive = etcd.pid != 0;
         for c in &record.clusters {
-            let api = state::adopt(&c.apiserver);
-            let kcm = c.controller_manager.as_ref().map(state::adopt);
-            any_alive |= api.pid != 0 || kcm.as_ref().is_some_and(|p| p.pid != 0);
-            clusters.push(ClusterHandle::adopt(
-                c.name.clone(),
-                c.port,
-                c.kubeconfig_path.clone(),
-                api,
-                kcm,
-                state::ATTACHED_TIMEOUT,
-            )?);
+            any_alive |= std::iter::once(&c.apiserver)
+                .chain(c.component_specs())
+                .any(|spec| state::adopt(spec).pid != 0);
+            clusters.push(ClusterHandle::adopt(c, state::ATTACHED_TIMEOUT)?);
         }
         let flux: Vec<Proc> = record.flux.iter().map(state::adopt).collect();
         any_alive |= flux.iter().any(|p| p.pid != 0);

@@ -8,11 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::cluster::log_path;
 use crate::error::{Error, Result};
 use crate::flux_binaries::FluxBinaries;
+use crate::health::http_get_ok;
 use crate::process::{Proc, ProcessSpec, WaitError, free_port, lost_port_race, wait_ready};
 
 const ATTEMPTS: usize = 4;
@@ -185,25 +184,6 @@ pub(crate) async fn wait_until_ready(
         }
     })
     .await
-}
-
-/// `GET http://127.0.0.1:<port><path>` answers 200 (within 2 s).
-pub(crate) async fn http_get_ok(port: u16, path: &str) -> bool {
-    let probe = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    match tokio::time::timeout(Duration::from_secs(2), probe).await {
-        Ok(Ok(resp)) => String::from_utf8_lossy(&resp)
-            .lines()
-            .next()
-            .is_some_and(|l| l.split_whitespace().nth(1) == Some("200")),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

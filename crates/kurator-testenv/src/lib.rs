@@ -2,9 +2,11 @@
 //!
 //! One etcd serves a `host` cluster and `member1..N`, each with its own kube-apiserver
 //! (distinct `--etcd-prefix`), TLS certificates, and a kubeconfig with inline credentials.
-//! kube-controller-manager (garbage collector + namespace controller) runs on the host by
-//! default. Binaries are built once from the pinned Go modules in `tools/testenv/` and cached
-//! (see [`ensure_binaries`]). No Docker, no mocks.
+//! By default every cluster also runs kube-controller-manager (garbage collection, namespace
+//! deletion, the workload and service-account controllers), kube-scheduler, and kwok with
+//! [`FAKE_NODES`] simulated nodes: Pods are scheduled and reported Running and Ready, but no
+//! container runs (kwok stands in for the kubelet). Binaries are built once from the pinned Go
+//! modules in `tools/testenv/` and cached (see [`ensure_binaries`]). No Docker, no mocks.
 //!
 //! End to end: [`TestEnvBuilder::flux`] adds Flux source-, kustomize- and helm-controller
 //! against the host (built by [`ensure_flux_binaries`]), [`GitServer`] serves bare git
@@ -33,16 +35,17 @@
 //! ```
 //!
 //! Environment variables:
-//! - `KURATOR_TESTENV_BIN_DIR`: prebuilt `etcd`, `kube-apiserver`, `kube-controller-manager`
-//!   and (for Flux) `source-controller`, `kustomize-controller`, `helm-controller` plus the
+//! - `KURATOR_TESTENV_BIN_DIR`: prebuilt `etcd`, `kube-apiserver`, `kube-controller-manager`,
+//!   `kube-scheduler`, `kwok` and (for Flux) `source-controller`, `kustomize-controller`, `helm-controller` plus the
 //!   CRD directory `flux-crds/` (nothing is built).
 //! - `KURATOR_TESTENV_CACHE`: cache dir (default `$XDG_CACHE_HOME/kurator-testenv` or
 //!   `~/.cache/kurator-testenv`); `KURATOR_TESTENV_GO`: the `go` executable.
 //! - `KURATOR_TESTENV_KEEP=1`: keep state dirs (logs, certs, kubeconfigs) on drop.
 //!
-//! Layout of a state dir: `env.json`, `logs/<cluster>-<component>.log` (and `etcd.log`; Flux:
+//! Layout of a state dir: `env.json`, `logs/<cluster>-<component>.log` (components
+//! `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kwok`; also `etcd.log`; Flux:
 //! `host-{source,kustomize,helm}-controller.log`), `clusters/<name>/kubeconfig`,
-//! `clusters/<name>/certs/`, `etcd-data/`, `flux/storage/` (source-controller artifacts),
+//! `clusters/<name>/certs/`, `clusters/<name>/kwok-stages.yaml`, `etcd-data/`, `flux/storage/` (source-controller artifacts),
 //! `run/*.pid` (detached only).
 
 mod apiserver;
@@ -54,26 +57,31 @@ mod crds;
 mod env;
 mod error;
 mod etcd;
+mod fake_nodes;
 mod flux;
 mod flux_binaries;
 mod git_server;
+mod health;
 mod helm_repo;
 mod http_server;
 mod kubeconfig;
+mod kwok;
 mod load_balancer;
 mod process;
+mod scheduler;
 mod standin_charts;
 mod state;
 pub mod wait;
 
 pub use binaries::{
-    BIN_DIR_ENV, Binaries, CACHE_ENV, ETCD_VERSION, GO_ENV, KUBERNETES_VERSION, cache_dir,
-    ensure_binaries,
+    BIN_DIR_ENV, Binaries, CACHE_ENV, ETCD_VERSION, GO_ENV, KUBERNETES_VERSION, KWOK_VERSION,
+    cache_dir, ensure_binaries,
 };
 pub use cluster::ClusterHandle;
 pub use crds::{FIELD_MANAGER, parse_crds};
 pub use env::{ControllerManagerMode, KEEP_ENV, TestEnv, TestEnvBuilder};
 pub use error::{Error, Result};
+pub use fake_nodes::{FAKE_NODE_LABEL, FAKE_NODES};
 pub use flux_binaries::{
     FLUX_HELM_VERSION, FLUX_KUSTOMIZE_VERSION, FLUX_SOURCE_VERSION, FluxBinaries,
     PREBUILT_FLUX_CRDS_DIR, ensure_flux_binaries,

@@ -353,6 +353,42 @@ where
     }
 }
 
+/// How often a process that lost the race for its port is tried on another one.
+const PORT_ATTEMPTS: usize = 4;
+
+/// Spawns the process `spec_for(port)` describes on a free loopback port and waits with
+/// `ready` (which hands the process back with its verdict); a process that lost the race for
+/// its port is retried on another one. On failure nothing keeps running and the error carries
+/// the log tail.
+pub(crate) async fn start_on_free_port<R, Fut>(
+    spec_for: impl Fn(u16) -> ProcessSpec,
+    detached: bool,
+    timeout: Duration,
+    probe: &str,
+    mut ready: R,
+) -> Result<Proc>
+where
+    R: FnMut(Proc) -> Fut,
+    Fut: std::future::Future<Output = (Proc, std::result::Result<(), WaitError>)>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let proc = Proc::spawn(spec_for(free_port()?), detached)?;
+        let (mut proc, verdict) = ready(proc).await;
+        match verdict {
+            Ok(()) => return Ok(proc),
+            Err(WaitError::Exited(status)) if attempt < PORT_ATTEMPTS && lost_port_race(&proc) => {
+                tracing::warn!(%status, process = %proc.spec.name, "lost a port race, retrying");
+            }
+            Err(err) => {
+                proc.kill().await.ok();
+                return Err(proc.startup_error(err.describe(timeout, probe)));
+            }
+        }
+    }
+}
+
 /// Whether the last run of the process died because its port was taken (a race between
 /// picking a free port and the process binding it).
 pub(crate) fn lost_port_race(proc: &Proc) -> bool {

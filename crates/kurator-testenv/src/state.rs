@@ -42,6 +42,21 @@ pub(crate) struct ClusterState {
     pub kubeconfig_path: PathBuf,
     pub apiserver: ProcessSpec,
     pub controller_manager: Option<ProcessSpec>,
+    /// kube-scheduler and kwok (absent without simulated nodes, and in state files written
+    /// before they existed, which stay readable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<ProcessSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kwok: Option<ProcessSpec>,
+}
+
+impl ClusterState {
+    /// The processes running against the apiserver, in teardown order.
+    pub fn component_specs(&self) -> impl Iterator<Item = &ProcessSpec> {
+        [&self.kwok, &self.scheduler, &self.controller_manager]
+            .into_iter()
+            .flatten()
+    }
 }
 
 impl EnvState {
@@ -94,15 +109,11 @@ impl EnvState {
         fs::rename(&tmp, &path).map_err(|e| Error::io("renaming to", path, e))
     }
 
-    /// Every process spec, in teardown order (Flux controllers, controller-managers,
-    /// apiservers, etcd).
+    /// Every process spec, in teardown order (Flux controllers, the components of every
+    /// cluster, apiservers, etcd).
     pub fn specs(&self) -> Vec<&ProcessSpec> {
         let mut specs: Vec<&ProcessSpec> = self.flux.iter().collect();
-        specs.extend(
-            self.clusters
-                .iter()
-                .filter_map(|c| c.controller_manager.as_ref()),
-        );
+        specs.extend(self.clusters.iter().flat_map(ClusterState::component_specs));
         specs.extend(self.clusters.iter().map(|c| &c.apiserver));
         specs.extend(self.etcd.as_ref().map(|e| &e.process));
         specs

@@ -52,11 +52,37 @@ async fn detached_attach_and_stop_all() -> Result<()> {
 
         // Outage and restart through the attached handle (the new process is detached too).
         let member = &attached.members()[0];
+        // kube-scheduler and kwok outlive the apiserver, as in a real outage.
         member.stop().await?;
-        ensure!(attached.dead_processes().await == ["member1-kube-apiserver"]);
+        let dead = attached.dead_processes().await;
+        ensure!(dead == ["member1-kube-apiserver"], "{dead:?}");
         member.start().await?;
         let reattached = TestEnv::attach(&dir)?.context("still attachable")?;
         ensure!(reattached.dead_processes().await.is_empty());
+
+        // A component that died is restarted by `start`, detached, with its old flags.
+        let kwok_pid = std::fs::read_to_string(dir.join("run").join("member1-kwok.pid"))?;
+        let killed = std::process::Command::new("kill")
+            .args(["-9", kwok_pid.trim()])
+            .status()?;
+        ensure!(killed.success());
+        wait::until(
+            "member1-kwok to be reported dead",
+            Duration::from_secs(10),
+            || async {
+                let dead = reattached.dead_processes().await;
+                (dead == ["member1-kwok"])
+                    .then_some(())
+                    .ok_or(format!("{dead:?}"))
+            },
+        )
+        .await?;
+        reattached.members()[0].start().await?;
+        ensure!(reattached.dead_processes().await.is_empty());
+        let new_pid = std::fs::read_to_string(dir.join("run").join("member1-kwok.pid"))?;
+        ensure!(new_pid != kwok_pid, "pid file not rewritten");
+        let again = TestEnv::attach(&dir)?.context("attachable after the restart")?;
+        ensure!(again.dead_processes().await.is_empty());
         Ok::<_, anyhow::Error>(())
     }
     .await;

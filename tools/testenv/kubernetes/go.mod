@@ -1,4 +1,4 @@
-// Wrapper module that pins kube-apiserver and kube-controller-manager for the
+// Wrapper module that pins kube-apiserver, kube-controller-manager and kube-scheduler for the
 // test environment. Built by crates/kurator-testenv (never imported).
 module kurator.dev/testenv/kubernetes
 
@@ -43,6 +43,7 @@ replace (
 tool (
 	k8s.io/kubernetes/cmd/kube-apiserver
 	k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-scheduler
 )
 
 require (

@@ -34,7 +34,7 @@ use kurator_api::{
     fleet::{ClusterKind, FleetCluster, FleetSpec},
     flux::Kustomization,
 };
-use kurator_testenv::{TestEnv, ensure_flux_binaries};
+use kurator_testenv::{ControllerManagerMode, TestEnv, ensure_flux_binaries};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -90,8 +90,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ];
     crds.extend(flux.crds()?);
     eprintln!("starting a host and {} members...", args.members);
+    // Only the API matters here: no Pods run, and per-cluster schedulers, kwoks and
+    // controller-managers would steal CPU from the controller being measured.
     let env = TestEnv::builder()
         .members(args.members)
+        .controller_manager(ControllerManagerMode::Host)
+        .nodes(false)
         .crds(crds)
         .start()
         .await?;

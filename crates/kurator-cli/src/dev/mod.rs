@@ -13,7 +13,7 @@ use clap::Subcommand;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kurator_api::{Application, Fleet};
-use kurator_testenv::{ControllerManagerMode, TestEnv};
+use kurator_testenv::TestEnv;
 
 use self::{
     background::Background,
@@ -113,6 +113,8 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
                 "kube-controller-manager: {}",
                 bins.kube_controller_manager.display()
             );
+            println!("kube-scheduler:          {}", bins.kube_scheduler.display());
+            println!("kwok:                    {}", bins.kwok.display());
             println!("ready in {:.1}s", started.elapsed().as_secs_f64());
             Ok(())
         }
@@ -156,14 +158,15 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
             TestEnv::stop_all(env_dir(state))?;
             std::fs::create_dir_all(state)?;
             println!(
-                "Starting a host and {MEMBERS} member control planes (etcd + kube-apiserver) and Flux, real binaries..."
+                "Starting a host and {MEMBERS} member control planes (etcd, kube-apiserver, controller-manager, scheduler, kwok's simulated nodes) and Flux, real binaries..."
             );
             println!(
                 "The first run builds Kubernetes and Flux from source: several minutes; later runs take seconds."
             );
+            // Every cluster gets the workload controllers, kube-scheduler and kwok's simulated
+            // nodes (the builder's defaults), so workloads Flux applies get Running Pods.
             TestEnv::builder()
                 .members(MEMBERS)
-                .controller_manager(ControllerManagerMode::Host)
                 .crds(vec![kurator_api::crds::all_yaml()])
                 .flux(true)
                 .state_dir(env_dir(state))
