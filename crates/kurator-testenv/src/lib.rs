@@ -57,6 +57,7 @@ mod etcd;
 mod flux;
 mod flux_binaries;
 mod git_server;
+mod go_module;
 mod helm_repo;
 mod http_server;
 mod kubeconfig;
