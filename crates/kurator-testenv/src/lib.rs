@@ -9,7 +9,8 @@
 //! End to end: [`TestEnvBuilder::flux`] adds Flux source-, kustomize- and helm-controller
 //! against the host (built by [`ensure_flux_binaries`]), [`GitServer`] serves bare git
 //! repositories over smart HTTP and [`HelmRepo`] a chart repository, both on loopback.
-//! [`Kyverno`] runs the real Kyverno against a member (built by [`ensure_kyverno_binaries`]).
+//! [`Kyverno`] runs the real Kyverno against a member (built by [`ensure_kyverno_binaries`]),
+//! and [`add_kyverno_charts`] serves its real charts.
 //! [`wait::until`] is the one way to wait for something (with a deadline and a message naming
 //! what was awaited and the last thing seen), for the tests and for this crate itself.
 //!
@@ -37,7 +38,7 @@
 //! - `KURATOR_TESTENV_BIN_DIR`: prebuilt `etcd`, `kube-apiserver`, `kube-controller-manager`
 //!   and (for Flux) `source-controller`, `kustomize-controller`, `helm-controller` plus the
 //!   CRD directory `flux-crds/`; for Kyverno `kyverno`, `kyverno-reports-controller`,
-//!   `kyverno-crds/` (nothing is built).
+//!   `kyverno-crds/` and the chart archives in `kyverno-charts/` (nothing is built).
 //! - `KURATOR_TESTENV_CACHE`: cache dir (default `$XDG_CACHE_HOME/kurator-testenv` or
 //!   `~/.cache/kurator-testenv`); `KURATOR_TESTENV_GO`: the `go` executable.
 //! - `KURATOR_TESTENV_KEEP=1`: keep state dirs (logs, certs, kubeconfigs) on drop.
@@ -66,6 +67,7 @@ mod http_server;
 mod kubeconfig;
 mod kyverno;
 mod kyverno_binaries;
+mod kyverno_charts;
 mod load_balancer;
 mod process;
 mod standin_charts;
@@ -90,6 +92,10 @@ pub use kyverno::{Kyverno, KyvernoOptions, KyvernoParams, POLICY_WEBHOOK_CONFIGU
 pub use kyverno_binaries::{
     KYVERNO_CHART_VERSION, KYVERNO_VERSION, KyvernoBinaries, PREBUILT_KYVERNO_CRDS_DIR,
     ensure_kyverno_binaries,
+};
+pub use kyverno_charts::{
+    KYVERNO_CHART_NAMES, KYVERNO_CHART_RELEASES, KyvernoChart, PREBUILT_KYVERNO_CHARTS_DIR,
+    add_kyverno_charts, ensure_kyverno_charts, write_kyverno_charts,
 };
 pub use load_balancer::{
     LoadBalancerIngress, assign_load_balancer_ingress, run_load_balancer_simulator,

@@ -113,6 +113,22 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
                 "kube-controller-manager: {}",
                 bins.kube_controller_manager.display()
             );
+            // Kyverno runs in the members (tests; the playground once simulated nodes land).
+            let kyverno =
+                tokio::task::spawn_blocking(kurator_testenv::ensure_kyverno_binaries).await??;
+            let charts =
+                tokio::task::spawn_blocking(kurator_testenv::ensure_kyverno_charts).await??;
+            println!(
+                "kyverno:                 {}",
+                kyverno.admission_controller.display()
+            );
+            println!(
+                "kyverno reports:         {}",
+                kyverno.reports_controller.display()
+            );
+            for chart in charts {
+                println!("chart:                   {}", chart.archive.display());
+            }
             println!("ready in {:.1}s", started.elapsed().as_secs_f64());
             Ok(())
         }
