@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::go_module::{CacheLock, go_command, module_source, yaml_files_under};
 
 /// Kubernetes release the control planes run (kube-apiserver, kube-controller-manager,
 /// kube-scheduler).
@@ -66,9 +67,16 @@ pub(crate) struct Target<'a> {
     pub binary: &'static str,
     /// Main package to `go build`.
     pub package: &'static str,
-    /// Module (at `wrapper.version`) whose `config/crd/bases/*.yaml` are cached next to the
-    /// binary.
-    pub crds_module: Option<&'static str>,
+    /// CRDs cached next to the binary, from the module source (at `wrapper.version`).
+    pub crds: Option<CrdSource>,
+}
+
+/// Where a module keeps its CRDs: every `*.yaml` under `dir` (recursively) of `module`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CrdSource {
+    pub module: &'static str,
+    /// Relative to the module root, e.g. `config/crd/bases`.
+    pub dir: &'static str,
 }
 
 fn kubernetes_wrapper() -> Wrapper {
@@ -191,31 +199,31 @@ pub fn ensure_binaries() -> Result<Binaries> {
             wrapper: &etcd,
             binary: "etcd",
             package: "go.etcd.io/etcd/server/v3",
-            crds_module: None,
+            crds: None,
         },
         Target {
             wrapper: &k8s,
             binary: "kube-apiserver",
             package: "k8s.io/kubernetes/cmd/kube-apiserver",
-            crds_module: None,
+            crds: None,
         },
         Target {
             wrapper: &k8s,
             binary: "kube-controller-manager",
             package: "k8s.io/kubernetes/cmd/kube-controller-manager",
-            crds_module: None,
+            crds: None,
         },
         Target {
             wrapper: &k8s,
             binary: "kube-scheduler",
             package: "k8s.io/kubernetes/cmd/kube-scheduler",
-            crds_module: None,
+            crds: None,
         },
         Target {
             wrapper: &kwok,
             binary: "kwok",
             package: "sigs.k8s.io/kwok/cmd/kwok",
-            crds_module: None,
+            crds: None,
         },
     ];
     match <[Built; 5]>::try_from(ensure_targets(&targets)?) {
@@ -273,7 +281,7 @@ pub(crate) fn ensure_targets(targets: &[Target<'_>]) -> Result<Vec<Built>> {
         .map(|t| Built {
             binary: bin_dir.join(t.file_name()),
             crds: t
-                .crds_module
+                .crds
                 .map(|_| bin_dir.join(format!("{}.crds", t.file_name()))),
         })
         .collect();
@@ -281,54 +289,24 @@ pub(crate) fn ensure_targets(targets: &[Target<'_>]) -> Result<Vec<Built>> {
 
     if built.iter().any(missing) {
         fs::create_dir_all(&bin_dir).map_err(|e| Error::io("creating", &bin_dir, e))?;
-        let lock_path = cache.join("build.lock");
-        let lock = File::create(&lock_path).map_err(|e| Error::io("creating", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                eprintln!(
-                    "kurator-testenv: waiting for another process to finish building the \
-                     test binaries ({})…",
-                    lock_path.display()
-                );
-                lock.lock()
-                    .map_err(|e| Error::io("locking", &lock_path, e))?;
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io("locking", &lock_path, e));
-            }
-        }
+        let lock = CacheLock::acquire(&cache)?;
         for (target, paths) in targets.iter().zip(&built) {
             // Re-check under the lock: another process may have built it meanwhile.
             if !paths.binary.is_file() {
                 build(&cache, target, &paths.binary)?;
             }
-            if let (Some(module), Some(dir)) = (target.crds_module, &paths.crds)
+            if let (Some(source), Some(dir)) = (target.crds, &paths.crds)
                 && !dir.is_dir()
             {
-                copy_crds(&cache, target, module, dir)?;
+                copy_crds(&cache, target, source, dir)?;
             }
         }
         drop(lock);
     }
     Ok(built)
 }
-/// `$KURATOR_TESTENV_GO`, else `go` from `PATH`, else the standard `/usr/local/go/bin/go`.
-fn go_command() -> String {
-    if let Some(go) = std::env::var(GO_ENV).ok().filter(|v| !v.is_empty()) {
-        return go;
-    }
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("go").is_file()));
-    let fallback = Path::new("/usr/local/go/bin/go");
-    if !on_path && fallback.is_file() {
-        return fallback.display().to_string();
-    }
-    "go".to_string()
-}
-
 /// Writes the wrapper module to `<cache>/src/<name>-<hash8>` and returns that directory.
-fn prepare_src(cache: &Path, wrapper: &Wrapper) -> Result<PathBuf> {
+pub(crate) fn prepare_src(cache: &Path, wrapper: &Wrapper) -> Result<PathBuf> {
     let src = cache
         .join("src")
         .join(format!("{}-{}", wrapper.name, wrapper.hash8()));
@@ -340,47 +318,18 @@ fn prepare_src(cache: &Path, wrapper: &Wrapper) -> Result<PathBuf> {
     Ok(src)
 }
 
-/// Copies `config/crd/bases/*.yaml` of `module@version` (from the Go module cache, downloaded
-/// if needed) into `dest` (written to a temporary directory, then renamed).
-fn copy_crds(cache: &Path, target: &Target<'_>, module: &str, dest: &Path) -> Result<()> {
+/// Copies the CRD YAML files of `source` (from the Go module cache, downloaded if needed)
+/// into `dest` (written to a temporary directory, then renamed).
+fn copy_crds(cache: &Path, target: &Target<'_>, source: CrdSource, dest: &Path) -> Result<()> {
     let src = prepare_src(cache, target.wrapper)?;
-    let module_at = format!("{module}@{}", target.wrapper.version);
-    let crd_error = |message: String| Error::FluxCrds {
-        module: module_at.clone(),
-        message,
-    };
-    let go = go_command();
-    let output = Command::new(&go)
-        .current_dir(&src)
-        .args(["mod", "download", "-json", &module_at])
-        .env("GOWORK", "off")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| Error::GoMissing {
-            go: go.clone(),
-            source,
-        })?;
-    let info: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| {
-        crd_error(format!(
-            "`go mod download -json` printed no JSON ({e}); stderr: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    })?;
-    if let Some(err) = info.get("Error").and_then(|e| e.as_str()) {
-        return Err(crd_error(err.to_string()));
-    }
-    let Some(dir) = info.get("Dir").and_then(|d| d.as_str()) else {
-        return Err(crd_error("`go mod download -json` reported no Dir".into()));
-    };
-    let bases = Path::new(dir).join("config").join("crd").join("bases");
-    let mut files: Vec<PathBuf> = fs::read_dir(&bases)
-        .map_err(|e| Error::io("reading", &bases, e))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
+    let module_dir = module_source(&src, source.module, target.wrapper.version)?;
+    let crd_dir = module_dir.join(source.dir);
+    let files = yaml_files_under(&crd_dir)?;
     if files.is_empty() {
-        return Err(crd_error(format!("no *.yaml in {}", bases.display())));
+        return Err(Error::GoModule {
+            module: format!("{}@{}", source.module, target.wrapper.version),
+            message: format!("no *.yaml in {}", crd_dir.display()),
+        });
     }
     let tmp = dest.with_file_name(format!(
         ".{}.crds.tmp-{}",
@@ -399,7 +348,7 @@ fn copy_crds(cache: &Path, target: &Target<'_>, module: &str, dest: &Path) -> Re
         fs::write(&to, text).map_err(|e| Error::io("writing", &to, e))?;
     }
     fs::rename(&tmp, dest).map_err(|e| Error::io("renaming CRD directory to", dest, e))?;
-    tracing::info!(module = %module_at, crds = files.len(), dir = %dest.display(), "cached CRDs");
+    tracing::info!(module = source.module, crds = files.len(), dir = %dest.display(), "cached CRDs");
     Ok(())
 }
 
@@ -497,7 +446,7 @@ mod tests {
             wrapper: &k8s,
             binary: "kube-apiserver",
             package: "k8s.io/kubernetes/cmd/kube-apiserver",
-            crds_module: None,
+            crds: None,
         };
         let name = t.file_name();
         assert!(name.starts_with("kube-apiserver-v1.35.4-"), "{name}");

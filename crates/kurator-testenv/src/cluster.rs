@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 use crate::apiserver::{self, ApiserverParams};
 use crate::certs::{CertPaths, ClusterCerts, write_file};
 use crate::controller_manager::{self, ControllerManagerParams};
+use crate::crds::{install_crds, parse_crds};
 use crate::error::{Error, Result};
 use crate::fake_nodes;
 use crate::kubeconfig;
@@ -362,6 +363,13 @@ impl ClusterHandle {
     /// A new `kube::Client` for the cluster as `admin` (group `system:masters`).
     pub async fn client(&self) -> Result<kube::Client> {
         kubeconfig::client(&self.name, &self.kubeconfig_yaml).await
+    }
+
+    /// Installs CRDs (YAML texts, several `---` documents each allowed) in this cluster and
+    /// waits until they are served, e.g. a chart's CRDs in a member.
+    pub async fn install_crds(&self, crds: &[String]) -> Result<()> {
+        let crds = parse_crds(crds)?;
+        install_crds(&self.client().await?, &crds, self.timeout).await
     }
 
     /// Whether the apiserver process is running.

@@ -44,9 +44,10 @@ pub enum Error {
         tail: String,
     },
 
-    /// The CRDs of a Flux controller module could not be fetched from the Go module cache.
-    #[error("fetching the CRDs of {module}: {message}")]
-    FluxCrds { module: String, message: String },
+    /// A Go module's source (CRDs, charts) could not be fetched from the Go module cache or
+    /// proxy, or lacks what was expected.
+    #[error("Go module {module}: {message}")]
+    GoModule { module: String, message: String },
 
     /// A `git` command failed.
     #[error("`git {args}` failed ({status}): {stderr}")]

@@ -9,7 +9,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::binaries::{Built, Target, Wrapper, ensure_targets, pick_prebuilt, prebuilt_dir};
+use crate::binaries::{
+    Built, CrdSource, Target, Wrapper, ensure_targets, pick_prebuilt, prebuilt_dir,
+};
 use crate::error::{Error, Result};
 
 /// fluxcd/source-controller release.
@@ -79,6 +81,14 @@ fn wrapper(
     }
 }
 
+/// Flux keeps its CRDs in the root module zip under `config/crd/bases/`.
+fn flux_crds(module: &'static str) -> CrdSource {
+    CrdSource {
+        module,
+        dir: "config/crd/bases",
+    }
+}
+
 fn wrappers() -> [Wrapper; 3] {
     [
         wrapper(
@@ -116,19 +126,19 @@ pub fn ensure_flux_binaries() -> Result<FluxBinaries> {
             wrapper: &source,
             binary: "source-controller",
             package: "github.com/fluxcd/source-controller",
-            crds_module: Some("github.com/fluxcd/source-controller"),
+            crds: Some(flux_crds("github.com/fluxcd/source-controller")),
         },
         Target {
             wrapper: &kustomize,
             binary: "kustomize-controller",
             package: "github.com/fluxcd/kustomize-controller",
-            crds_module: Some("github.com/fluxcd/kustomize-controller"),
+            crds: Some(flux_crds("github.com/fluxcd/kustomize-controller")),
         },
         Target {
             wrapper: &helm,
             binary: "helm-controller",
             package: "github.com/fluxcd/helm-controller",
-            crds_module: Some("github.com/fluxcd/helm-controller"),
+            crds: Some(flux_crds("github.com/fluxcd/helm-controller")),
         },
     ];
     let built = ensure_targets(&targets)?;

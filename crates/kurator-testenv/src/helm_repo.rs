@@ -107,10 +107,17 @@ pub fn write_chart(
                 .into_bytes()
         });
     entries.entry(PathBuf::from("values.yaml")).or_default();
+    let archive = dir.join(format!("{name}-{version}.tgz"));
+    write_atomically(&archive, &chart_archive(name, &entries)?)?;
+    Ok(archive)
+}
 
+/// A gzip'd tar of `files` (paths relative to the chart root) under the single top-level
+/// directory `<name>/`, with fixed modes and times so that equal input gives equal bytes.
+pub(crate) fn chart_archive(name: &str, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<Vec<u8>> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    for (path, contents) in &entries {
+    for (path, contents) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(contents.len() as u64);
         header.set_mode(0o644);
@@ -120,13 +127,9 @@ pub fn write_chart(
         tar.append_data(&mut header, &full, contents.as_slice())
             .map_err(|e| Error::HelmRepo(format!("archiving {}: {e}", full.display())))?;
     }
-    let bytes = tar
-        .into_inner()
+    tar.into_inner()
         .and_then(|gz| gz.finish())
-        .map_err(|e| Error::HelmRepo(format!("compressing chart {name}: {e}")))?;
-    let archive = dir.join(format!("{name}-{version}.tgz"));
-    write_atomically(&archive, &bytes)?;
-    Ok(archive)
+        .map_err(|e| Error::HelmRepo(format!("compressing chart {name}: {e}")))
 }
 
 /// Regenerates `<dir>/index.yaml` (`apiVersion: v1`) from every `*.tgz` in `dir`.
@@ -185,7 +188,7 @@ pub fn write_index(dir: &Path) -> Result<()> {
 }
 
 /// The `Chart.yaml` of a chart archive (`<dir>/Chart.yaml`, exactly one level deep).
-fn chart_metadata(tgz: &[u8]) -> std::result::Result<serde_json::Value, String> {
+pub(crate) fn chart_metadata(tgz: &[u8]) -> std::result::Result<serde_json::Value, String> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
     let entries = archive.entries().map_err(|e| e.to_string())?;
     for entry in entries {
@@ -209,7 +212,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())

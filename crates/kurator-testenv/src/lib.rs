@@ -11,6 +11,8 @@
 //! End to end: [`TestEnvBuilder::flux`] adds Flux source-, kustomize- and helm-controller
 //! against the host (built by [`ensure_flux_binaries`]), [`GitServer`] serves bare git
 //! repositories over smart HTTP and [`HelmRepo`] a chart repository, both on loopback.
+//! [`Kyverno`] runs the real Kyverno against a member (built by [`ensure_kyverno_binaries`]),
+//! and [`add_kyverno_charts`] serves its real charts.
 //! [`wait::until`] is the one way to wait for something (with a deadline and a message naming
 //! what was awaited and the last thing seen), for the tests and for this crate itself.
 //!
@@ -36,16 +38,20 @@
 //!
 //! Environment variables:
 //! - `KURATOR_TESTENV_BIN_DIR`: prebuilt `etcd`, `kube-apiserver`, `kube-controller-manager`,
-//!   `kube-scheduler`, `kwok` and (for Flux) `source-controller`, `kustomize-controller`, `helm-controller` plus the
-//!   CRD directory `flux-crds/` (nothing is built).
+//!   `kube-scheduler`, `kwok` and (for Flux) `source-controller`, `kustomize-controller`,
+//!   `helm-controller` plus the CRD directory `flux-crds/`; for Kyverno `kyverno`,
+//!   `kyverno-reports-controller`, `kyverno-crds/` and the chart archives in `kyverno-charts/`
+//!   (nothing is built).
 //! - `KURATOR_TESTENV_CACHE`: cache dir (default `$XDG_CACHE_HOME/kurator-testenv` or
 //!   `~/.cache/kurator-testenv`); `KURATOR_TESTENV_GO`: the `go` executable.
 //! - `KURATOR_TESTENV_KEEP=1`: keep state dirs (logs, certs, kubeconfigs) on drop.
 //!
 //! Layout of a state dir: `env.json`, `logs/<cluster>-<component>.log` (components
 //! `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kwok`; also `etcd.log`; Flux:
-//! `host-{source,kustomize,helm}-controller.log`), `clusters/<name>/kubeconfig`,
-//! `clusters/<name>/certs/`, `clusters/<name>/kwok-stages.yaml`, `etcd-data/`, `flux/storage/` (source-controller artifacts),
+//! `host-{source,kustomize,helm}-controller.log`; Kyverno:
+//! `<member>-kyverno-{admission,reports}-controller.log`), `clusters/<name>/kubeconfig`,
+//! `clusters/<name>/certs/`, `clusters/<name>/kwok-stages.yaml`, `etcd-data/`, `flux/storage/`
+//! (source-controller artifacts),
 //! `run/*.pid` (detached only).
 
 mod apiserver;
@@ -61,11 +67,15 @@ mod fake_nodes;
 mod flux;
 mod flux_binaries;
 mod git_server;
+mod go_module;
 mod health;
 mod helm_repo;
 mod http_server;
 mod kubeconfig;
 mod kwok;
+mod kyverno;
+mod kyverno_binaries;
+mod kyverno_charts;
 mod load_balancer;
 mod process;
 mod scheduler;
@@ -88,6 +98,15 @@ pub use flux_binaries::{
 };
 pub use git_server::{FileChange, GIT_BRANCH, GitRepo, GitServer, serve as serve_git};
 pub use helm_repo::{HelmRepo, serve_static as serve_helm_repo, write_chart, write_index};
+pub use kyverno::{Kyverno, KyvernoOptions, KyvernoParams, POLICY_WEBHOOK_CONFIGURATION};
+pub use kyverno_binaries::{
+    KYVERNO_CHART_VERSION, KYVERNO_VERSION, KyvernoBinaries, PREBUILT_KYVERNO_CRDS_DIR,
+    ensure_kyverno_binaries,
+};
+pub use kyverno_charts::{
+    KYVERNO_CHART_NAMES, KYVERNO_CHART_RELEASES, KyvernoChart, PREBUILT_KYVERNO_CHARTS_DIR,
+    add_kyverno_charts, ensure_kyverno_charts, write_kyverno_charts,
+};
 pub use load_balancer::{
     LoadBalancerIngress, assign_load_balancer_ingress, run_load_balancer_simulator,
 };

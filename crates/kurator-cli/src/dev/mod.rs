@@ -115,6 +115,22 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
             );
             println!("kube-scheduler:          {}", bins.kube_scheduler.display());
             println!("kwok:                    {}", bins.kwok.display());
+            // Kyverno runs in the members (tests so far; the playground next).
+            let kyverno =
+                tokio::task::spawn_blocking(kurator_testenv::ensure_kyverno_binaries).await??;
+            let charts =
+                tokio::task::spawn_blocking(kurator_testenv::ensure_kyverno_charts).await??;
+            println!(
+                "kyverno:                 {}",
+                kyverno.admission_controller.display()
+            );
+            println!(
+                "kyverno reports:         {}",
+                kyverno.reports_controller.display()
+            );
+            for chart in charts {
+                println!("chart:                   {}", chart.archive.display());
+            }
             println!("ready in {:.1}s", started.elapsed().as_secs_f64());
             Ok(())
         }
