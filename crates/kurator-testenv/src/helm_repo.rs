@@ -263,7 +263,24 @@ async fn file(State(dir): State<Arc<PathBuf>>, req: Request) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    /// The sorted paths inside a `.tgz` chart archive (also used by the Kyverno chart tests).
+    pub(crate) fn archive_entry_names(bytes: &[u8]) -> Vec<String> {
+        let mut names: Vec<String> = tar::Archive::new(flate2::read::GzDecoder::new(bytes))
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
     use super::*;
 
     fn scratch(tag: &str) -> PathBuf {
@@ -286,18 +303,7 @@ mod tests {
         .expect("chart");
         assert_eq!(archive, dir.join("demo-0.1.0.tgz"));
         let bytes = std::fs::read(&archive).expect("read");
-        let mut names: Vec<String> = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]))
-            .entries()
-            .expect("entries")
-            .map(|e| {
-                e.expect("entry")
-                    .path()
-                    .expect("path")
-                    .display()
-                    .to_string()
-            })
-            .collect();
-        names.sort();
+        let names = archive_entry_names(&bytes);
         assert_eq!(
             names,
             [

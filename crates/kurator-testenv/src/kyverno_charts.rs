@@ -213,18 +213,7 @@ mod tests {
             fs::write(p, text).expect("write");
         }
         let archive = package_chart(&dir, "demo", "1.2.3").expect("package");
-        let mut names: Vec<String> = tar::Archive::new(flate2::read::GzDecoder::new(&archive[..]))
-            .entries()
-            .expect("entries")
-            .map(|e| {
-                e.expect("entry")
-                    .path()
-                    .expect("path")
-                    .display()
-                    .to_string()
-            })
-            .collect();
-        names.sort();
+        let names = crate::helm_repo::tests::archive_entry_names(&archive);
         assert_eq!(
             names,
             [
