@@ -176,6 +176,18 @@ async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_
     )
     .await;
 
+    // Until a member's sidecar has a load-balancer address, Thanos Query cannot reach it:
+    // the metric plugin says so instead of reporting Ready.
+    wait_for(&fleets, "quickstart", WAIT, |f| {
+        condition(f, "MetricReady").is_some_and(|c| {
+            c.0 == "False"
+                && c.1 == "SidecarAddressPending"
+                && c.2.contains("kurator-member1")
+                && c.2.contains("kurator-member2")
+        })
+    })
+    .await;
+
     // No cloud controller: load balancers get an address from a simulator — an IP in one
     // member, a hostname in the other (upstream would drop it), and one on the host (Grafana).
     let simulators = [

@@ -140,7 +140,7 @@ pub fn ready_members(
 type SidecarLookup = (String, Result<Vec<sidecar::Address>, String>);
 
 /// Each member's Thanos sidecar addresses (16 members at a time, each bounded by the probe
-/// timeout), and the members that could not be read.
+/// timeout), and the members that could not be read or have no address yet.
 pub async fn sidecar_addresses(
     ctx: &Context,
     namespace: &str,
@@ -182,7 +182,15 @@ pub async fn sidecar_addresses(
             Ok(addresses) if !addresses.is_empty() => {
                 out.insert(cluster, addresses);
             }
-            Ok(_) => {}
+            // Thanos Query cannot reach this member yet: say so and look again, since
+            // nothing watches the members' Services.
+            Ok(_) => failures.push(Failure {
+                plugin: Plugin::Metric,
+                reason: reason::SIDECAR_ADDRESS_PENDING,
+                message: format!(
+                    "the Thanos sidecar Service of {cluster} has no load-balancer address yet"
+                ),
+            }),
             Err(e) => failures.push(Failure {
                 plugin: Plugin::Metric,
                 reason: reason::MEMBER_UNREACHABLE,

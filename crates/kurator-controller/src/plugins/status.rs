@@ -38,6 +38,8 @@ pub mod reason {
     pub const NO_CLUSTERS: &str = "NoClusters";
     /// A member could not be written or read (Secret copy, sidecar Service); retried.
     pub const MEMBER_UNREACHABLE: &str = "MemberUnreachable";
+    /// A member's sidecar Service has no load-balancer address yet; looked at again.
+    pub const SIDECAR_ADDRESS_PENDING: &str = "SidecarAddressPending";
     /// The plugin's Secret on the host could not be read; retried.
     pub const SECRET_UNREADABLE: &str = "SecretUnreadable";
     /// Flux is not installed on the host.
