@@ -1,7 +1,9 @@
 //! End-to-end: Fleet plugins installed by real Flux helm-controller from a local chart
-//! repository (stand-in charts with the upstream names, versions and value keys) into real
-//! member API servers. The brief's Fleet examples are applied as written; the controller's
-//! `--chart-mirror` points the upstream repositories at the local one.
+//! repository into real member API servers: the real kyverno and kyverno-policies charts
+//! (Kurator's default 3.0.0; no Kyverno process runs here, see `policy_kyverno.rs` for
+//! that), and stand-in charts with the upstream names, versions and value keys for the
+//! metric and grafana plugins. The brief's Fleet examples are applied as written; the
+//! controller's `--chart-mirror` points the upstream repositories at the local one.
 
 mod common;
 
@@ -27,7 +29,9 @@ use kurator_controller::{
     Settings,
     plugins::{objstore::OBJSTORE_KEY, render::ChartMirrors},
 };
-use kurator_testenv::{HelmRepo, add_standin_charts, run_load_balancer_simulator};
+use kurator_testenv::{
+    HelmRepo, add_kyverno_charts, add_standin_charts, run_load_balancer_simulator,
+};
 
 const WAIT: Duration = Duration::from_secs(120);
 const METRIC_FLEET: &str = include_str!("../../kurator-api/tests/fixtures/seed/fleet-metric.yaml");
@@ -36,12 +40,13 @@ const KYVERNO: &str = "https://kyverno.github.io/kyverno";
 /// Written by the kube-prometheus stand-in chart from `prometheus.externalLabels`.
 const EXTERNAL_LABELS: &str = "prometheus-prometheus-external-labels";
 
-/// A chart repository with the stand-in charts (its directory removed when dropped), and
-/// controller settings mirroring the upstream repositories to it.
+/// A chart repository with the stand-in charts and the real Kyverno charts (its directory
+/// removed when dropped), and controller settings mirroring the upstream repositories to it.
 fn charts() -> ((HelmRepo, tempfile::TempDir), Settings) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let repo = HelmRepo::start(dir.path().join("charts")).expect("chart repository starts");
     add_standin_charts(&repo).expect("stand-in charts");
+    add_kyverno_charts(&repo).expect("the real Kyverno charts");
     let settings = Settings {
         health_interval: Duration::from_secs(10),
         chart_mirrors: ChartMirrors(vec![
@@ -409,6 +414,18 @@ async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_
 }
 
 const POLICY_FLEET: &str = include_str!("../../kurator-api/tests/fixtures/seed/fleet-policy.yaml");
+const PRIVILEGED: &str = "disallow-privileged-containers";
+
+async fn cluster_policy(member: &Client, name: &str) -> Option<kube::api::DynamicObject> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let resource =
+        ApiResource::from_gvk(&GroupVersionKind::gvk("kyverno.io", "v1", "ClusterPolicy"));
+    Api::<DynamicObject>::all_with(member.clone(), &resource)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+}
 
 /// A PolicyReport as Kyverno writes it: one result per (policy, outcome).
 fn policy_report(name: &str, results: &[(&str, &str)]) -> serde_json::Value {
@@ -522,7 +539,8 @@ async fn policy_from_the_brief_on_three_kinds_of_cluster_with_a_fleet_wide_repor
             );
         }
     }
-    // kyverno-policies carries the pod security values in every member.
+    // kyverno-policies installed Kyverno's baseline ClusterPolicies with the pod security
+    // values in every member.
     let members: Vec<Client> = futures::future::join_all(
         h.env
             .members()
@@ -531,25 +549,12 @@ async fn policy_from_the_brief_on_three_kinds_of_cluster_with_a_fleet_wide_repor
     )
     .await;
     for member in &members {
-        let policy = wait_configmap(
-            member,
-            "kyverno",
-            "policy-disallow-privileged-containers",
-            true,
-        )
-        .await
-        .unwrap();
-        let data = policy.data.unwrap_or_default();
+        let policy = cluster_policy(member, PRIVILEGED).await.expect(PRIVILEGED);
         assert_eq!(
-            data.get("severity").map(String::as_str),
-            Some("high"),
-            "{data:?}"
+            policy.metadata.annotations.unwrap_or_default()["policies.kyverno.io/severity"],
+            "high"
         );
-        assert_eq!(
-            data.get("validationFailureAction").map(String::as_str),
-            Some("Audit"),
-            "{data:?}"
-        );
+        assert_eq!(policy.data["spec"]["validationFailureAction"], "Audit");
     }
 
     // Reports Kyverno writes in the members are aggregated in the fleet within seconds.
@@ -643,12 +648,12 @@ async fn policy_from_the_brief_on_three_kinds_of_cluster_with_a_fleet_wide_repor
     })
     .await;
     for member in &members[..2] {
-        wait_configmap(
-            member,
-            "kyverno",
-            "policy-disallow-privileged-containers",
-            false,
-        )
+        until("the ClusterPolicy removed", WAIT, || async {
+            cluster_policy(member, PRIVILEGED)
+                .await
+                .is_none()
+                .then_some(())
+        })
         .await;
     }
     h.shutdown().await;

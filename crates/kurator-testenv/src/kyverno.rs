@@ -21,8 +21,9 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 
-use crate::cluster::{ClusterHandle, log_path};
+use crate::cluster::log_path;
 use crate::error::{Error, Result};
+use crate::kubeconfig;
 use crate::kyverno_binaries::KyvernoBinaries;
 use crate::process::{Proc, ProcessSpec, WaitError, free_port, lost_port_race, wait_ready};
 
@@ -51,6 +52,11 @@ pub struct KyvernoOptions {
     pub config_map: String,
     /// `METRICS_CONFIG`: Kyverno's metrics ConfigMap.
     pub metrics_config_map: String,
+    /// Further flags of the chart's admission controller container (feature switches,
+    /// logging), passed through; the flags this module sets itself win.
+    pub admission_args: Vec<String>,
+    /// Further flags of the chart's reports controller container.
+    pub reports_args: Vec<String>,
 }
 
 impl Default for KyvernoOptions {
@@ -63,6 +69,8 @@ impl Default for KyvernoOptions {
             background_controller_name: "kyverno-background-controller".into(),
             config_map: "kyverno".into(),
             metrics_config_map: "kyverno-metrics".into(),
+            admission_args: Vec::new(),
+            reports_args: Vec::new(),
         }
     }
 }
@@ -71,7 +79,10 @@ impl Default for KyvernoOptions {
 #[derive(Debug, Clone, Copy)]
 pub struct KyvernoParams<'a> {
     pub binaries: &'a KyvernoBinaries,
-    pub cluster: &'a ClusterHandle,
+    /// The cluster's name (process and log names).
+    pub cluster: &'a str,
+    /// Its admin kubeconfig: Kyverno's `--kubeconfig`.
+    pub kubeconfig: &'a Path,
     /// The environment's state dir (logs go to its `logs/`, pid files to `run/`).
     pub state_dir: &'a Path,
     pub options: &'a KyvernoOptions,
@@ -121,8 +132,8 @@ impl<'a> From<&KyvernoParams<'a>> for SpecInput<'a> {
         SpecInput {
             binaries: p.binaries,
             options: p.options,
-            cluster: p.cluster.name(),
-            kubeconfig: p.cluster.kubeconfig_path(),
+            cluster: p.cluster,
+            kubeconfig: p.kubeconfig,
             state_dir: p.state_dir,
             detached: p.detached,
         }
@@ -139,7 +150,11 @@ fn spec(p: &SpecInput<'_>, which: Component, port: u16, metrics_port: u16) -> Pr
         ),
         Component::Reports => (&p.binaries.reports_controller, &o.reports_controller_name),
     };
-    let mut args = vec![
+    let chart_args = match which {
+        Component::Admission => &o.admission_args,
+        Component::Reports => &o.reports_args,
+    };
+    let mut own = vec![
         format!("--kubeconfig={}", p.kubeconfig.display()),
         // Kyverno binds the metrics listener on every interface (":<port>"): a free port
         // keeps parallel clusters apart. `--disableMetrics` only stops recording.
@@ -150,7 +165,7 @@ fn spec(p: &SpecInput<'_>, which: Component, port: u16, metrics_port: u16) -> Pr
     if which == Component::Admission {
         let secret =
             |kind: &str| format!("{}.{}.svc.kyverno-tls-{kind}", o.service_name, o.namespace);
-        args.extend([
+        own.extend([
             format!("--serverIP=127.0.0.1:{port}"),
             format!("{WEBHOOK_PORT_FLAG}{port}"),
             format!("--caSecretName={}", secret("ca")),
@@ -161,6 +176,8 @@ fn spec(p: &SpecInput<'_>, which: Component, port: u16, metrics_port: u16) -> Pr
             ),
         ]);
     }
+    let mut args = pass_through(chart_args, &own);
+    args.extend(own);
     let name = format!("{cluster}-{}", which.log_name());
     ProcessSpec {
         program: program.clone(),
@@ -184,17 +201,30 @@ fn spec(p: &SpecInput<'_>, which: Component, port: u16, metrics_port: u16) -> Pr
     }
 }
 
+/// The chart's flags that this module does not set itself, in their order.
+fn pass_through(chart_args: &[String], own: &[String]) -> Vec<String> {
+    let flag_name = |arg: &str| arg.split('=').next().unwrap_or(arg).to_string();
+    let own: Vec<String> = own.iter().map(|a| flag_name(a)).collect();
+    chart_args
+        .iter()
+        .filter(|a| !own.contains(&flag_name(a)))
+        .cloned()
+        .collect()
+}
+
 impl Kyverno {
     /// Starts the admission controller, waits until its webhooks are registered and it
     /// answers, then starts the reports controller and waits until it leads. On failure
     /// nothing keeps running.
     pub async fn start(p: KyvernoParams<'_>) -> Result<Kyverno> {
-        let client = p.cluster.client().await?;
+        let yaml = std::fs::read_to_string(p.kubeconfig)
+            .map_err(|e| Error::io("reading", p.kubeconfig, e))?;
+        let client = kubeconfig::client(p.cluster, &yaml).await?;
         let (admission, webhook_port) = start_one(&p, &client, Component::Admission).await?;
         let (reports, _) = start_one(&p, &client, Component::Reports).await?;
-        tracing::info!(cluster = p.cluster.name(), webhook_port, "kyverno ready");
+        tracing::info!(cluster = p.cluster, webhook_port, "kyverno ready");
         Ok(Kyverno {
-            cluster: p.cluster.name().to_string(),
+            cluster: p.cluster.to_string(),
             webhook_port,
             admission,
             reports,
@@ -328,7 +358,15 @@ mod tests {
             reports_controller: "/bin/kyverno-reports-controller".into(),
             crd_dir: "/crds".into(),
         };
-        let options = KyvernoOptions::default();
+        let options = KyvernoOptions {
+            // As the chart renders them: passed through unless this module sets the flag.
+            reports_args: vec![
+                "--disableMetrics=false".into(),
+                "--otelConfig=prometheus".into(),
+                "--metricsPort=8000".into(),
+            ],
+            ..Default::default()
+        };
         let input = SpecInput {
             binaries: &binaries,
             options: &options,
@@ -381,6 +419,8 @@ mod tests {
             Path::new("/bin/kyverno-reports-controller")
         );
         assert!(reports.args.iter().any(|a| a == "--metricsPort=4002"));
+        assert!(!reports.args.iter().any(|a| a == "--metricsPort=8000"));
+        assert!(reports.args.iter().any(|a| a == "--otelConfig=prometheus"));
         // Only the admission controller serves webhooks.
         assert!(!reports.args.iter().any(|a| a.starts_with("--serverIP")));
         assert_eq!(

@@ -85,9 +85,9 @@ pub fn ensure_kyverno_charts() -> Result<Vec<KyvernoChart>> {
 
 /// Copies every Kyverno chart archive into `repo` and regenerates its index once.
 ///
-/// Give the real charts their own repository: the stand-ins carry the same names and
-/// version 3.0.0, so a repository holding them is refused rather than overwritten. Point
-/// Kurator's `--chart-mirror https://kyverno.github.io/kyverno/=<repo url>/` at it.
+/// A repository that already holds another archive of the same name and version is refused
+/// rather than overwritten. Point Kurator's
+/// `--chart-mirror https://kyverno.github.io/kyverno/=<repo url>/` at it.
 pub fn add_kyverno_charts(repo: &HelmRepo) -> Result<Vec<KyvernoChart>> {
     write_kyverno_charts(repo.dir())
 }
@@ -103,8 +103,8 @@ pub fn write_kyverno_charts(dir: &Path) -> Result<Vec<KyvernoChart>> {
         let archive = dir.join(format!("{}-{}.tgz", chart.name, chart.version));
         if fs::read(&archive).is_ok_and(|existing| existing != bytes) {
             return Err(Error::HelmRepo(format!(
-                "{} already holds another {} {} (a stand-in?); serve the real charts from \
-                 their own repository",
+                "{} already holds another {} {}; serve the real charts from their own \
+                 repository",
                 dir.display(),
                 chart.name,
                 chart.version

@@ -76,6 +76,7 @@ mod kwok;
 mod kyverno;
 mod kyverno_binaries;
 mod kyverno_charts;
+mod kyverno_standin;
 mod load_balancer;
 mod process;
 mod scheduler;
@@ -107,6 +108,7 @@ pub use kyverno_charts::{
     KYVERNO_CHART_NAMES, KYVERNO_CHART_RELEASES, KyvernoChart, PREBUILT_KYVERNO_CHARTS_DIR,
     add_kyverno_charts, ensure_kyverno_charts, write_kyverno_charts,
 };
+pub use kyverno_standin::{KyvernoStandIn, KyvernoStandInParams};
 pub use load_balancer::{
     LoadBalancerIngress, assign_load_balancer_ingress, run_load_balancer_simulator,
 };

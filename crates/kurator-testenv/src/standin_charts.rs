@@ -2,8 +2,8 @@
 //! the local playground.
 //!
 //! Each chart carries the upstream chart's name and version (the ones Kurator's plugins ask
-//! for) and accepts the same value keys, but renders only plain objects — ConfigMaps,
-//! Services and, for kyverno, two CRDs — so Helm's wait succeeds without a kubelet. Every
+//! for) and accepts the same value keys, but renders only plain objects — ConfigMaps and
+//! Services — so Helm's wait succeeds without the workloads running. Every
 //! chart writes its effective values to the ConfigMap `<release>-values` (key `values.yaml`),
 //! so a test can check what Kurator injected. Sources live in `crates/kurator-testenv/charts/`
 //! and are embedded at compile time.
@@ -21,12 +21,8 @@
 //! - `grafana` 8.2.33: Service `<fullname>` (http 3000) of type `service.type`; ConfigMap
 //!   `<fullname>-datasources` (key `datasources.yaml`) when `datasources.secretDefinition` is
 //!   set (upstream writes a Secret of that name).
-//! - `kyverno` 3.0.0: CRDs `policyreports.wgpolicyk8s.io` and
-//!   `clusterpolicyreports.wgpolicyk8s.io` (v1alpha2) in `crds/`.
-//! - `kyverno-policies` 3.0.0: ConfigMap `policy-<name>` per Pod Security policy upstream
-//!   would install (`podSecurityStandard` baseline: 11, restricted: 17, privileged: none,
-//!   custom: `podSecurityPolicies`), data `policy`, `policySet`, `severity`,
-//!   `validationFailureAction`, `failurePolicy`, `background`.
+//!
+//! The kyverno and kyverno-policies charts are the real ones ([`crate::add_kyverno_charts`]).
 //!
 //! A `LoadBalancer` Service (Kurator asks for one for the Thanos sidecar and for grafana) is
 //! only ready for Helm once its `status.loadBalancer.ingress` is set: see
@@ -90,29 +86,6 @@ pub const STANDIN_CHART_FILES: &[(&str, &str, ChartFiles)] = &[
             "templates/service.yaml",
         ]
     ),
-    chart!(
-        "kyverno",
-        "3.0.0",
-        [
-            "Chart.yaml",
-            "values.yaml",
-            "crds/wgpolicyk8s.io_policyreports.yaml",
-            "crds/wgpolicyk8s.io_clusterpolicyreports.yaml",
-            "templates/_helpers.tpl",
-            "templates/values-configmap.yaml",
-        ]
-    ),
-    chart!(
-        "kyverno-policies",
-        "3.0.0",
-        [
-            "Chart.yaml",
-            "values.yaml",
-            "templates/_helpers.tpl",
-            "templates/values-configmap.yaml",
-            "templates/policies.yaml",
-        ]
-    ),
 ];
 
 /// `(name, version)` of every stand-in chart, in [`STANDIN_CHART_FILES`] order.
@@ -120,8 +93,6 @@ pub const STANDIN_CHARTS: &[(&str, &str)] = &[
     ("thanos", "12.5.1"),
     ("kube-prometheus", "8.9.1"),
     ("grafana", "8.2.33"),
-    ("kyverno", "3.0.0"),
-    ("kyverno-policies", "3.0.0"),
 ];
 
 /// Packages every stand-in chart into `repo` and regenerates its `index.yaml` once.

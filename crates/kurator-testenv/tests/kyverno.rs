@@ -186,7 +186,8 @@ async fn kyverno_enforces_audits_and_reports_in_two_members() -> Result<()> {
         let t = Instant::now();
         let kyverno = Kyverno::start(KyvernoParams {
             binaries: &binaries,
-            cluster,
+            cluster: cluster.name(),
+            kubeconfig: cluster.kubeconfig_path(),
             state_dir: env.state_dir(),
             options: &options,
             detached: false,

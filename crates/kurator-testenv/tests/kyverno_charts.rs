@@ -32,7 +32,7 @@ fn yaml(bytes: &[u8]) -> Result<Value> {
 }
 
 #[test]
-fn real_kyverno_charts_are_packaged_and_indexed_next_to_the_standins() -> Result<()> {
+fn real_kyverno_charts_are_packaged_indexed_and_carry_the_values_kurator_sets() -> Result<()> {
     let root = std::env::temp_dir().join(format!("kurator-kyverno-charts-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let standins = HelmRepo::start(root.join("standins"))?;
@@ -125,15 +125,36 @@ fn real_kyverno_charts_are_packaged_and_indexed_next_to_the_standins() -> Result
         "{index}"
     );
 
-    // The stand-ins' repository keeps its own kyverno 3.0.0: adding the real charts there is
-    // refused instead of silently replacing it.
-    let err = add_kyverno_charts(&standins).expect_err("same name and version as a stand-in");
-    ensure!(err.to_string().contains("own repository"), "{err}");
-    let standin_index = yaml(&std::fs::read(standins.dir().join("index.yaml"))?)?;
+    // The values Kurator's policy plugin sets are keys of every packaged chart.
+    for chart in &charts {
+        let files = archive_files(&chart.archive)?;
+        let values = yaml(&files[&format!("{}/values.yaml", chart.name)])?;
+        let keys: &[&str] = match chart.name.as_str() {
+            "kyverno" => &["fullnameOverride"],
+            // Its `fullnameOverride` (Kurator sets it, as upstream does) is not a key of
+            // this chart: it names nothing by its release, so nothing depends on it.
+            _ => &[
+                "podSecurityStandard",
+                "podSecuritySeverity",
+                "validationFailureAction",
+            ],
+        };
+        for key in keys {
+            ensure!(
+                values.get(key).is_some(),
+                "{} {}: values.yaml lacks {key}",
+                chart.name,
+                chart.version
+            );
+        }
+    }
+
+    // With the stand-ins gone, the real charts share a repository with the others.
+    add_kyverno_charts(&standins)?;
+    let shared = yaml(&std::fs::read(standins.dir().join("index.yaml"))?)?;
     ensure!(
-        standin_index["entries"]["kyverno"][0]["description"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("Stand-in"))
+        shared["entries"].as_object().map(|e| e.len()) == Some(5),
+        "{shared}"
     );
     drop((repo, standins));
     std::fs::remove_dir_all(&root)?;

@@ -14,10 +14,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kurator_testenv::{
-    HelmRepo, STANDIN_CHART_FILES, STANDIN_CHARTS, add_standin_charts, parse_crds,
-    write_standin_charts,
+    HelmRepo, STANDIN_CHART_FILES, STANDIN_CHARTS, add_standin_charts, write_standin_charts,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -139,14 +137,12 @@ fn all_charts_package_with_their_own_chart_yaml() -> Result<()> {
             assert_eq!(entries[&format!("{name}/{path}")], *text, "{name}/{path}");
         }
     }
-    let kyverno = unpack(&dir.join("kyverno-3.0.0.tgz"))?;
-    assert!(kyverno.contains_key("kyverno/crds/wgpolicyk8s.io_policyreports.yaml"));
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 
 #[tokio::test]
-async fn repository_index_lists_the_five_charts() -> Result<()> {
+async fn repository_index_lists_the_three_charts() -> Result<()> {
     let dir = scratch("index")?;
     let repo = HelmRepo::start(&dir)?;
     add_standin_charts(&repo)?;
@@ -154,7 +150,7 @@ async fn repository_index_lists_the_five_charts() -> Result<()> {
     let index = yaml(&std::fs::read_to_string(dir.join("index.yaml"))?)?;
     assert_eq!(index["apiVersion"], "v1");
     let entries = index["entries"].as_object().context("entries")?;
-    assert_eq!(entries.len(), 5, "{entries:?}");
+    assert_eq!(entries.len(), 3, "{entries:?}");
     for (name, version) in STANDIN_CHARTS {
         let versions = entries[*name].as_array().context("versions")?;
         assert_eq!(versions.len(), 1, "{name}");
@@ -198,62 +194,6 @@ fn plain_chart_files_are_valid_yaml() -> Result<()> {
         }
         let values = yaml(file_of(name, "values.yaml"))?;
         ensure!(values.is_object(), "{name}/values.yaml is not a map");
-    }
-    Ok(())
-}
-
-#[test]
-fn kyverno_installs_the_policy_report_crds() -> Result<()> {
-    let docs: Vec<String> = files_of("kyverno")
-        .iter()
-        .filter(|(path, _)| path.starts_with("crds/"))
-        .map(|(_, text)| text.to_string())
-        .collect();
-    let crds: Vec<CustomResourceDefinition> = parse_crds(&docs)?;
-    let by_name: BTreeMap<String, &CustomResourceDefinition> = crds
-        .iter()
-        .map(|crd| (crd.metadata.name.clone().unwrap_or_default(), crd))
-        .collect();
-    let expected = [
-        ("policyreports.wgpolicyk8s.io", "PolicyReport", "Namespaced"),
-        (
-            "clusterpolicyreports.wgpolicyk8s.io",
-            "ClusterPolicyReport",
-            "Cluster",
-        ),
-    ];
-    assert_eq!(by_name.len(), expected.len());
-    for (name, kind, scope) in expected {
-        let crd = by_name
-            .get(name)
-            .with_context(|| format!("no CRD {name}"))?;
-        assert_eq!(crd.spec.group, "wgpolicyk8s.io");
-        assert_eq!(crd.spec.names.kind, kind);
-        assert_eq!(crd.spec.scope, scope);
-        assert_eq!(crd.spec.versions.len(), 1, "{name}");
-        let version = &crd.spec.versions[0];
-        assert_eq!(version.name, "v1alpha2");
-        assert!(version.served && version.storage, "{name}");
-        let schema = version
-            .schema
-            .as_ref()
-            .and_then(|s| s.open_api_v3_schema.as_ref())
-            .with_context(|| format!("{name}: no schema"))?;
-        assert_eq!(schema.x_kubernetes_preserve_unknown_fields, Some(true));
-        let properties = schema.properties.as_ref().context("properties")?;
-        assert!(properties.contains_key("summary") && properties.contains_key("results"));
-        let columns: Vec<&str> = version
-            .additional_printer_columns
-            .iter()
-            .flatten()
-            .filter(|c| c.priority.unwrap_or(0) == 0)
-            .map(|c| c.name.as_str())
-            .collect();
-        assert_eq!(
-            columns,
-            ["Pass", "Fail", "Warn", "Error", "Skip", "Age"],
-            "{name}"
-        );
     }
     Ok(())
 }
@@ -434,16 +374,6 @@ fn values_kurator_injects_are_chart_keys() -> Result<()> {
                 &["service", "type"],
             ],
         ),
-        ("kyverno", &[&["fullnameOverride"]]),
-        (
-            "kyverno-policies",
-            &[
-                &["fullnameOverride"],
-                &["podSecurityStandard"],
-                &["podSecuritySeverity"],
-                &["validationFailureAction"],
-            ],
-        ),
     ];
     for (chart, keys) in injected {
         let values = yaml(file_of(chart, "values.yaml"))?;
@@ -455,10 +385,6 @@ fn values_kurator_injects_are_chart_keys() -> Result<()> {
             );
         }
     }
-    let policies = yaml(file_of("kyverno-policies", "values.yaml"))?;
-    assert_eq!(policies["podSecurityStandard"], "baseline");
-    assert_eq!(policies["podSecuritySeverity"], "medium");
-    assert_eq!(policies["validationFailureAction"], "Audit");
     let prometheus = yaml(file_of("kube-prometheus", "values.yaml"))?;
     assert_eq!(
         prometheus["prometheus"]["thanos"]["service"]["type"],
@@ -469,46 +395,4 @@ fn values_kurator_injects_are_chart_keys() -> Result<()> {
         10901
     );
     Ok(())
-}
-
-/// The policy names the kyverno-policies stand-in knows are upstream 3.0.0's Pod Security sets.
-#[test]
-fn kyverno_policies_lists_the_upstream_pod_security_policies() {
-    let helpers = file_of("kyverno-policies", "templates/_helpers.tpl");
-    let list = |define: &str| -> Vec<String> {
-        let start = helpers
-            .find(&format!("{{{{- define \"kyverno-policies.{define}\" -}}}}"))
-            .unwrap_or_else(|| panic!("no define {define}"));
-        let body = &helpers[start..];
-        let body = &body[body.find("}}").expect("define") + 2..];
-        let body = &body[..body.find("{{").expect("end")];
-        body.split_whitespace().map(str::to_string).collect()
-    };
-    assert_eq!(
-        list("baselinePolicies"),
-        [
-            "disallow-capabilities",
-            "disallow-host-namespaces",
-            "disallow-host-path",
-            "disallow-host-ports",
-            "disallow-host-process",
-            "disallow-privileged-containers",
-            "disallow-proc-mount",
-            "disallow-selinux",
-            "restrict-apparmor-profiles",
-            "restrict-seccomp",
-            "restrict-sysctls",
-        ]
-    );
-    assert_eq!(
-        list("restrictedPolicies"),
-        [
-            "disallow-capabilities-strict",
-            "disallow-privilege-escalation",
-            "require-run-as-non-root-user",
-            "require-run-as-nonroot",
-            "restrict-seccomp-strict",
-            "restrict-volume-types",
-        ]
-    );
 }

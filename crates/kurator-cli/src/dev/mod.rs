@@ -50,6 +50,12 @@ pub enum DevCommand {
         dir: PathBuf,
         #[arg(long)]
         addr: SocketAddr,
+        /// The test environment's state directory (Kyverno's logs go to its `logs/`).
+        #[arg(long)]
+        env_dir: PathBuf,
+        /// Run Kyverno in the members where its chart is installed.
+        #[arg(long)]
+        kyverno: bool,
         #[arg(long = "member-kubeconfig")]
         members: Vec<PathBuf>,
     },
@@ -80,9 +86,13 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
     let state = state_dir()?;
     match cmd {
         DevCommand::Up { timeout, plugins } => up(&state, timeout, plugins).await,
-        DevCommand::ServePlugins { dir, addr, members } => {
-            plugins::serve(&dir, addr, &members).await
-        }
+        DevCommand::ServePlugins {
+            dir,
+            addr,
+            env_dir,
+            kyverno,
+            members,
+        } => plugins::serve(&dir, addr, &env_dir, kyverno, &members).await,
         DevCommand::Down => down(&state),
         DevCommand::Status => status(&state).await,
         DevCommand::Env => print_env(&state),
@@ -197,16 +207,43 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
     // fetches upstream's chart repositories from it.
     let support = plugin_support(state);
     let charts_addr_file = state.join("charts.addr");
+    // Kyverno (and its charts) only once the plugins are asked for: it takes a long first build.
+    let kyverno_marker = state.join("plugin-support.kyverno");
+    if with_plugins && !kyverno_marker.exists() {
+        support.stop();
+    }
     if support.running_pid().is_none() {
         let dir = state.join("charts");
-        plugins::write_charts(&dir)?;
-        let addr = free_addr()?;
+        if with_plugins {
+            println!(
+                "Preparing the real Kyverno v1.12.0 (admission and reports controllers) and its charts; the first run builds them from source: about 15 minutes..."
+            );
+            tokio::task::spawn_blocking(kurator_testenv::ensure_kyverno_binaries)
+                .await?
+                .context("building Kyverno")?;
+        }
+        plugins::write_charts(&dir, with_plugins)?;
+        // The controller's chart mirror points here: keep the address across restarts.
+        let addr = match std::fs::read_to_string(&charts_addr_file) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .context("reading the chart repository's address")?,
+            Err(_) => free_addr()?,
+        };
         let mut args = vec![
             "dev".into(),
             "serve-plugins".into(),
             format!("--dir={}", dir.display()),
             format!("--addr={addr}"),
+            format!("--env-dir={}", env_dir(state).display()),
         ];
+        if with_plugins {
+            args.push("--kyverno".into());
+            std::fs::write(&kyverno_marker, "")?;
+        } else {
+            let _ = std::fs::remove_file(&kyverno_marker);
+        }
         for member in env.members() {
             args.push(format!(
                 "--member-kubeconfig={}",
@@ -216,7 +253,9 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
         support.start(&args)?;
         std::fs::write(&charts_addr_file, addr.to_string())?;
         wait::port_open(addr, Duration::from_secs(10)).await?;
-        println!("Chart repository started on http://{addr} (stand-in plugin charts).");
+        println!(
+            "Chart repository started on http://{addr} (the real kyverno charts; stand-ins for thanos, kube-prometheus, grafana)."
+        );
     }
     let charts_addr: SocketAddr = std::fs::read_to_string(&charts_addr_file)?
         .trim()
@@ -275,7 +314,7 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
             "Applied examples/quickstart/plugins: Secret thanos-objstore and Fleet {FLEET} with the metric, grafana and policy plugins."
         );
         println!(
-            "  (No kubelet here: stand-in charts create plain objects; member LoadBalancers get 192.0.2.x.)"
+            "  (No kubelet here: kwok runs the charts' Pods as simulated ones, and the real Kyverno runs as local processes configured from the kyverno chart's Deployments, standing in for their Pods. The metric and grafana charts are stand-ins that create plain objects; member LoadBalancers get 192.0.2.x.)"
         );
     }
 
@@ -290,11 +329,12 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
         .await
         .inspect_err(on_error)?;
     let fleet = if with_plugins {
-        plugins::write_sample_reports(env.members()).await?;
+        plugins::apply_violating_workload(&env.members()[1]).await?;
         println!(
-            "Wrote sample PolicyReports into the members, as Kyverno would (Kyverno cannot run without a kubelet)."
+            "Applied {} to kurator-member2: a privileged container, which the baseline standard forbids (Audit: Kyverno admits and reports it).",
+            plugins::VIOLATING_FILE
         );
-        wait::policy_summary(&fleets, FLEET, MEMBERS, timeout)
+        wait::policy_summary(&fleets, FLEET, MEMBERS, plugins::VIOLATED_POLICY, timeout)
             .await
             .inspect_err(on_error)?
     } else {

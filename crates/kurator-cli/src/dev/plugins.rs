@@ -1,21 +1,20 @@
 //! `kurator dev up --plugins`: the quickstart fleet with the metric, grafana and policy
 //! plugins, installed by Flux from the playground's chart repository.
 //!
-//! The playground has no kubelet, so nothing runs: the chart repository serves stand-in charts
-//! (upstream names, versions and value keys; plain objects only), the members' LoadBalancer
-//! Services get a documentation address (192.0.2.x), and — since Kyverno cannot run — sample
-//! PolicyReports are written into the members as Kyverno would, so the fleet's policy summary
-//! has something to show. All of this is said on screen.
+//! The playground has no kubelet: kwok runs every Pod as a simulated one. The chart repository
+//! serves the real kyverno and kyverno-policies charts, and stand-in charts for the metric and
+//! grafana plugins (upstream names, versions and value keys; plain objects only). Once the
+//! kyverno chart's Deployments exist in a member, the real Kyverno runs as local processes
+//! configured from them (standing in for the kubelet that would run their Pods), so the
+//! fleet's policy report shows Kyverno's own results; an example workload that violates the
+//! baseline standard is applied to the second member. The members' LoadBalancer Services get a
+//! documentation address (192.0.2.x). All of this is said on screen.
 
 use std::{net::SocketAddr, path::Path};
 
 use anyhow::Context as _;
-use kube::{
-    Api, Client,
-    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
-};
-use kurator_api::labels::FIELD_MANAGER;
-use kurator_testenv::ClusterHandle;
+use kube::Client;
+use kurator_testenv::{ClusterHandle, KyvernoStandIn, KyvernoStandInParams};
 
 use super::quickstart::NAMESPACE;
 use crate::manifest;
@@ -29,6 +28,13 @@ pub const MIRRORED: &[&str] = &[
 const OBJSTORE_YAML: &str =
     include_str!("../../../../examples/quickstart/plugins/thanos-objstore.yaml");
 const FLEET_YAML: &str = include_str!("../../../../examples/quickstart/plugins/fleet.yaml");
+const VIOLATING_YAML: &str =
+    include_str!("../../../../examples/quickstart/plugins/privileged-debug.yaml");
+/// The example workload's file, and the policy it violates.
+pub const VIOLATING_FILE: &str = "examples/quickstart/plugins/privileged-debug.yaml";
+pub const VIOLATED_POLICY: &str = "disallow-privileged-containers";
+/// How long one Kyverno may take to become ready.
+const KYVERNO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// `--chart-mirror` arguments for the controller.
 pub fn mirror_args(charts: SocketAddr) -> Vec<String> {
@@ -38,10 +44,14 @@ pub fn mirror_args(charts: SocketAddr) -> Vec<String> {
         .collect()
 }
 
-/// Writes the stand-in charts and their index into `dir` (served by `dev serve-plugins`).
-pub fn write_charts(dir: &Path) -> anyhow::Result<()> {
+/// Writes the stand-in charts, with `kyverno` the real Kyverno charts, and their index into
+/// `dir` (served by `dev serve-plugins`).
+pub fn write_charts(dir: &Path, kyverno: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     kurator_testenv::write_standin_charts(dir).context("writing the stand-in charts")?;
+    if kyverno {
+        kurator_testenv::write_kyverno_charts(dir).context("writing the Kyverno charts")?;
+    }
     kurator_testenv::write_index(dir).context("writing the chart index")?;
     Ok(())
 }
@@ -59,96 +69,76 @@ pub async fn apply(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The background half of the plugin support: serves the charts and gives every member
-/// LoadBalancer Service an address (there is no cloud controller).
+/// The background half of the plugin support: serves the charts, gives every member
+/// LoadBalancer Service an address (there is no cloud controller) and, with `kyverno`, runs
+/// Kyverno in the members where its chart is installed. `env_dir` is the test environment's
+/// state (Kyverno logs go to its `logs/`); each kubeconfig is
+/// `<env_dir>/clusters/<name>/kubeconfig`.
 pub async fn serve(
     dir: &Path,
     addr: SocketAddr,
+    env_dir: &Path,
+    kyverno: bool,
     members: &[std::path::PathBuf],
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let binaries = if kyverno {
+        Some(tokio::task::spawn_blocking(kurator_testenv::ensure_kyverno_binaries).await??)
+    } else {
+        None
+    };
     let mut tasks = tokio::task::JoinSet::new();
+    // Kept for this process's lifetime: dropping one stops its Kyverno.
+    let mut stand_ins = Vec::new();
     for (index, kubeconfig) in members.iter().enumerate() {
         let client = crate::client(Some(kubeconfig)).await?;
         tasks.spawn(kurator_testenv::run_load_balancer_simulator(
             client,
             load_balancer_address(index),
         ));
+        let Some(binaries) = &binaries else {
+            continue;
+        };
+        let cluster = kubeconfig
+            .parent()
+            .and_then(Path::file_name)
+            .context("a member kubeconfig outside <env>/clusters/<name>/")?
+            .to_string_lossy()
+            .into_owned();
+        stand_ins.push(
+            KyvernoStandIn::spawn(KyvernoStandInParams {
+                binaries: binaries.clone(),
+                cluster,
+                kubeconfig: kubeconfig.clone(),
+                state_dir: env_dir.to_path_buf(),
+                timeout: KYVERNO_TIMEOUT,
+            })
+            .await?,
+        );
     }
-    kurator_testenv::serve_helm_repo(dir.to_path_buf(), listener).await?;
+    // Until SIGTERM (`kurator dev down`): then the Kyverno processes are stopped with it.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        served = kurator_testenv::serve_helm_repo(dir.to_path_buf(), listener) => served?,
+        _ = terminate.recv() => {}
+    }
+    for stand_in in stand_ins {
+        stand_in.stop().await;
+    }
     Ok(())
+}
+
+/// Applies the example workload that violates the baseline standard to `member`.
+pub async fn apply_violating_workload(member: &ClusterHandle) -> anyhow::Result<()> {
+    let client = member.client().await?;
+    let objects = manifest::parse(VIOLATING_YAML).context(VIOLATING_FILE)?;
+    manifest::apply(&client, &objects, NAMESPACE)
+        .await
+        .with_context(|| format!("applying {VIOLATING_FILE} to {}", member.name()))
 }
 
 /// Member `index`'s load-balancer address: from TEST-NET-1 (RFC 5737, documentation only),
 /// so it looks like a real one without pointing anywhere.
 pub fn load_balancer_address(index: usize) -> String {
     format!("192.0.2.{}", index + 1)
-}
-
-fn policy_report_api() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", "PolicyReport"),
-        "policyreports",
-    )
-}
-
-/// Sample PolicyReports, as Kyverno would write them for the quickstart's webapp with the
-/// baseline policies: all pass in the first member; in the second, the webapp also runs a
-/// privileged debug container in this sample, so two policies fail.
-pub async fn write_sample_reports(members: &[ClusterHandle]) -> anyhow::Result<()> {
-    const POLICIES: &[&str] = &[
-        "disallow-capabilities",
-        "disallow-host-namespaces",
-        "disallow-host-path",
-        "disallow-host-ports",
-        "disallow-privileged-containers",
-        "restrict-seccomp",
-    ];
-    const FAILING_IN_SECOND: &[&str] = &["disallow-capabilities", "disallow-privileged-containers"];
-    for (index, member) in members.iter().enumerate() {
-        let client = member.client().await?;
-        let results: Vec<serde_json::Value> = POLICIES
-            .iter()
-            .map(|policy| {
-                let fail = index == 1 && FAILING_IN_SECOND.contains(policy);
-                serde_json::json!({
-                    "policy": policy,
-                    "rule": policy,
-                    "result": if fail { "fail" } else { "pass" },
-                    "severity": "high",
-                    "category": "Pod Security Standards (Baseline)",
-                    "source": "kyverno",
-                    "message": if fail { "validation failure: the container is privileged" } else { "validation rule passed" },
-                    "resources": [{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": NAMESPACE, "name": "webapp"}],
-                    "scored": true,
-                    "timestamp": {"seconds": 0, "nanos": 0},
-                })
-            })
-            .collect();
-        let fails = if index == 1 {
-            FAILING_IN_SECOND.len()
-        } else {
-            0
-        };
-        let body = serde_json::json!({
-            "apiVersion": "wgpolicyk8s.io/v1alpha2",
-            "kind": "PolicyReport",
-            "metadata": {
-                "name": "kurator-playground-sample",
-                "namespace": NAMESPACE,
-                "labels": {"app.kubernetes.io/managed-by": "kyverno", "kurator.dev/playground-sample": "true"},
-            },
-            "summary": {"pass": POLICIES.len() - fails, "fail": fails, "warn": 0, "error": 0, "skip": 0},
-            "results": results,
-        });
-        let api: Api<DynamicObject> = Api::namespaced_with(client, NAMESPACE, &policy_report_api());
-        api.patch(
-            "kurator-playground-sample",
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .with_context(|| format!("writing a sample PolicyReport into {}", member.name()))?;
-    }
-    Ok(())
 }

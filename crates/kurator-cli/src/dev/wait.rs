@@ -128,14 +128,16 @@ pub async fn port_open(addr: std::net::SocketAddr, timeout: Duration) -> anyhow:
     Ok(())
 }
 
-/// Polls the fleet until its policy summary counts results from `members` clusters.
+/// Polls the fleet until its policy summary counts results from `members` clusters and
+/// `failing` fails in one of them.
 pub async fn policy_summary(
     api: &Api<Fleet>,
     name: &str,
     members: usize,
+    failing: &str,
     timeout: Duration,
 ) -> anyhow::Result<Fleet> {
-    println!("Waiting for fleet {name}'s policy summary...");
+    println!("Waiting for Kyverno's reports in fleet {name}'s policy summary...");
     let deadline = Instant::now() + timeout;
     loop {
         let fleet = api.get_opt(name).await?;
@@ -149,14 +151,20 @@ pub async fn policy_summary(
                     .filter(|c| c.pass + c.fail + c.warn + c.error + c.skip > 0)
                     .count()
             });
+        let fails = fleet
+            .as_ref()
+            .and_then(|f| f.status.as_ref())
+            .and_then(|s| s.policy_report.as_ref())
+            .is_some_and(|r| r.top_failing.iter().any(|p| p.policy == failing));
         if reported >= members
+            && fails
             && let Some(fleet) = fleet
         {
             return Ok(fleet);
         }
         if Instant::now() > deadline {
             bail!(
-                "fleet {name}: policy reports from {reported} of {members} clusters after {}s",
+                "fleet {name}: policy reports from {reported} of {members} clusters after {}s (waiting for a failing {failing} result too)",
                 timeout.as_secs()
             );
         }
