@@ -454,10 +454,13 @@ pub struct ClusterReportStatus {
     /// the member is reachable the counts are current whatever this says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Time>,
-    /// The member cannot be read: the counts are the last known ones.
+    /// The counts are the last known ones and may be out of date: the member cannot be read,
+    /// or Kyverno's reports controller there has stopped renewing its leader Lease (nothing
+    /// updates the reports). `message` says which.
     #[serde(default)]
     pub stale: bool,
-    /// When the member stopped answering (set with `stale`): the counts' age counts from here.
+    /// Since when the counts may be out of date (set with `stale`): when the member stopped
+    /// answering, or when Kyverno last renewed its Lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_since: Option<Time>,
     /// Why the counts are stale or missing (never credentials).

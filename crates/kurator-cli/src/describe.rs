@@ -118,8 +118,8 @@ pub fn fleet_text(fleet: &Fleet, now: Timestamp) -> String {
     out
 }
 
-/// The fleet's policy summary: results per cluster (stale ones with their age) and the
-/// most-failing policies.
+/// The fleet's policy summary: results per cluster (stale ones with their age and why) and
+/// the most-failing policies.
 fn policy_text(report: &FleetPolicyReport, now: Timestamp) -> String {
     let t = &report.totals;
     let mut out = format!(
@@ -145,11 +145,14 @@ fn policy_text(report: &FleetPolicyReport, now: Timestamp) -> String {
                 c.error.to_string(),
                 c.skip.to_string(),
                 state,
+                c.message.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     out.push_str(&table(
-        &["CLUSTER", "PASS", "FAIL", "WARN", "ERROR", "SKIP", "REPORT"],
+        &[
+            "CLUSTER", "PASS", "FAIL", "WARN", "ERROR", "SKIP", "REPORT", "MESSAGE",
+        ],
         rows,
     ));
     if !report.top_failing.is_empty() {
@@ -413,9 +416,9 @@ mod tests {
           kyverno  kyverno           -       Ready  Ready
           kyverno  kyverno-policies  -       Ready  WaitingForKyverno
         Policy reports: 10 pass, 2 fail, 0 warn, 0 error, 0 skip
-          CLUSTER  PASS  FAIL  WARN  ERROR  SKIP  REPORT
-          m1       6     0     0     0      0     current
-          m2       4     2     0     0      0     stale for 30s
+          CLUSTER  PASS  FAIL  WARN  ERROR  SKIP  REPORT         MESSAGE
+          m1       6     0     0     0      0     current        -
+          m2       4     2     0     0      0     stale for 30s  Kyverno's reports controller has not renewed its Lease kyverno/kyverno-reports-controller since 1970-01-01T00:01:00Z
         Most failing policies:
           POLICY                          FAIL  CLUSTERS
           disallow-privileged-containers  2     m2
@@ -446,6 +449,11 @@ mod tests {
                     last_seen: at(30),
                     stale: true,
                     stale_since: at(60),
+                    message: Some(
+                        "Kyverno's reports controller has not renewed its Lease \
+                         kyverno/kyverno-reports-controller since 1970-01-01T00:01:00Z"
+                            .into(),
+                    ),
                     ..Default::default()
                 },
             ],

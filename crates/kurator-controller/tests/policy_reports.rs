@@ -1,25 +1,35 @@
 //! The policy report collector against a real member API server: reports written as Kyverno
 //! writes them show in the collector's snapshot and aggregate; an outage keeps the last known
-//! counts, marked stale; recovery clears the mark.
+//! counts, marked stale; recovery clears the mark. Kyverno's reports controller stopping (its
+//! leader Lease no longer renewed) marks that member stale too, and only that one.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::{
+    api::{
+        coordination::v1::{Lease, LeaseSpec},
+        core::v1::Namespace,
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    jiff::Timestamp,
+};
 use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use kurator_api::policy_report::{ClusterPolicyReport, FleetPolicyReport, PolicyReport};
 use kurator_controller::plugins::{
-    collector::PolicyReportCollector,
-    reports::{ClusterReports, aggregate},
+    collector::{LEASE_GRACE, PolicyReportCollector, REPORTS_LEASE},
+    render::KYVERNO_NAMESPACE,
+    reports::{ClusterReports, StaleCause, aggregate},
 };
 use kurator_testenv::TestEnv;
 
@@ -340,4 +350,211 @@ async fn collects_member_reports_and_survives_an_outage() {
         .create(&PostParams::default(), &ClusterPolicyReport::new("typed"))
         .await
         .expect("typed create");
+}
+
+/// `leaseDurationSeconds` of the test's Leases (Kyverno's is 12); renewed every second.
+const LEASE_SECONDS: i32 = 5;
+
+/// Stands in for Kyverno's reports controller in one member: keeps its leader Lease as
+/// client-go does (acquired once, `renewTime` rewritten every second) until stopped.
+struct LeaseHolder {
+    task: tokio::task::JoinHandle<()>,
+    /// When the Lease was last renewed, once it was.
+    renewed: Arc<Mutex<Option<Instant>>>,
+}
+
+impl LeaseHolder {
+    fn start(client: &Client, holder: &str) -> LeaseHolder {
+        let api: Api<Lease> = Api::namespaced(client.clone(), KYVERNO_NAMESPACE);
+        let holder = holder.to_string();
+        let renewed = Arc::new(Mutex::new(None));
+        let last = renewed.clone();
+        let acquired = Timestamp::now();
+        let task = tokio::spawn(async move {
+            loop {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(REPORTS_LEASE.into()),
+                        namespace: Some(KYVERNO_NAMESPACE.into()),
+                        ..Default::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some(holder.clone()),
+                        lease_duration_seconds: Some(LEASE_SECONDS),
+                        acquire_time: Some(MicroTime(acquired)),
+                        renew_time: Some(MicroTime(Timestamp::now())),
+                        lease_transitions: Some(0),
+                        ..Default::default()
+                    }),
+                };
+                let params = PatchParams::apply("kyverno").force();
+                match api
+                    .patch(REPORTS_LEASE, &params, &Patch::Apply(&lease))
+                    .await
+                {
+                    Ok(_) => *last.lock().unwrap() = Some(Instant::now()),
+                    Err(e) => eprintln!("renewing the Lease: {e}"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        LeaseHolder { task, renewed }
+    }
+
+    /// Waits until the Lease was renewed once.
+    async fn renewing(&self) {
+        poll(WAIT, "the Lease to be renewed", || async {
+            self.renewed.lock().unwrap().map(|_| ())
+        })
+        .await;
+    }
+
+    /// Stops renewing (as a killed process would: the Lease is not released); returns when
+    /// it was last renewed.
+    async fn stop(self) -> Instant {
+        self.task.abort();
+        let _ = self.task.await;
+        self.renewed.lock().unwrap().expect("renewed at least once")
+    }
+}
+
+/// Current: the one report, not stale, nothing to say.
+fn current(m: &ClusterReports) -> bool {
+    m.reports == 1 && m.stale_since.is_none() && m.error.is_none()
+}
+
+/// Waits until member `down`'s entry satisfies `check`, asserting at every look that `up`,
+/// once it has its report, is current.
+async fn until_other_current(
+    collector: &PolicyReportCollector,
+    (down, up): (&str, &str),
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&ClusterReports) -> bool,
+) -> BTreeMap<String, ClusterReports> {
+    let started = Instant::now();
+    let snapshot = kurator_testenv::wait::until(what, timeout, || async {
+        let snapshot = collector.snapshot(NS, FLEET);
+        if let Some(other) = snapshot.get(up).filter(|m| m.reports == 1) {
+            assert!(current(other), "{up} is affected: {other:#?}");
+        }
+        match snapshot.get(down).filter(|m| check(m)) {
+            Some(_) => Ok(Some(snapshot)),
+            None => Err(format!("snapshot {snapshot:#?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{what}: after {:?}", started.elapsed());
+    snapshot
+}
+
+#[tokio::test]
+async fn kyverno_down_in_one_member_marks_only_that_member_stale() {
+    let env = TestEnv::builder()
+        .members(2)
+        .start()
+        .await
+        .expect("test environment starts");
+    let notified = Arc::new(AtomicUsize::new(0));
+    let calls = notified.clone();
+    let collector = PolicyReportCollector::new(move |_, _| {
+        calls.fetch_add(1, Ordering::SeqCst);
+    });
+    // Both members run "Kyverno": its namespace, its report CRDs, one failing report, and
+    // the reports controller's Lease kept renewed.
+    let mut admins = Vec::new();
+    let mut holders = Vec::new();
+    let names: Vec<String> = env.members().iter().map(|m| m.name().to_string()).collect();
+    for member in env.members() {
+        let admin = member.client().await.expect("member client");
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(KYVERNO_NAMESPACE.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(admin.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create the kyverno namespace");
+        install_report_crds(&admin).await;
+        apply_report(
+            &admin,
+            "default",
+            "nginx",
+            &[("disallow-privileged", "fail")],
+        )
+        .await;
+        let holder = LeaseHolder::start(
+            &admin,
+            &format!("kyverno-reports-controller-{}", member.name()),
+        );
+        holder.renewing().await;
+        let client = kurator_controller::member::client_from_kubeconfig(
+            &member.kubeconfig_yaml(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("member client from kubeconfig");
+        collector.ensure(NS, FLEET, member.name(), client, "1");
+        admins.push(admin);
+        holders.push(holder);
+    }
+    let pair = (names[0].as_str(), names[1].as_str());
+    let (down, up) = pair;
+    let started = Instant::now();
+    poll(WAIT, "both members current", || async {
+        let snapshot = collector.snapshot(NS, FLEET);
+        (snapshot.len() == 2 && snapshot.values().all(current)).then_some(())
+    })
+    .await;
+    eprintln!("both current: after {:?}", started.elapsed());
+
+    // Kyverno's reports controller stops in one member: its Lease is no longer renewed.
+    let last_renewal = holders.remove(0).stop().await;
+    let before = notified.load(Ordering::SeqCst);
+    let snapshot =
+        until_other_current(&collector, pair, WAIT, "stale", |m| m.stale_since.is_some()).await;
+    let waited = last_renewal.elapsed();
+    let expiry = Duration::from_secs(LEASE_SECONDS as u64);
+    assert!(
+        waited >= expiry,
+        "stale {waited:?} after the last renewal, before the Lease expired"
+    );
+    assert!(
+        waited <= expiry + LEASE_GRACE.unsigned_abs() + Duration::from_secs(5),
+        "stale only {waited:?} after the last renewal"
+    );
+    let m = &snapshot[down];
+    assert_eq!(m.stale_cause, Some(StaleCause::ReportsControllerDown));
+    assert_eq!((m.reports, m.counts.counts.fail), (1, 1), "counts kept");
+    let error = m.error.as_deref().unwrap_or_default();
+    let prefix = format!(
+        "Kyverno's reports controller has not renewed its Lease {KYVERNO_NAMESPACE}/{REPORTS_LEASE} since "
+    );
+    assert!(error.starts_with(&prefix), "{error}");
+    let report = aggregate(&snapshot);
+    let status = report.clusters.iter().find(|c| c.name == down).unwrap();
+    assert!(status.stale && status.stale_since.is_some());
+    assert_eq!(
+        status.message.as_deref(),
+        Some(error),
+        "the status says why, as is"
+    );
+    let other = report.clusters.iter().find(|c| c.name == up).unwrap();
+    assert!(!other.stale && other.message.is_none(), "{other:?}");
+    poll(WAIT, "a notification", || async {
+        (notified.load(Ordering::SeqCst) > before).then_some(())
+    })
+    .await;
+
+    // Kyverno runs again and renews its Lease: current again.
+    let holder = LeaseHolder::start(&admins[0], &format!("kyverno-reports-controller-{down}"));
+    holder.renewing().await;
+    until_other_current(&collector, pair, WAIT, "current after a renewal", current).await;
+
+    holder.stop().await;
+    holders.remove(0).stop().await;
 }

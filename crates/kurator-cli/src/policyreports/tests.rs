@@ -40,6 +40,19 @@ fn fleet_report() -> FleetPolicyReport {
                 message: Some("the wgpolicyk8s.io CRDs are not installed (no Kyverno yet)".into()),
                 ..Default::default()
             },
+            ClusterReportStatus {
+                name: "kurator-member4".into(),
+                fail: 1,
+                last_seen: Some(t(3000)),
+                stale: true,
+                stale_since: Some(t(3540)),
+                message: Some(
+                    "Kyverno's reports controller has not renewed its Lease \
+                     kyverno/kyverno-reports-controller since 1970-01-01T00:59:00Z"
+                        .into(),
+                ),
+                ..Default::default()
+            },
         ],
         top_failing: vec![
             FailingPolicy {
@@ -66,6 +79,7 @@ fn by_cluster() {
     kurator-member1  40    3     1     0      2     current         -
     kurator-member2  2     4     0     0      0     stale for 5m    unreachable since 1970-01-01T00:55:00Z: connection refused
     kurator-member3  0     0     0     0      0     no reports yet  the wgpolicyk8s.io CRDs are not installed (no Kyverno yet)
+    kurator-member4  0     1     0     0      0     stale for 60s   Kyverno's reports controller has not renewed its Lease kyverno/kyverno-reports-controller since 1970-01-01T00:59:00Z
     TOTAL            42    7     1     0      2
 
     MOST FAILING POLICY             FAIL  CLUSTERS  FAILING IN

@@ -12,6 +12,9 @@
 //!   backoff (1 s doubling to 30 s, each delay jittered down to half), and a fresh watcher proves recovery with a full
 //!   listing. While that fails, a member that had been read keeps its counts and is marked
 //!   stale (`stale_since`); the first successful listing clears it.
+//! - **Kyverno down** ([`lease`]): the member answers but Kyverno's reports controller has
+//!   stopped renewing its leader Lease, so nothing updates the reports: they are marked stale
+//!   too, until the Lease is renewed.
 //! - **CRDs missing** (404 until Kyverno installs them): "no reports yet", not stale. The task
 //!   watches the CRD itself and re-lists as soon as it is established, polling at most every
 //!   60 s when it may not watch CRDs.
@@ -48,7 +51,10 @@ use tokio::{sync::mpsc, task::AbortHandle};
 use self::state::{Health, MemberState};
 use super::reports::{ClusterReports, ReportCounts};
 
+mod lease;
 mod state;
+
+pub use self::lease::{LEASE_GRACE, REPORTS_LEASE};
 
 /// Changes within this window after the first one make a single notification per fleet.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -301,11 +307,12 @@ fn key<K: Report>(obj: &K) -> String {
     }
 }
 
-/// The member's task: both kinds, until aborted.
+/// The member's task: both kinds and Kyverno's Lease, until aborted.
 async fn run_member(client: Client, member: Member) {
     tokio::join!(
         watch_kind::<PolicyReport>(client.clone(), member.clone()),
-        watch_kind::<ClusterPolicyReport>(client, member),
+        watch_kind::<ClusterPolicyReport>(client.clone(), member.clone()),
+        lease::watch_lease(client, member),
     );
 }
 

@@ -163,11 +163,24 @@ pub struct ClusterReports {
     /// When the member's reports were last received (a listing or a change); `None` before the
     /// first successful listing.
     pub last_seen: Option<Timestamp>,
-    /// Set while the member cannot be read after it had been: `counts` are the last known.
+    /// Set while `counts` may be out of date (the last known), after they had been read once:
+    /// since when, on the controller's clock.
     pub stale_since: Option<Timestamp>,
+    /// Why, set with `stale_since`.
+    pub stale_cause: Option<StaleCause>,
     /// Why the reports are stale or missing (e.g. the member is unreachable, or the
     /// wgpolicyk8s.io CRDs are not installed there yet). Never credentials.
     pub error: Option<String>,
+}
+
+/// Why a member's counts are stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaleCause {
+    /// The member's API cannot be read.
+    Unreachable,
+    /// The member answers, but Kyverno's reports controller there has stopped renewing its
+    /// leader Lease: nothing updates the reports. `error` says since when.
+    ReportsControllerDown,
 }
 
 /// The Fleet's `status.policyReport` for these members (keyed by cluster name).
@@ -221,12 +234,17 @@ pub fn aggregate(clusters: &BTreeMap<String, ClusterReports>) -> FleetPolicyRepo
 }
 
 fn cluster_status(name: &str, member: &ClusterReports) -> ClusterReportStatus {
+    let unreachable = member.stale_cause != Some(StaleCause::ReportsControllerDown);
     let message = match (member.stale_since, &member.error) {
-        (Some(since), Some(error)) => {
+        (Some(since), Some(error)) if unreachable => {
             Some(format!("unreachable since {}: {error}", rfc3339(since)))
         }
-        (Some(since), None) => Some(format!("unreachable since {}", rfc3339(since))),
-        (None, Some(error)) => Some(error.clone()),
+        (Some(since), None) if unreachable => Some(format!("unreachable since {}", rfc3339(since))),
+        (Some(since), None) => Some(format!(
+            "Kyverno's reports controller not running since {}",
+            rfc3339(since)
+        )),
+        (_, Some(error)) => Some(error.clone()),
         (None, None) => None,
     };
     let mut status = ClusterReportStatus {
@@ -365,16 +383,25 @@ mod tests {
             error: Some("the wgpolicyk8s.io CRDs are not installed".into()),
             ..Default::default()
         };
+        let mut kyverno_down = member(&[failing("require-labels", 1)], 40);
+        kyverno_down.stale_since = Some(at(45));
+        kyverno_down.stale_cause = Some(StaleCause::ReportsControllerDown);
+        kyverno_down.error = Some(
+            "Kyverno's reports controller has not renewed its Lease \
+             kyverno/kyverno-reports-controller since 1970-01-01T00:00:44Z"
+                .into(),
+        );
         let clusters = BTreeMap::from([
             ("m1".to_string(), healthy),
             ("m2".to_string(), stale),
             ("m3".to_string(), never),
+            ("m4".to_string(), kyverno_down),
         ]);
         let report = aggregate(&clusters);
         insta::assert_yaml_snapshot!(report, @r#"
         totals:
           pass: 2
-          fail: 3
+          fail: 4
           warn: 0
           error: 0
           skip: 0
@@ -405,13 +432,24 @@ mod tests {
             skip: 0
             stale: false
             message: the wgpolicyk8s.io CRDs are not installed
+          - name: m4
+            pass: 0
+            fail: 1
+            warn: 0
+            error: 0
+            skip: 0
+            lastSeen: "1970-01-01T00:00:40Z"
+            stale: true
+            staleSince: "1970-01-01T00:00:45Z"
+            message: "Kyverno's reports controller has not renewed its Lease kyverno/kyverno-reports-controller since 1970-01-01T00:00:44Z"
         topFailing:
           - policy: require-labels
-            fail: 3
-            clusterCount: 2
+            fail: 4
+            clusterCount: 3
             clusters:
               - m2
               - m1
+              - m4
         "#);
         // Deterministic: the same input gives the same output.
         assert_eq!(aggregate(&clusters), report);

@@ -1,4 +1,11 @@
+use super::state::LeaseInfo;
 use super::*;
+use crate::plugins::reports::StaleCause;
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    apimachinery::pkg::apis::meta::v1::MicroTime,
+    jiff::SignedDuration,
+};
 use kurator_api::policy_report::{PolicyReportResult, PolicyResult};
 
 fn at(secs: i64) -> Timestamp {
@@ -106,6 +113,226 @@ fn missing_crds_mean_no_reports_not_stale() {
         Some("the wgpolicyk8s.io CRDs are not installed (no Kyverno yet)")
     );
     assert!(!s.missing(0, at(4)), "still missing: no change");
+}
+
+/// A member whose reports were listed at `t`: one failing report.
+fn listed(t: i64) -> MemberState {
+    let mut s = MemberState::default();
+    s.apply(Event::<PolicyReport>::Init, at(t));
+    s.apply(Event::InitApply(report("a", "r", &[("p", "fail")])), at(t));
+    s.apply(Event::<PolicyReport>::InitDone, at(t));
+    s.set_health(1, Health::Synced, at(t));
+    s
+}
+
+/// The Lease as client-go writes it: held, renewed at `renewed`, 12 s.
+fn held(renewed: i64) -> Option<LeaseInfo> {
+    Some(LeaseInfo {
+        holder: Some("kyverno-reports-controller-7d9f".into()),
+        renewed: at(renewed),
+        duration: SignedDuration::from_secs(12),
+    })
+}
+
+const DOWN: &str = "Kyverno's reports controller has not renewed its Lease \
+                    kyverno/kyverno-reports-controller since 1970-01-01T00:01:40Z";
+
+#[test]
+fn a_lease_is_read_as_client_go_writes_it() {
+    let mut lease = Lease::default();
+    assert_eq!(LeaseInfo::of(&lease), None, "no spec");
+    lease.spec = Some(LeaseSpec {
+        holder_identity: Some("kyverno-reports-controller-7d9f".into()),
+        lease_duration_seconds: Some(12),
+        acquire_time: Some(MicroTime(at(50))),
+        renew_time: Some(MicroTime(at(100))),
+        ..Default::default()
+    });
+    assert_eq!(LeaseInfo::of(&lease), held(100));
+    // client-go's release: no holder, 1 s, renewed at the release.
+    let spec = lease.spec.as_mut().unwrap();
+    spec.holder_identity = Some(String::new());
+    spec.lease_duration_seconds = Some(1);
+    let released = LeaseInfo::of(&lease).unwrap();
+    assert_eq!(released.holder, None);
+    assert_eq!(released.duration, SignedDuration::from_secs(1));
+    // Without a duration or a time it cannot expire: no evidence.
+    lease.spec.as_mut().unwrap().lease_duration_seconds = None;
+    assert_eq!(LeaseInfo::of(&lease), None);
+}
+
+#[test]
+fn a_fresh_lease_is_current_until_its_deadline() {
+    let mut s = listed(100);
+    assert!(
+        !s.observe_lease(held(100), at(101)),
+        "a fresh Lease changes nothing"
+    );
+    // Deadline: renewal + 12 s + grace.
+    let deadline = at(112).checked_add(LEASE_GRACE).unwrap();
+    assert_eq!(s.lease.next_deadline(), Some(deadline));
+    assert!(!s.check_lease(at(116)));
+    assert_eq!((s.view().stale_since, s.view().error), (None, None));
+
+    // The timer fires at the deadline: stale since the last renewal, with why.
+    assert!(s.check_lease(deadline));
+    let view = s.view();
+    assert_eq!(view.stale_since, Some(at(100)));
+    assert_eq!(view.stale_cause, Some(StaleCause::ReportsControllerDown));
+    assert_eq!(view.error.as_deref(), Some(DOWN));
+    assert_eq!(view.counts.counts.fail, 1, "counts kept while stale");
+    assert_eq!(
+        s.lease.next_deadline(),
+        None,
+        "nothing to wait for once expired"
+    );
+    assert!(!s.check_lease(at(200)), "still expired: no change");
+}
+
+#[test]
+fn an_expired_lease_at_first_sight_is_stale_at_once() {
+    // The controller starts while Kyverno has been gone for a while.
+    let mut s = listed(1000);
+    assert!(s.observe_lease(held(100), at(1000)));
+    let view = s.view();
+    assert_eq!(view.stale_since, Some(at(100)));
+    assert_eq!(view.error.as_deref(), Some(DOWN));
+    // The same Lease listed again (a watch restart) changes nothing.
+    assert!(!s.observe_lease(held(100), at(1010)));
+}
+
+#[test]
+fn a_renewal_clears_staleness() {
+    let mut s = listed(100);
+    s.observe_lease(held(100), at(100));
+    assert!(s.check_lease(at(200)));
+    // Kyverno runs again and takes its Lease back.
+    assert!(s.observe_lease(held(205), at(205)));
+    let view = s.view();
+    assert_eq!(
+        (view.stale_since, view.stale_cause, view.error),
+        (None, None, None)
+    );
+    assert_eq!(
+        s.lease.next_deadline(),
+        at(217).checked_add(LEASE_GRACE).ok()
+    );
+}
+
+#[test]
+fn renewals_seen_count_on_our_clock() {
+    // The member's clock is 60 s behind ours: its renewTime alone looks expired.
+    let mut s = listed(1000);
+    s.observe_lease(held(940), at(1000));
+    assert!(
+        s.view().stale_since.is_some(),
+        "first sight: only renewTime to go by"
+    );
+    // But we see it renew: judged from when we saw that.
+    assert!(s.observe_lease(held(942), at(1002)));
+    assert_eq!(s.view().stale_since, None);
+    assert_eq!(
+        s.lease.next_deadline(),
+        at(1014).checked_add(LEASE_GRACE).ok()
+    );
+    assert!(!s.check_lease(at(1018)));
+    assert!(s.check_lease(at(1019)), "no renewal for 12 s + grace");
+    assert_eq!(s.view().stale_since, Some(at(1002)));
+}
+
+#[test]
+fn no_lease_is_not_stale() {
+    let mut s = listed(100);
+    assert!(!s.observe_lease(None, at(100)));
+    assert!(!s.check_lease(at(10_000)));
+    assert_eq!(s.lease.next_deadline(), None);
+    assert_eq!((s.view().stale_since, s.view().error), (None, None));
+    // An expired Lease that is deleted (Kyverno uninstalled) is no evidence any more.
+    s.observe_lease(held(100), at(100));
+    assert!(s.check_lease(at(200)));
+    assert!(s.observe_lease(None, at(201)));
+    assert_eq!((s.view().stale_since, s.view().error), (None, None));
+}
+
+#[test]
+fn a_released_lease_expires_after_its_second() {
+    let mut s = listed(100);
+    s.observe_lease(held(100), at(100));
+    let released = LeaseInfo {
+        holder: None,
+        renewed: at(110),
+        duration: SignedDuration::from_secs(1),
+    };
+    assert!(!s.observe_lease(Some(released), at(110)));
+    assert!(s.check_lease(at(116)));
+    assert_eq!(
+        s.view().error.as_deref(),
+        Some(
+            "Kyverno's reports controller released its Lease kyverno/kyverno-reports-controller \
+             at 1970-01-01T00:01:50Z and no instance has taken it over"
+        )
+    );
+}
+
+#[test]
+fn an_expired_lease_before_any_report_is_said_but_not_stale() {
+    let mut s = MemberState::default();
+    assert!(s.observe_lease(held(100), at(200)), "the error shows");
+    let view = s.view();
+    assert_eq!(
+        view.stale_since, None,
+        "nothing read yet: nothing to be stale"
+    );
+    assert_eq!(view.error.as_deref(), Some(DOWN));
+    // The first listing makes it stale, since the last renewal.
+    s.apply(Event::<PolicyReport>::Init, at(201));
+    assert!(s.apply(Event::<PolicyReport>::InitDone, at(201)));
+    assert_eq!(s.view().stale_since, Some(at(100)));
+}
+
+#[test]
+fn an_unreachable_member_outranks_an_expired_lease() {
+    let mut s = listed(100);
+    s.observe_lease(held(100), at(100));
+    // The member stops answering; its Lease's deadline passes meanwhile.
+    assert!(s.set_health(
+        0,
+        Health::Failing("cannot list PolicyReports: refused".into()),
+        at(110)
+    ));
+    assert_eq!(s.view().stale_cause, Some(StaleCause::Unreachable));
+    assert!(!s.check_lease(at(200)), "already stale: the cause stays");
+    let view = s.view();
+    assert_eq!(view.stale_since, Some(at(110)));
+    assert_eq!(view.stale_cause, Some(StaleCause::Unreachable));
+    assert_eq!(
+        view.error.as_deref(),
+        Some("cannot list PolicyReports: refused")
+    );
+
+    // It answers again but Kyverno is still down: stale continues, now for that reason.
+    s.apply(Event::<PolicyReport>::Init, at(210));
+    assert!(s.apply(Event::<PolicyReport>::InitDone, at(210)));
+    let view = s.view();
+    assert_eq!(view.stale_since, Some(at(110)), "stale without a break");
+    assert_eq!(view.stale_cause, Some(StaleCause::ReportsControllerDown));
+    assert_eq!(view.error.as_deref(), Some(DOWN));
+
+    // Kyverno back: current.
+    assert!(s.observe_lease(held(215), at(215)));
+    assert_eq!((s.view().stale_since, s.view().error), (None, None));
+
+    // The other way round: Kyverno down first, then the member unreachable, then back with
+    // Kyverno running.
+    assert!(s.check_lease(at(300)));
+    assert_eq!(s.view().stale_since, Some(at(215)));
+    assert!(s.set_health(1, Health::Failing("refused".into()), at(310)));
+    assert_eq!(s.view().stale_cause, Some(StaleCause::Unreachable));
+    assert_eq!(s.view().stale_since, Some(at(215)));
+    s.observe_lease(held(320), at(320));
+    assert_eq!(s.view().stale_cause, Some(StaleCause::Unreachable));
+    assert!(s.set_health(1, Health::Synced, at(321)));
+    assert_eq!((s.view().stale_since, s.view().error), (None, None));
 }
 
 #[test]
