@@ -279,7 +279,7 @@ async fn run(
         watcher(deployments, watcher::Config::default().labels(DEPLOYMENTS)),
     )
     .default_backoff()
-    .touched_objects()
+    // Every event, `InitDone` included: the store shows a (re-)listing only once it is done.
     .map(|_| ());
     let job_events = watcher(jobs, watcher::Config::default().labels(HOOKS))
         .default_backoff()
