@@ -81,7 +81,8 @@ fn playground_up_twice_env_status_get_down() {
     }
 
     let status = kurator(&dev, &["dev", "status"]);
-    assert!(status.status.success(), "{}", text(&status));
+    let status_text = text(&status);
+    assert!(status.status.success(), "{status_text}");
     for expected in [
         "host     running",
         "member1  running",
@@ -90,7 +91,31 @@ fn playground_up_twice_env_status_get_down() {
         "git-server running",
         "flux     source-",
     ] {
-        assert!(text(&status).contains(expected), "{}", text(&status));
+        assert!(status_text.contains(expected), "{status_text}");
+    }
+    // Every process of every cluster, each on its own line with its pid.
+    let mut processes = vec!["etcd".to_string()];
+    for cluster in ["host", "member1", "member2"] {
+        for component in [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
+        ] {
+            processes.push(format!("{cluster}-{component}"));
+        }
+    }
+    for controller in ["source", "kustomize", "helm"] {
+        processes.push(format!("host-{controller}-controller"));
+    }
+    for process in &processes {
+        let line = status_text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(process.as_str()));
+        assert!(
+            line.is_some_and(|l| l.contains("running (pid ")),
+            "{process} not listed as running:\n{status_text}"
+        );
     }
 
     let host = exports[0].1;

@@ -362,6 +362,15 @@ async fn status(state: &std::path::Path) -> anyhow::Result<()> {
         return Ok(());
     };
     let dead = env.dead_processes().await;
+    let processes = env.processes().await;
+    let width = processes.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let state_and_log = |p: &kurator_testenv::ProcessInfo| {
+        let state = match p.pid {
+            Some(pid) => format!("running (pid {pid})"),
+            None => "STOPPED".to_string(),
+        };
+        format!("{state}, log {}", p.log.display())
+    };
     println!("Playground state: {}", state.display());
     for cluster in env.clusters() {
         let up = if cluster.is_running().await {
@@ -376,8 +385,24 @@ async fn status(state: &std::path::Path) -> anyhow::Result<()> {
             cluster.server_url(),
             cluster.kubeconfig_path().display()
         );
+        // kube-apiserver, controller-manager, scheduler and kwok of this cluster, and on the
+        // host the Flux controllers.
+        for process in processes
+            .iter()
+            .filter(|p| p.cluster.as_deref() == Some(cluster.name()))
+        {
+            println!("    {:<width$}  {}", process.name, state_and_log(process));
+        }
     }
-    println!("  etcd     {}", env.etcd_url());
+    // etcd, shared by every cluster.
+    for process in processes.iter().filter(|p| p.cluster.is_none()) {
+        println!(
+            "  {:<8} {}  {}",
+            process.name,
+            env.etcd_url(),
+            state_and_log(process)
+        );
+    }
     println!(
         "  flux     {}",
         if env.flux_running() {
