@@ -17,7 +17,7 @@ use kurator_testenv::TestEnv;
 
 use self::{
     background::Background,
-    quickstart::{APPLICATION, FLEET, NAMESPACE},
+    quickstart::{APPLICATION, FLEET, NAMESPACE, PODINFO_DEPLOYMENT},
 };
 use crate::tables;
 
@@ -289,6 +289,13 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
     let app = wait::application_synced(&apps, APPLICATION, timeout)
         .await
         .inspect_err(on_error)?;
+    // Synced means Flux applied it; whether podinfo runs is the members' to say.
+    let mut members = Vec::new();
+    for (index, member) in env.members().iter().enumerate() {
+        members.push((quickstart::member_name(index + 1), member.client().await?));
+    }
+    let podinfo =
+        wait::deployment_available(&members, NAMESPACE, PODINFO_DEPLOYMENT, timeout).await?;
     let fleet = if with_plugins {
         plugins::write_sample_reports(env.members()).await?;
         println!(
@@ -314,6 +321,16 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
     print!(
         "{}",
         tables::applications(std::slice::from_ref(&app), false, false, now)
+    );
+    println!();
+    println!(
+        "podinfo (Deployment {NAMESPACE}/{PODINFO_DEPLOYMENT}) in each member, as the member reports it:"
+    );
+    for line in &podinfo {
+        println!("  {line}");
+    }
+    println!(
+        "  (kwok simulates the nodes: Pods are scheduled and reported Running and Ready; no container runs.)"
     );
     println!();
     // The repository's ./kurator wrapper sets KURATOR_CMD so the hints can be pasted as is.
