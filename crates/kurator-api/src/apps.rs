@@ -155,6 +155,11 @@ pub struct Kustomization {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub components: Vec<String>,
+    /// Wait for every object applied to become ready (Flux's health checks, within
+    /// `timeout`): the cluster counts as synced only then. Not in upstream Kurator v0.4.0;
+    /// passed to the Flux Kustomization's `wait` as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<bool>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]

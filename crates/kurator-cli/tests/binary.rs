@@ -53,6 +53,13 @@ fn playground_up_twice_env_status_get_down() {
         "{up_text}"
     );
     assert!(up_text.contains("4/4     True"), "{up_text}");
+    // The end screen reports podinfo's Deployment as each member does.
+    for member in ["kurator-member1", "kurator-member2"] {
+        assert!(
+            up_text.contains(&format!("  {member}  Available  1/1 ready")),
+            "{up_text}"
+        );
+    }
 
     let again = kurator(&dev, &["dev", "up"]);
     assert!(again.status.success(), "{}", text(&again));
@@ -81,7 +88,8 @@ fn playground_up_twice_env_status_get_down() {
     }
 
     let status = kurator(&dev, &["dev", "status"]);
-    assert!(status.status.success(), "{}", text(&status));
+    let status_text = text(&status);
+    assert!(status.status.success(), "{status_text}");
     for expected in [
         "host     running",
         "member1  running",
@@ -90,28 +98,70 @@ fn playground_up_twice_env_status_get_down() {
         "git-server running",
         "flux     source-",
     ] {
-        assert!(text(&status).contains(expected), "{}", text(&status));
+        assert!(status_text.contains(expected), "{status_text}");
+    }
+    // Every process of every cluster, each on its own line with its pid.
+    let mut processes = vec!["etcd".to_string()];
+    for cluster in ["host", "member1", "member2"] {
+        for component in [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
+        ] {
+            processes.push(format!("{cluster}-{component}"));
+        }
+    }
+    for controller in ["source", "kustomize", "helm"] {
+        processes.push(format!("host-{controller}-controller"));
+    }
+    for process in &processes {
+        let line = status_text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(process.as_str()));
+        assert!(
+            line.is_some_and(|l| l.contains("running (pid ")),
+            "{process} not listed as running:\n{status_text}"
+        );
     }
 
     let host = exports[0].1;
-    // The example application's workload landed in both members.
+    // The example application's workload landed in both members, and podinfo's Deployment
+    // is Available there (Pods on kwok's simulated nodes).
     let rt = tokio::runtime::Runtime::new().unwrap();
     for (_, member) in &exports[1..] {
-        let found = rt.block_on(async {
+        let (found, webapp) = rt.block_on(async {
             let client = kurator_cli::client(Some(&std::path::PathBuf::from(member)))
                 .await
                 .unwrap();
             let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                kube::Api::namespaced(client.clone(), "default");
+            let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
                 kube::Api::namespaced(client, "default");
             (
-                cms.get_opt("webapp-config").await.unwrap(),
-                cms.get_opt("podinfo-kustomized").await.unwrap(),
+                (
+                    cms.get_opt("webapp-config").await.unwrap(),
+                    cms.get_opt("podinfo-kustomized").await.unwrap(),
+                ),
+                deployments.get_opt("webapp").await.unwrap(),
             )
         });
         assert!(
             found.0.is_some() && found.1.is_some(),
             "example workload missing in {member}"
         );
+        let status = webapp
+            .unwrap_or_else(|| panic!("no Deployment webapp in {member}"))
+            .status
+            .unwrap_or_default();
+        let available = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Available")
+            .map(|c| c.status.as_str());
+        assert_eq!(available, Some("True"), "{member}: {status:?}");
+        assert_eq!(status.ready_replicas, Some(1), "{member}: {status:?}");
     }
     let clusters = Command::new(KURATOR)
         .args(["get", "clusters", "--kubeconfig", host])

@@ -6,7 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, NS, apply, until, wait_for, wait_gone};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::ConfigMap},
+    apimachinery::pkg::apis::meta::v1::Condition,
+    jiff::Timestamp,
+};
 use kube::{
     Api, Client, ResourceExt,
     api::{ListParams, Patch, PatchParams},
@@ -359,6 +363,182 @@ spec:
             .clusters
             .iter()
             .any(|c| c.cluster == "kurator-member1" && c.ready)
+    );
+    h.shutdown().await;
+}
+
+/// Deployment `podinfo` with one replica; `node` pins it with a nodeSelector on
+/// `kubernetes.io/hostname` (the fake nodes are `kwok-node-1..3`).
+fn podinfo_deployment(node: Option<&str>) -> String {
+    let selector = node
+        .map(|n| format!("      nodeSelector:\n        kubernetes.io/hostname: {n}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: podinfo
+  namespace: default
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: podinfo}}
+  template:
+    metadata:
+      labels: {{app: podinfo}}
+    spec:
+{selector}      containers:
+        - name: podinfo
+          image: ghcr.io/stefanprodan/podinfo:6.5.0
+"
+    )
+}
+
+/// The member's Deployment `podinfo` and its `Available` condition (status, lastTransitionTime).
+async fn podinfo_available(client: &Client) -> Option<(Deployment, String, Option<Timestamp>)> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let deployment = deployments.get_opt("podinfo").await.ok().flatten()?;
+    let available = deployment
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Available")?
+        .clone();
+    let since = available.last_transition_time.map(|t| t.0);
+    Some((deployment, available.status, since))
+}
+
+fn ready_condition(a: &Application) -> Option<&Condition> {
+    conditions::find(&a.status.as_ref()?.conditions, "Ready")
+}
+
+/// `wait: true` both ways on the simulated nodes: first a Deployment no node can run, then a
+/// revision they can.
+#[tokio::test]
+async fn wait_true_is_ready_only_once_the_deployment_is_available() {
+    let h = Harness::start_with(1, Duration::from_secs(10), true).await;
+    let git = GitServer::start(h.env.state_dir().join("git")).unwrap();
+    let repo = git.create_repo("waited").unwrap();
+    // First a revision that can never become ready: no node has this hostname.
+    repo.commit_files(
+        &[("deploy/podinfo.yaml", &podinfo_deployment(Some("nowhere")))],
+        "pinned nowhere",
+    )
+    .unwrap();
+    attach_quickstart(&h, &["kurator-member1"]).await;
+    // A short timeout, so that Flux gives up on the health check quickly.
+    let yaml = format!(
+        "metadata: {{name: waited, namespace: default}}
+spec:
+  source:
+    gitRepository: {{url: '{}', interval: 5s, ref: {{branch: master}}}}
+  syncPolicies:
+    - destination: {{fleet: quickstart}}
+      kustomization: {{interval: 1m, prune: true, path: ./deploy, timeout: 20s, wait: true}}
+",
+        repo.url()
+    );
+    let apps: Api<Application> = h.api();
+    apply(&apps, "waited", &serde_saphyr::from_str(&yaml).unwrap()).await;
+    let created = std::time::Instant::now();
+    let ks: Api<Kustomization> = h.api();
+    wait_for(&ks, "waited-0-attachedcluster-kurator-member1", WAIT, |k| {
+        k.spec.wait == Some(true)
+    })
+    .await;
+
+    // Never available: Flux applies the Deployment, waits 20 s for it, and reports the failed
+    // health check; the Application is never Ready meanwhile and says why, naming it.
+    let member = h.env.members()[0].client().await.unwrap();
+    let failed = until("Flux's health check to fail", WAIT, || async {
+        let app = apps.get("waited").await.expect("get");
+        if let Some(ready) = ready_condition(&app) {
+            assert_ne!(
+                ready.status, "True",
+                "Ready while the Deployment cannot be available: {ready:?}"
+            );
+        }
+        let cluster = app.status.as_ref().and_then(|s| s.clusters.first());
+        match cluster {
+            Some(c) if c.reason.as_deref() == Some("HealthCheckFailed") => Ok(Some(app.clone())),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eprintln!(
+        "health check failure reported {:.1}s after the Application was created",
+        created.elapsed().as_secs_f64()
+    );
+    let status = failed.status.as_ref().unwrap();
+    let health = "timeout waiting for: [Deployment/default/podinfo status: 'InProgress']";
+    let cluster = &status.clusters[0];
+    assert!(!cluster.ready, "{cluster:?}");
+    assert!(
+        cluster
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains(health)),
+        "{cluster:?}"
+    );
+    let ready = ready_condition(&failed).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NotSynced")
+    );
+    assert!(
+        ready.message.contains("HealthCheckFailed") && ready.message.contains(health),
+        "{ready:?}"
+    );
+    assert_eq!(status.synced.as_deref(), Some("0/1"));
+    let (_, available, _) = podinfo_available(&member)
+        .await
+        .expect("Deployment applied");
+    assert_eq!(available, "False", "the pinned Deployment is not Available");
+
+    // A revision the fake nodes can run: Ready once the Deployment is Available.
+    let sha = repo
+        .commit_files(
+            &[("deploy/podinfo.yaml", &podinfo_deployment(None))],
+            "schedulable",
+        )
+        .unwrap();
+    let pushed = std::time::Instant::now();
+    let synced = wait_for(&apps, "waited", WAIT, |a| {
+        ready_condition(a).is_some_and(|c| c.status == "True")
+    })
+    .await;
+    eprintln!(
+        "Ready {:.1}s after the schedulable revision was pushed",
+        pushed.elapsed().as_secs_f64()
+    );
+    let status = synced.status.as_ref().unwrap();
+    assert!(
+        status.clusters[0]
+            .applied_revision
+            .as_deref()
+            .is_some_and(|r| r.contains(&sha)),
+        "{status:?}"
+    );
+    let (deployment, available, available_since) = podinfo_available(&member)
+        .await
+        .expect("Deployment applied");
+    assert_eq!(available, "True", "{deployment:?}");
+    let node_selector = deployment
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .node_selector;
+    assert_eq!(node_selector, None, "the new revision's Deployment");
+    // Became Ready after (or in the same second as) the Deployment became Available.
+    let ready_since = ready_condition(&synced).unwrap().last_transition_time.0;
+    let available_since = available_since.expect("Available has a transition time");
+    assert!(
+        available_since <= ready_since,
+        "Ready at {ready_since}, Available only at {available_since}"
     );
     h.shutdown().await;
 }

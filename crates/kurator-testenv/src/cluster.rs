@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::fake_nodes;
 use crate::kubeconfig;
 use crate::kwok::{self, KwokParams};
-use crate::process::{Proc, WaitError, free_port, lost_port_race};
+use crate::process::{Proc, ProcessInfo, WaitError, free_port, lost_port_race};
 use crate::scheduler::{self, SchedulerParams};
 use crate::state::{self, ClusterState};
 
@@ -469,6 +469,19 @@ impl ClusterHandle {
     }
 
     /// Names of this cluster's processes that are not running.
+    /// Its kube-apiserver, then kube-controller-manager, kube-scheduler and kwok (those that
+    /// this cluster was started with).
+    pub async fn processes(&self) -> Vec<ProcessInfo> {
+        let cluster = Some(self.name.as_str());
+        let mut all = vec![self.apiserver.lock().await.info(cluster)];
+        for component in Component::ALL {
+            if let Some(proc) = self.slot(component).lock().await.as_mut() {
+                all.push(proc.info(cluster));
+            }
+        }
+        all
+    }
+
     pub(crate) async fn dead_processes(&self) -> Vec<String> {
         let mut dead = Vec::new();
         let mut api = self.apiserver.lock().await;

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::etcd;
 use crate::flux::{self, FluxParams};
 use crate::flux_binaries::{FluxBinaries, ensure_flux_binaries};
-use crate::process::Proc;
+use crate::process::{Proc, ProcessInfo};
 use crate::state::{self, EnvState, EtcdState};
 
 /// Environment variable: when set (and not `0`), state dirs are kept on drop.
@@ -425,6 +425,24 @@ impl TestEnv {
     pub fn flux_running(&self) -> bool {
         let mut flux = self.flux.lock().unwrap_or_else(|e| e.into_inner());
         !flux.is_empty() && flux.iter_mut().all(Proc::is_running)
+    }
+
+    /// Every process of the environment, running or not: etcd, then each cluster's (host
+    /// first, see [`ClusterHandle::processes`]), then the Flux controllers (on the host).
+    pub async fn processes(&self) -> Vec<ProcessInfo> {
+        let mut all = vec![
+            self.etcd
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .info(None),
+        ];
+        for cluster in &self.clusters {
+            all.extend(cluster.processes().await);
+        }
+        let host = Some(self.host().name());
+        let mut flux = self.flux.lock().unwrap_or_else(|e| e.into_inner());
+        all.extend(flux.iter_mut().map(|proc| proc.info(host)));
+        all
     }
 
     /// Names of processes that are not running (e.g. `member1-kube-apiserver` after

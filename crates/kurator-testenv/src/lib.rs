@@ -112,6 +112,7 @@ pub use kyverno_standin::{KyvernoStandIn, KyvernoStandInParams};
 pub use load_balancer::{
     LoadBalancerIngress, assign_load_balancer_ingress, run_load_balancer_simulator,
 };
+pub use process::ProcessInfo;
 pub use standin_charts::{
     ChartFiles, STANDIN_CHART_FILES, STANDIN_CHARTS, add_standin_charts, write_standin_charts,
 };

@@ -41,6 +41,19 @@ pub(crate) struct ProcessSpec {
     pub env: Vec<(String, String)>,
 }
 
+/// One process of a [`crate::TestEnv`] and whether it runs, as `kurator dev status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The cluster whose API server it serves or works against (`host`, `member1`, …);
+    /// `None` for the etcd all clusters share.
+    pub cluster: Option<String>,
+    /// `<cluster>-<component>` (e.g. `member1-kwok`, `host-kustomize-controller`) or `etcd`.
+    pub name: String,
+    /// The process id while it runs; `None` once it has exited.
+    pub pid: Option<u32>,
+    pub log: PathBuf,
+}
+
 /// A running (or exited) process.
 #[derive(Debug)]
 pub(crate) struct Proc {
@@ -194,6 +207,16 @@ impl Proc {
 
     pub fn is_running(&mut self) -> bool {
         self.exit_status().is_none()
+    }
+
+    /// What [`ProcessInfo`] says about this process, which works for `cluster`.
+    pub fn info(&mut self, cluster: Option<&str>) -> ProcessInfo {
+        ProcessInfo {
+            cluster: cluster.map(str::to_string),
+            name: self.spec.name.clone(),
+            pid: self.is_running().then_some(self.pid),
+            log: self.spec.log.clone(),
+        }
     }
 
     /// The last lines of the process log.

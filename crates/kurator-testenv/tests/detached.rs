@@ -38,6 +38,26 @@ async fn detached_attach_and_stop_all() -> Result<()> {
         ensure!(attached.host().server_url() == host_url);
         let names: Vec<&str> = attached.clusters().iter().map(|c| c.name()).collect();
         ensure!(names == ["host", "member1"], "{names:?}");
+        // Every recorded process, by cluster, each with its pid (no controller-manager here).
+        let processes: Vec<(Option<String>, String, bool)> = attached
+            .processes()
+            .await
+            .into_iter()
+            .map(|p| (p.cluster, p.name, p.pid.is_some()))
+            .collect();
+        let expected: Vec<(Option<String>, String, bool)> = [
+            (None, "etcd"),
+            (Some("host"), "host-kube-apiserver"),
+            (Some("host"), "host-kube-scheduler"),
+            (Some("host"), "host-kwok"),
+            (Some("member1"), "member1-kube-apiserver"),
+            (Some("member1"), "member1-kube-scheduler"),
+            (Some("member1"), "member1-kwok"),
+        ]
+        .into_iter()
+        .map(|(cluster, name)| (cluster.map(str::to_string), name.to_string(), true))
+        .collect();
+        ensure!(processes == expected, "{processes:?}");
 
         let ns: Api<Namespace> = Api::all(attached.host().client().await?);
         ns.get("default").await?;
@@ -77,10 +97,20 @@ async fn detached_attach_and_stop_all() -> Result<()> {
             },
         )
         .await?;
+        let kwok = |processes: Vec<kurator_testenv::ProcessInfo>| {
+            processes.into_iter().find(|p| p.name == "member1-kwok")
+        };
+        let stopped = kwok(reattached.processes().await).context("member1-kwok listed")?;
+        ensure!(stopped.pid.is_none(), "{stopped:?}");
         reattached.members()[0].start().await?;
         ensure!(reattached.dead_processes().await.is_empty());
         let new_pid = std::fs::read_to_string(dir.join("run").join("member1-kwok.pid"))?;
         ensure!(new_pid != kwok_pid, "pid file not rewritten");
+        let restarted = kwok(reattached.processes().await).context("member1-kwok listed")?;
+        ensure!(
+            restarted.pid.map(|p| p.to_string()) == Some(new_pid.trim().to_string()),
+            "{restarted:?}, pid file {new_pid}"
+        );
         let again = TestEnv::attach(&dir)?.context("attachable after the restart")?;
         ensure!(again.dead_processes().await.is_empty());
         Ok::<_, anyhow::Error>(())

@@ -155,8 +155,8 @@ pub struct PostBuild {
     pub substitute_from: Option<Vec<Json>>,
 }
 
-/// The Flux Kustomization spec: the fields an Application policy carries plus the ones Kurator
-/// fills in (`sourceRef`, `kubeConfig`, `postBuild`, `wait`).
+/// The Flux Kustomization spec: the fields an Application policy carries (`wait` included)
+/// plus the ones Kurator fills in (`sourceRef`, `kubeConfig`, `postBuild`).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "kustomize.toolkit.fluxcd.io",

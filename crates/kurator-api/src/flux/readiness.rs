@@ -34,10 +34,17 @@ impl FluxReadiness {
 /// [`Progressing`](FluxReadiness::Progressing), which covers:
 /// - no status at all;
 /// - `status.observedGeneration` missing while `metadata.generation` is set (an object whose
-///   status has no `observedGeneration` counts as not yet observed), or lower than it;
+///   status has no `observedGeneration` counts as not yet observed), or lower than it —
+///   unless the `Ready` condition itself is stamped with the current generation (below);
 /// - no `Ready` condition, or one with status Unknown (or anything but True / False);
 /// - a `Ready` condition whose own `observedGeneration` is set and lower than the generation
 ///   (a verdict about an older spec).
+///
+/// A `Ready` condition whose own `observedGeneration` is the current generation is Flux's
+/// verdict on it even when `status.observedGeneration` lags: Flux stamps every condition it
+/// writes with the generation it judged, but moves `status.observedGeneration` only when a
+/// reconcile succeeds, so a first reconcile that fails (a failed health check, a build error)
+/// leaves it at -1 and its reason and message would otherwise never be seen.
 ///
 /// Without a generation (an object not read from an API server) the generation checks are
 /// skipped and only the `Ready` condition counts.
@@ -49,7 +56,13 @@ pub fn readiness(generation: Option<i64>, status: Option<&FluxStatus>) -> FluxRe
     let Some(status) = status else {
         return progressing("Flux has not reported on it yet".into());
     };
-    if let Some(generation) = generation {
+    let judged_current = generation.is_some_and(|generation| {
+        status
+            .condition(condition::READY)
+            .and_then(|ready| ready.observed_generation)
+            .is_some_and(|observed| observed >= generation)
+    });
+    if let Some(generation) = generation.filter(|_| !judged_current) {
         match status.observed_generation {
             None => {
                 return progressing(format!("Flux has not observed generation {generation} yet"));
@@ -193,6 +206,34 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn a_ready_condition_stamped_with_the_current_generation_decides_when_status_lags() {
+        // What kustomize-controller writes when the first reconcile fails its health check.
+        let failed = status(Some(-1), Some(("False", Some(1))));
+        assert_eq!(
+            readiness(Some(1), Some(&failed)),
+            FluxReadiness::NotReady {
+                reason: "ReasonFalse".into(),
+                message: "message False".into()
+            }
+        );
+        // A failure of a new spec, after an earlier generation succeeded.
+        let failed = status(Some(1), Some(("False", Some(2))));
+        assert!(matches!(
+            readiness(Some(2), Some(&failed)),
+            FluxReadiness::NotReady { .. }
+        ));
+        // Still working on it: Flux's own reason.
+        let working = status(None, Some(("Unknown", Some(1))));
+        assert_eq!(
+            readiness(Some(1), Some(&working)),
+            FluxReadiness::Progressing {
+                reason: Some("ReasonUnknown".into()),
+                message: "message Unknown".into()
+            }
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use kurator_testenv::TestEnv;
 
 use self::{
     background::Background,
-    quickstart::{APPLICATION, FLEET, NAMESPACE},
+    quickstart::{APPLICATION, FLEET, NAMESPACE, PODINFO_DEPLOYMENT},
 };
 use crate::tables;
 
@@ -328,6 +328,13 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
     let app = wait::application_synced(&apps, APPLICATION, timeout)
         .await
         .inspect_err(on_error)?;
+    // Synced means Flux applied it; whether podinfo runs is the members' to say.
+    let mut members = Vec::new();
+    for (index, member) in env.members().iter().enumerate() {
+        members.push((quickstart::member_name(index + 1), member.client().await?));
+    }
+    let podinfo =
+        wait::deployment_available(&members, NAMESPACE, PODINFO_DEPLOYMENT, timeout).await?;
     let fleet = if with_plugins {
         plugins::apply_violating_workload(&env.members()[1]).await?;
         println!(
@@ -354,6 +361,16 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
     print!(
         "{}",
         tables::applications(std::slice::from_ref(&app), false, false, now)
+    );
+    println!();
+    println!(
+        "podinfo (Deployment {NAMESPACE}/{PODINFO_DEPLOYMENT}) in each member, as the member reports it:"
+    );
+    for line in &podinfo {
+        println!("  {line}");
+    }
+    println!(
+        "  (kwok simulates the nodes: Pods are scheduled and reported Running and Ready; no container runs.)"
     );
     println!();
     // The repository's ./kurator wrapper sets KURATOR_CMD so the hints can be pasted as is.
@@ -402,6 +419,15 @@ async fn status(state: &std::path::Path) -> anyhow::Result<()> {
         return Ok(());
     };
     let dead = env.dead_processes().await;
+    let processes = env.processes().await;
+    let width = processes.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let state_and_log = |p: &kurator_testenv::ProcessInfo| {
+        let state = match p.pid {
+            Some(pid) => format!("running (pid {pid})"),
+            None => "STOPPED".to_string(),
+        };
+        format!("{state}, log {}", p.log.display())
+    };
     println!("Playground state: {}", state.display());
     for cluster in env.clusters() {
         let up = if cluster.is_running().await {
@@ -416,8 +442,24 @@ async fn status(state: &std::path::Path) -> anyhow::Result<()> {
             cluster.server_url(),
             cluster.kubeconfig_path().display()
         );
+        // kube-apiserver, controller-manager, scheduler and kwok of this cluster, and on the
+        // host the Flux controllers.
+        for process in processes
+            .iter()
+            .filter(|p| p.cluster.as_deref() == Some(cluster.name()))
+        {
+            println!("    {:<width$}  {}", process.name, state_and_log(process));
+        }
     }
-    println!("  etcd     {}", env.etcd_url());
+    // etcd, shared by every cluster.
+    for process in processes.iter().filter(|p| p.cluster.is_none()) {
+        println!(
+            "  {:<8} {}  {}",
+            process.name,
+            env.etcd_url(),
+            state_and_log(process)
+        );
+    }
     println!(
         "  flux     {}",
         if env.flux_running() {

@@ -19,6 +19,13 @@ pub const NAMESPACE: &str = "default";
 pub const FLEET: &str = "quickstart";
 pub const APPLICATION: &str = "gitrepo-kustomization-demo";
 const REPO: &str = "podinfo";
+/// podinfo's Deployment in examples/quickstart/podinfo/deploy/webapp.
+pub const PODINFO_DEPLOYMENT: &str = "webapp";
+
+/// The AttachedCluster (and kubeconfig Secret) of the `index`-th member, from 1.
+pub fn member_name(index: usize) -> String {
+    format!("kurator-member{index}")
+}
 
 /// The manifests, compiled in so the binary works from any directory.
 const CLUSTERS: &[(&str, &str)] = &[
@@ -92,7 +99,7 @@ async fn kubeconfig_secret(
     index: usize,
     member: &ClusterHandle,
 ) -> anyhow::Result<()> {
-    let name = format!("kurator-member{index}");
+    let name = member_name(index);
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.clone()),

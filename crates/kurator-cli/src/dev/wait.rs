@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
-use kube::Api;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{Api, Client};
 use kurator_api::{Fleet, conditions};
 
 /// Polls the fleet until `expected` members are ready; shows a spinner on a terminal and
@@ -116,6 +117,81 @@ pub async fn application_synced(
     }
 }
 
+/// Polls each member (name, client) until its Deployment `namespace/name` is Available, as
+/// the member itself reports it; one line per change. Returns the last line of each member.
+pub async fn deployment_available(
+    members: &[(String, Client)],
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<String>> {
+    println!("Waiting for Deployment {namespace}/{name} to be Available in every member...");
+    let width = members.iter().map(|(m, _)| m.len()).max().unwrap_or(0);
+    let deadline = Instant::now() + timeout;
+    let mut last = vec![String::new(); members.len()];
+    loop {
+        let mut all_available = true;
+        for ((member, client), last) in members.iter().zip(last.iter_mut()) {
+            let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+            let (line, available) = match deployments.get_opt(name).await {
+                Ok(deployment) => availability(deployment.as_ref()),
+                Err(e) => (format!("unreachable: {e}"), false),
+            };
+            let line = format!("{member:<width$}  {line}");
+            if line != *last {
+                println!("  {line}");
+                *last = line;
+            }
+            all_available &= available;
+        }
+        if all_available {
+            return Ok(last);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "Deployment {namespace}/{name} not Available in every member after {}s: {}",
+                timeout.as_secs(),
+                last.join("; ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// What a Deployment's status says about its availability (for its current spec), and
+/// whether it is Available.
+fn availability(deployment: Option<&Deployment>) -> (String, bool) {
+    let Some(deployment) = deployment else {
+        return ("no Deployment yet".into(), false);
+    };
+    let status = deployment.status.clone().unwrap_or_default();
+    let wanted = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let ready = format!("{}/{wanted} ready", status.ready_replicas.unwrap_or(0));
+    // A status about an older spec says nothing about this one.
+    let current = status.observed_generation >= deployment.metadata.generation;
+    let condition = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Available");
+    match condition {
+        Some(c) if current && c.status == conditions::TRUE => (format!("Available  {ready}"), true),
+        Some(c) if current => {
+            let reason = c.reason.as_deref().unwrap_or("NotAvailable");
+            let message = c.message.as_deref().unwrap_or_default();
+            (
+                format!("not Available  {ready} ({reason}: {message})"),
+                false,
+            )
+        }
+        _ => (format!("not Available yet  {ready}"), false),
+    }
+}
+
 /// Waits until something accepts connections on `addr`.
 pub async fn port_open(addr: std::net::SocketAddr, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
@@ -169,5 +245,55 @@ pub async fn policy_summary(
             );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(yaml: &str) -> Deployment {
+        serde_saphyr::from_str(yaml).expect("fixture")
+    }
+
+    #[test]
+    fn a_deployment_is_available_only_by_its_current_status() {
+        assert_eq!(availability(None), ("no Deployment yet".to_string(), false));
+        let available = deployment(
+            "metadata: {name: webapp, generation: 2}
+spec: {replicas: 1, selector: {}, template: {}}
+status:
+  observedGeneration: 2
+  readyReplicas: 1
+  conditions: [{type: Available, status: 'True', reason: MinimumReplicasAvailable}]
+",
+        );
+        assert_eq!(
+            availability(Some(&available)),
+            ("Available  1/1 ready".to_string(), true)
+        );
+        let mut older = available.clone();
+        older.metadata.generation = Some(3);
+        assert_eq!(
+            availability(Some(&older)),
+            ("not Available yet  1/1 ready".to_string(), false)
+        );
+        let unavailable = deployment(
+            "metadata: {name: webapp, generation: 1}
+spec: {replicas: 2, selector: {}, template: {}}
+status:
+  observedGeneration: 1
+  conditions:
+  - {type: Available, status: 'False', reason: MinimumReplicasUnavailable, message: Deployment does not have minimum availability.}
+",
+        );
+        assert_eq!(
+            availability(Some(&unavailable)),
+            (
+                "not Available  0/2 ready (MinimumReplicasUnavailable: Deployment does not have minimum availability.)"
+                    .to_string(),
+                false
+            )
+        );
     }
 }

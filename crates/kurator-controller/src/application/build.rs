@@ -485,7 +485,7 @@ fn kustomization_spec(
         suspend: k.suspend,
         force: k.force,
         post_build,
-        wait: None,
+        wait: k.wait,
     }
 }
 

@@ -40,6 +40,9 @@ pub mod reason {
 
 /// At most this many entries are named in a condition message.
 const NAMED_IN_MESSAGE: usize = 10;
+/// Flux's message is quoted up to this many characters per entry in a condition message (the
+/// whole of it stays in `status.clusters[].message`), which keeps the condition bounded.
+const QUOTED_MESSAGE_CHARS: usize = 300;
 
 /// What stops the Application before Flux objects can be reconciled.
 #[derive(Clone, Debug, PartialEq)]
@@ -322,23 +325,43 @@ fn source_status(app: &Application, status: &FluxStatus) -> ApplicationSourceSta
     }
 }
 
+/// `policy/cluster (Reason: message)` for each entry, so that the condition says what Flux
+/// says (e.g. which workload failed its health check) without a look at `status.clusters`.
+/// Plain `Progressing` entries go without their message ("Reconciliation in progress" for
+/// each would only hide the ones that say something).
 fn describe(entries: &[&ApplicationClusterStatus]) -> String {
     let mut parts: Vec<String> = entries
         .iter()
         .take(NAMED_IN_MESSAGE)
         .map(|c| {
-            format!(
-                "{}/{} ({})",
-                c.policy,
-                c.cluster,
-                c.reason.as_deref().unwrap_or(reason::PROGRESSING)
-            )
+            let reason = c.reason.as_deref().unwrap_or(reason::PROGRESSING);
+            let message = c.message.as_deref().filter(|m| !m.is_empty());
+            match message.filter(|_| reason != reason::PROGRESSING) {
+                Some(message) => format!(
+                    "{}/{} ({reason}: {})",
+                    c.policy,
+                    c.cluster,
+                    shortened(message)
+                ),
+                None => format!("{}/{} ({reason})", c.policy, c.cluster),
+            }
         })
         .collect();
     if entries.len() > NAMED_IN_MESSAGE {
         parts.push(format!("and {} more", entries.len() - NAMED_IN_MESSAGE));
     }
     parts.join("; ")
+}
+
+/// `message` cut to [`QUOTED_MESSAGE_CHARS`] characters, on one line.
+fn shortened(message: &str) -> String {
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= QUOTED_MESSAGE_CHARS {
+        return line;
+    }
+    let mut cut: String = line.chars().take(QUOTED_MESSAGE_CHARS).collect();
+    cut.push('…');
+    cut
 }
 
 #[cfg(test)]

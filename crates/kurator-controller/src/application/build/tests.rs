@@ -229,6 +229,25 @@ fn two_policies_to_different_fleets() {
 }
 
 #[test]
+fn wait_reaches_the_flux_kustomization_only_when_set() {
+    let mut app = app(DEMO);
+    let policy = app.spec.sync_policies[0].kustomization.as_mut().unwrap();
+    policy.wait = Some(true);
+    let d = build(
+        &app,
+        &[
+            targets(vec![attached("quickstart", "kurator-member1")]),
+            targets(vec![attached("quickstart", "kurator-member1")]),
+        ],
+    )
+    .unwrap();
+    let waits: Vec<Option<bool>> = d.kustomizations.iter().map(|k| k.spec.wait).collect();
+    assert_eq!(waits, [Some(true), None]);
+    let json = serde_json::to_value(&d.kustomizations[0]).unwrap();
+    assert_eq!(json["spec"]["wait"], true);
+}
+
+#[test]
 fn long_names_are_cut_to_63_characters() {
     let mut app = app(DEMO);
     app.metadata.name = Some("a-rather-long-application-name-for-the-storefront".into());

@@ -157,13 +157,70 @@ fn a_cluster_behind_the_new_commit_is_not_synced() {
         ("False", reason::NOT_SYNCED)
     );
     assert!(
-        message.contains("demo-0/m2 (OutdatedRevision)"),
+        message.contains(
+            "demo-0/m2 (OutdatedRevision: at master@sha1:abc, source at master@sha1:def)"
+        ),
         "{message}"
     );
     let m2 = s.clusters.iter().find(|c| c.cluster == "m2").unwrap();
     assert_eq!(
         m2.message.as_deref(),
         Some("at master@sha1:abc, source at master@sha1:def")
+    );
+}
+
+/// What kustomize-controller writes when `wait: true` gives up on a workload: Ready False for
+/// the current generation (the condition's own observedGeneration), while
+/// `status.observedGeneration` keeps the last generation that succeeded (-1: none yet).
+fn health_check_failed(message: &str) -> (Option<i64>, FluxStatus) {
+    (
+        Some(1),
+        flux(serde_json::json!({
+            "observedGeneration": -1,
+            "lastAttemptedRevision": "r1",
+            "conditions": [{"type": "Ready", "status": "False", "reason": "HealthCheckFailed",
+                "message": message, "observedGeneration": 1}]
+        })),
+    )
+}
+
+#[test]
+fn a_failed_health_check_is_quoted_in_the_cluster_and_the_conditions() {
+    let app = app(DEMO);
+    let health = "timeout waiting for: [Deployment/default/podinfo status: 'InProgress']";
+    let seen = observed("r1", vec![(M1, health_check_failed(health))]);
+    let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
+    let m1 = &s.clusters[0];
+    assert!(!m1.ready);
+    assert_eq!(m1.reason.as_deref(), Some("HealthCheckFailed"));
+    assert_eq!(m1.message.as_deref(), Some(health));
+    assert_eq!(
+        ready(&s),
+        (
+            "False".to_string(),
+            reason::NOT_SYNCED.to_string(),
+            format!("1 of 1 not synced: demo-0/m1 (HealthCheckFailed: {health})")
+        )
+    );
+}
+
+#[test]
+fn long_flux_messages_are_cut_in_conditions_but_kept_per_cluster() {
+    let app = app(DEMO);
+    let long = format!("kustomize build failed:\n{}", "x".repeat(1000));
+    let seen = observed("r1", vec![(M1, failing(&long))]);
+    let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
+    assert_eq!(s.clusters[0].message.as_deref(), Some(long.as_str()));
+    let (_, _, message) = ready(&s);
+    let quoted = message
+        .strip_prefix(
+            "1 of 1 not synced: demo-0/m1 (ReconciliationFailed: kustomize build failed: x",
+        )
+        .expect(&message);
+    assert!(quoted.ends_with("x…)"), "{message}");
+    assert_eq!(
+        quoted.chars().count(),
+        300 - "kustomize build failed: x".len() + 2
     );
 }
 
@@ -222,6 +279,9 @@ fn objects_flux_has_not_seen_yet_are_progressing() {
     let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
     assert_eq!(ready(&s).1, reason::SOURCE_NOT_READY);
     assert_eq!(s.clusters[0].reason.as_deref(), Some(reason::PROGRESSING));
+    // Plain progress is named without Flux's (or our) message.
+    let synced = conditions::find(&s.conditions, reason::SYNCED).unwrap();
+    assert_eq!(synced.message, "1 of 1 not synced: demo-0/m1 (Progressing)");
     assert_eq!(s.synced.as_deref(), Some("0/1"));
     assert!(s.sync_status.is_empty());
 }
