@@ -280,6 +280,20 @@ fn playground_up_twice_env_status_get_down() {
         "{by_policy}"
     );
 
+    // The real Kyverno runs in both members, listed with its pids.
+    let status = text(&kurator(&dev, &["dev", "status"]));
+    for cluster in ["member1", "member2"] {
+        for component in ["kyverno-admission-controller", "kyverno-reports-controller"] {
+            let name = format!("{cluster}-{component}");
+            assert!(
+                status
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&name) && l.contains("running (pid ")),
+                "{name} in:\n{status}"
+            );
+        }
+    }
+
     let down = kurator(&dev, &["dev", "down"]);
     assert!(
         text(&down).contains("Playground stopped"),

@@ -25,7 +25,9 @@ use crate::cluster::log_path;
 use crate::error::{Error, Result};
 use crate::kubeconfig;
 use crate::kyverno_binaries::KyvernoBinaries;
-use crate::process::{Proc, ProcessSpec, WaitError, free_port, lost_port_race, wait_ready};
+use crate::process::{
+    Proc, ProcessInfo, ProcessSpec, WaitError, free_port, lost_port_race, wait_ready,
+};
 
 const ATTEMPTS: usize = 4;
 const WEBHOOK_PORT_FLAG: &str = "--webhookServerPort=";
@@ -239,6 +241,20 @@ impl Kyverno {
     /// `https://127.0.0.1:<port>`: where the API server calls Kyverno's webhooks.
     pub fn webhook_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.webhook_port)
+    }
+
+    /// Both processes, for `kurator dev status`.
+    pub fn processes(&mut self) -> Vec<ProcessInfo> {
+        let cluster = self.cluster.clone();
+        [&mut self.admission, &mut self.reports]
+            .into_iter()
+            .map(|proc| ProcessInfo {
+                cluster: Some(cluster.clone()),
+                name: proc.spec.name.clone(),
+                pid: proc.is_running().then_some(proc.pid),
+                log: proc.spec.log.clone(),
+            })
+            .collect()
     }
 
     /// Whether both processes are running.

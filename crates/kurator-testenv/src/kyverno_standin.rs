@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::kubeconfig;
 use crate::kyverno::{Kyverno, KyvernoOptions, KyvernoParams};
 use crate::kyverno_binaries::{KYVERNO_CHART_VERSION, KYVERNO_VERSION, KyvernoBinaries};
+use crate::process::ProcessInfo;
 
 const PART_OF: &str = "app.kubernetes.io/part-of";
 const COMPONENT: &str = "app.kubernetes.io/component";
@@ -64,7 +65,14 @@ pub struct Wanted {
 pub struct KyvernoStandIn {
     cluster: String,
     task: Option<JoinHandle<()>>,
-    running: watch::Receiver<Vec<Instance>>,
+    running: watch::Receiver<Vec<RunningKyverno>>,
+}
+
+/// A release whose Kyverno runs, and its processes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningKyverno {
+    pub instance: Instance,
+    pub processes: Vec<ProcessInfo>,
 }
 
 /// Inputs of [`KyvernoStandIn::spawn`].
@@ -99,14 +107,35 @@ impl KyvernoStandIn {
 
     /// The releases whose Kyverno runs now.
     pub fn running(&self) -> Vec<Instance> {
-        self.running.borrow().clone()
+        self.running
+            .borrow()
+            .iter()
+            .map(|r| r.instance.clone())
+            .collect()
+    }
+
+    /// The Kyverno processes it runs now.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        self.running
+            .borrow()
+            .iter()
+            .flat_map(|r| r.processes.clone())
+            .collect()
+    }
+
+    /// Waits until what runs changes (a Kyverno started or stopped).
+    pub async fn changed(&mut self) {
+        if self.running.changed().await.is_err() {
+            // Stopped: nothing will change any more.
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Waits until some Kyverno runs in the cluster.
     pub async fn wait_running(&mut self, timeout: Duration) -> Result<Instance> {
         let waited = tokio::time::timeout(timeout, self.running.wait_for(|r| !r.is_empty())).await;
         match waited {
-            Ok(Ok(running)) => Ok(running[0].clone()),
+            Ok(Ok(running)) => Ok(running[0].instance.clone()),
             _ => Err(Error::Timeout {
                 what: format!("Kyverno to run in {}", self.cluster),
                 seconds: timeout.as_secs_f64(),
@@ -269,7 +298,7 @@ struct Running {
 async fn run(
     client: Client,
     params: KyvernoStandInParams,
-    running_tx: watch::Sender<Vec<Instance>>,
+    running_tx: watch::Sender<Vec<RunningKyverno>>,
 ) {
     let deployments: Api<Deployment> = Api::all(client.clone());
     let jobs: Api<Job> = Api::all(client.clone());
@@ -354,7 +383,18 @@ async fn run(
                 }
             }
         }
-        running_tx.send_replace(running.keys().cloned().collect());
+        let now_running: Vec<RunningKyverno> = running
+            .iter_mut()
+            .map(|(key, r)| RunningKyverno {
+                instance: key.clone(),
+                processes: r.kyverno.processes(),
+            })
+            .collect();
+        running_tx.send_if_modified(|old| {
+            let modified = *old != now_running;
+            *old = now_running;
+            modified
+        });
     }
 }
 

@@ -42,7 +42,7 @@ pub(crate) struct ProcessSpec {
 }
 
 /// One process of a [`crate::TestEnv`] and whether it runs, as `kurator dev status` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessInfo {
     /// The cluster whose API server it serves or works against (`host`, `member1`, …);
     /// `None` for the etcd all clusters share.

@@ -419,7 +419,11 @@ async fn status(state: &std::path::Path) -> anyhow::Result<()> {
         return Ok(());
     };
     let dead = env.dead_processes().await;
-    let processes = env.processes().await;
+    let mut processes = env.processes().await;
+    // Kyverno, run by the plugin support process: listed only while that process lives.
+    if plugin_support(state).running_pid().is_some() {
+        processes.extend(plugins::kyverno_processes(&env_dir(state)));
+    }
     let width = processes.iter().map(|p| p.name.len()).max().unwrap_or(0);
     let state_and_log = |p: &kurator_testenv::ProcessInfo| {
         let state = match p.pid {
@@ -442,8 +446,8 @@ async fn status(state: &std::path::Path) -> anyhow::Result<()> {
             cluster.server_url(),
             cluster.kubeconfig_path().display()
         );
-        // kube-apiserver, controller-manager, scheduler and kwok of this cluster, and on the
-        // host the Flux controllers.
+        // kube-apiserver, controller-manager, scheduler and kwok of this cluster (and its
+        // Kyverno with the policy plugin), and on the host the Flux controllers.
         for process in processes
             .iter()
             .filter(|p| p.cluster.as_deref() == Some(cluster.name()))

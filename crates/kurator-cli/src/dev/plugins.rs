@@ -33,6 +33,8 @@ const VIOLATING_YAML: &str =
 /// The example workload's file, and the policy it violates.
 pub const VIOLATING_FILE: &str = "examples/quickstart/plugins/privileged-debug.yaml";
 pub const VIOLATED_POLICY: &str = "disallow-privileged-containers";
+/// In the test environment's state dir: the Kyverno processes `serve` runs, for `dev status`.
+pub const KYVERNO_PROCESSES: &str = "kyverno-processes.json";
 /// How long one Kyverno may take to become ready.
 const KYVERNO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -118,14 +120,46 @@ pub async fn serve(
     }
     // Until SIGTERM (`kurator dev down`): then the Kyverno processes are stopped with it.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let status_file = env_dir.join(KYVERNO_PROCESSES);
+    let publish = async {
+        loop {
+            let processes: Vec<kurator_testenv::ProcessInfo> = stand_ins
+                .iter()
+                .flat_map(KyvernoStandIn::processes)
+                .collect();
+            if let Err(e) = write_processes(&status_file, &processes) {
+                tracing::warn!(error = %e, "writing {}", status_file.display());
+            }
+            if stand_ins.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            futures::future::select_all(stand_ins.iter_mut().map(|s| Box::pin(s.changed()))).await;
+        }
+    };
     tokio::select! {
         served = kurator_testenv::serve_helm_repo(dir.to_path_buf(), listener) => served?,
         _ = terminate.recv() => {}
+        () = publish => {}
     }
     for stand_in in stand_ins {
         stand_in.stop().await;
     }
     Ok(())
+}
+
+fn write_processes(file: &Path, processes: &[kurator_testenv::ProcessInfo]) -> anyhow::Result<()> {
+    let tmp = file.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(processes)?)?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
+/// The Kyverno processes the plugin support runs, as it last wrote them (none if it does not).
+pub fn kyverno_processes(env_dir: &Path) -> Vec<kurator_testenv::ProcessInfo> {
+    std::fs::read(env_dir.join(KYVERNO_PROCESSES))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
 }
 
 /// Applies the example workload that violates the baseline standard to `member`.
