@@ -541,13 +541,7 @@ async fn policy_from_the_brief_on_three_kinds_of_cluster_with_a_fleet_wide_repor
     }
     // kyverno-policies installed Kyverno's baseline ClusterPolicies with the pod security
     // values in every member.
-    let members: Vec<Client> = futures::future::join_all(
-        h.env
-            .members()
-            .iter()
-            .map(|m| async { m.client().await.unwrap() }),
-    )
-    .await;
+    let members = h.member_clients().await;
     for member in &members {
         let policy = cluster_policy(member, PRIVILEGED).await.expect(PRIVILEGED);
         assert_eq!(

@@ -182,13 +182,7 @@ async fn policy_from_the_brief_with_real_kyverno_audit_enforce_restricted_outage
     for (index, name) in MEMBERS.iter().enumerate() {
         h.attach_member(name, index + 1).await;
     }
-    let members: Vec<Client> = futures::future::join_all(
-        h.env
-            .members()
-            .iter()
-            .map(|m| async { m.client().await.unwrap() }),
-    )
-    .await;
+    let members = h.member_clients().await;
     let params = KyvernoStandInParams {
         binaries,
         cluster: String::new(),

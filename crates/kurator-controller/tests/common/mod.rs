@@ -91,6 +91,17 @@ impl Harness {
         Api::namespaced(self.client.clone(), NS)
     }
 
+    /// A client for each member, in order.
+    pub async fn member_clients(&self) -> Vec<Client> {
+        futures::future::join_all(
+            self.env
+                .members()
+                .iter()
+                .map(|m| async { m.client().await.expect("member client") }),
+        )
+        .await
+    }
+
     /// Kubeconfig Secret `name` holding `kubeconfig` under `key`.
     pub async fn put_secret(&self, name: &str, key: &str, kubeconfig: &str) {
         let secret = Secret {
