@@ -216,7 +216,7 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
         let dir = state.join("charts");
         if with_plugins {
             println!(
-                "Preparing the real Kyverno v1.12.0 (admission and reports controllers) and its charts; the first run builds them from source: about 15 minutes..."
+                "Preparing the real Kyverno v1.12.0 (admission and reports controllers) and its charts; the first run builds them from source: 3 to 8 minutes..."
             );
             tokio::task::spawn_blocking(kurator_testenv::ensure_kyverno_binaries)
                 .await?
