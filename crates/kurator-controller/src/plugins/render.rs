@@ -73,6 +73,8 @@ pub const REPOSITORY_INTERVAL: &str = "5m0s";
 pub const RELEASE_INTERVAL: &str = "1m0s";
 /// HelmRelease `timeout`.
 pub const RELEASE_TIMEOUT: &str = "15m0s";
+/// HelmRelease install and upgrade remediation retries.
+pub const RELEASE_RETRIES: i32 = 3;
 
 /// A member cluster a per-cluster component installs into.
 #[derive(Clone, Debug, PartialEq)]
@@ -381,7 +383,13 @@ fn build(input: &RenderInput<'_>, spec: Spec<'_>) -> Component {
             target_namespace: Some(spec.target_namespace),
             storage_namespace: Some(storage_namespace),
             timeout: Some(RELEASE_TIMEOUT.into()),
-            install: Some(serde_json::json!({ "createNamespace": true })),
+            // A failed install or upgrade is retried instead of left stalled: kyverno-policies,
+            // for one, can meet Kyverno's webhooks before they answer.
+            install: Some(serde_json::json!({
+                "createNamespace": true,
+                "remediation": { "retries": RELEASE_RETRIES },
+            })),
+            upgrade: Some(serde_json::json!({ "remediation": { "retries": RELEASE_RETRIES } })),
             values: Some(spec.values),
             ..HelmReleaseSpec::default()
         },
