@@ -255,15 +255,7 @@ impl ClusterHandle {
                 log: setup.log("kwok"),
                 pid_file: setup.pid_file("kwok"),
             };
-            let mut proc = kwok::start(&params, setup.detached, setup.timeout).await?;
-            if let Err(err) = fake_nodes::wait_ready_nodes(&mut proc, &client, setup.timeout).await
-            {
-                proc.kill().await.ok();
-                return Err(proc.startup_error(format!(
-                    "simulated nodes: {}",
-                    err.describe(setup.timeout, "all fake Nodes Ready")
-                )));
-            }
+            let proc = kwok::start(&params, &client, setup.detached, setup.timeout).await?;
             Ok(Some(proc))
         };
         let (controller_manager, scheduler, kwok) =

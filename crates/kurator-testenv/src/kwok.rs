@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::certs::write_file;
 use crate::error::Result;
+use crate::fake_nodes;
 use crate::health::http_get_ok;
 use crate::process::{Proc, ProcessSpec, WaitError, start_on_free_port, wait_ready};
 
@@ -59,16 +60,29 @@ fn spec(p: &KwokParams<'_>, port: u16) -> ProcessSpec {
     }
 }
 
-/// Writes the stage configuration, starts kwok and waits for its `/healthz`.
-pub(crate) async fn start(p: &KwokParams<'_>, detached: bool, timeout: Duration) -> Result<Proc> {
+/// Writes the stage configuration, starts kwok and waits for its `/healthz` and then until it
+/// has made every simulated Node Ready.
+///
+/// Both waits count as start-up: another process on the port kwok lost may answer the
+/// `/healthz` probe, and kwok only exits on the taken port a moment later; the retry on
+/// another port then covers that exit too.
+pub(crate) async fn start(
+    p: &KwokParams<'_>,
+    client: &kube::Client,
+    detached: bool,
+    timeout: Duration,
+) -> Result<Proc> {
     write_file(&config_path(p.config_dir), STAGES, 0o644)?;
     start_on_free_port(
         |port| spec(p, port),
         detached,
         timeout,
-        "/healthz",
+        "/healthz and all fake Nodes Ready",
         |mut proc| async move {
-            let verdict = wait_until_ready(&mut proc, timeout).await;
+            let mut verdict = wait_until_ready(&mut proc, timeout).await;
+            if verdict.is_ok() {
+                verdict = fake_nodes::wait_ready_nodes(&mut proc, client, timeout).await;
+            }
             (proc, verdict)
         },
     )

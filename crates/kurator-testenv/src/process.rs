@@ -398,7 +398,14 @@ where
     loop {
         attempt += 1;
         let proc = Proc::spawn(spec_for(free_port()?), detached)?;
-        let (mut proc, verdict) = ready(proc).await;
+        let (mut proc, mut verdict) = ready(proc).await;
+        // A probe may have been answered by whoever holds the port this process lost: it is
+        // only ready if it is still running.
+        if verdict.is_ok()
+            && let Some(status) = proc.exit_status()
+        {
+            verdict = Err(WaitError::Exited(status));
+        }
         match verdict {
             Ok(()) => return Ok(proc),
             Err(WaitError::Exited(status)) if attempt < PORT_ATTEMPTS && lost_port_race(&proc) => {
@@ -468,6 +475,57 @@ mod tests {
         )
         .expect("write");
         assert!(!lost_port_race(&proc));
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// The first run loses its port, but the readiness probe is answered anyway (by whoever
+    /// holds the port): that run still counts as a lost race and the next port is tried.
+    #[tokio::test]
+    async fn probe_answered_for_an_exited_process_is_a_lost_race() {
+        let dir =
+            std::env::temp_dir().join(format!("kurator-testenv-unit3-{}", std::process::id()));
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let spec_for = |port: u16| {
+            let first = attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            let script = if first {
+                format!("echo 'listen tcp 127.0.0.1:{port}: bind: address already in use'; exit 1")
+            } else {
+                "exec sleep 30".to_string()
+            };
+            ProcessSpec {
+                name: "racer".into(),
+                program: "/bin/sh".into(),
+                args: vec!["-c".into(), script],
+                log: dir.join("racer.log"),
+                pid_file: None,
+                env: Vec::new(),
+            }
+        };
+        let timeout = Duration::from_secs(10);
+        let mut proc = start_on_free_port(
+            spec_for,
+            false,
+            timeout,
+            "/healthz",
+            |mut proc| async move {
+                if proc.spec.args[1].contains("exit 1") {
+                    // Answered "ready" only once the process is already gone.
+                    wait::until("the losing run to exit", timeout, || {
+                        let exited = proc.exit_status().is_some();
+                        async move { exited.then_some(()) }
+                    })
+                    .await
+                    .expect("first run exits");
+                }
+                (proc, Ok(()))
+            },
+        )
+        .await
+        .expect("second port is used");
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(proc.is_running(), "the second run is kept");
+        assert!(proc.spec.args[1].contains("sleep"));
+        proc.kill_blocking();
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 
