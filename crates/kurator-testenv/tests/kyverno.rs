@@ -230,6 +230,11 @@ async fn kyverno_enforces_audits_and_reports_in_two_members() -> Result<()> {
         "default",
         &resource("wgpolicyk8s.io", "v1alpha2", "PolicyReport"),
     );
+    let ephemeral: Api<DynamicObject> = Api::namespaced_with(
+        client2.clone(),
+        "default",
+        &resource("reports.kyverno.io", "v1", "EphemeralReport"),
+    );
     let t = Instant::now();
     let failed = wait::until(
         "a PolicyReport failing the privileged Pod",
@@ -262,11 +267,26 @@ async fn kyverno_enforces_audits_and_reports_in_two_members() -> Result<()> {
             });
             Ok::<_, anyhow::Error>(match failed {
                 Some((_, result)) => Ok(Some(result.clone())),
-                None => Err(format!("{} reports, results {results:?}", list.items.len())),
+                None => {
+                    // Which step of Kyverno's pipeline is missing: the admission or
+                    // background-scan report, or its aggregation into a PolicyReport.
+                    let pending = ephemeral.list(&Default::default()).await?;
+                    let sources: Vec<Value> = pending
+                        .items
+                        .iter()
+                        .map(|r| json!([r.metadata.name, r.metadata.labels]))
+                        .collect();
+                    Err(format!(
+                        "{} reports, results {results:?}; {} ephemeral reports {sources:?}",
+                        list.items.len(),
+                        pending.items.len()
+                    ))
+                }
             })
         },
     )
-    .await?;
+    .await
+    .map_err(|e| anyhow!("{e}\n{}", logs_of(&mut started[1])))?;
     eprintln!(
         "PolicyReport after {:.1}s: {failed}",
         t.elapsed().as_secs_f64()
@@ -300,4 +320,19 @@ async fn kyverno_enforces_audits_and_reports_in_two_members() -> Result<()> {
         "member2's Kyverno must be unaffected"
     );
     Ok(())
+}
+
+/// The log tails of a Kyverno's processes, for a failure message.
+fn logs_of(kyverno: &mut Kyverno) -> String {
+    kyverno
+        .processes()
+        .iter()
+        .map(|p| {
+            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+            format!("--- {} ({}):\n{tail}", p.name, p.log.display())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
