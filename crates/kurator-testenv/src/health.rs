@@ -1,6 +1,7 @@
 //! Readiness probes: the Kubernetes components that serve their health endpoints over HTTPS
 //! with a self-signed certificate on `--secure-port` (kube-controller-manager,
-//! kube-scheduler), and plain-HTTP health endpoints (Flux controllers, kwok).
+//! kube-scheduler; Kyverno's webhook server reuses the client), and plain-HTTP health
+//! endpoints (Flux controllers, kwok).
 
 use std::time::Duration;
 
@@ -19,9 +20,10 @@ fn secure_port(spec: &ProcessSpec) -> Option<u16> {
         .and_then(|p| p.parse().ok())
 }
 
-/// Anonymous client that does not verify the certificate: it only ever reads health paths,
-/// which these components allow without authentication, on loopback.
-fn client(port: u16) -> Result<kube::Client> {
+/// Anonymous client for `https://127.0.0.1:<port>` that does not verify the certificate: it
+/// only ever reads health paths, which these components (and Kyverno's webhook server) allow
+/// without authentication, on loopback.
+pub(crate) fn loopback_client(port: u16) -> Result<kube::Client> {
     let uri: http::Uri = format!("https://127.0.0.1:{port}")
         .parse()
         .map_err(|e| Error::Usage(format!("invalid health url: {e}")))?;
@@ -31,14 +33,19 @@ fn client(port: u16) -> Result<kube::Client> {
     kube::Client::try_from(config).map_err(|e| Error::kube("creating a health client", e))
 }
 
+/// The body of a successful `GET <path>`, if one came within 3 s.
+pub(crate) async fn get_text(client: &kube::Client, path: &str) -> Option<String> {
+    let req = http::Request::get(path).body(Vec::new()).ok()?;
+    match tokio::time::timeout(Duration::from_secs(3), client.request_text(req)).await {
+        Ok(Ok(body)) => Some(body),
+        _ => None,
+    }
+}
+
 async fn answers_ok(client: &kube::Client, path: &str) -> bool {
-    let Ok(req) = http::Request::get(path).body(Vec::new()) else {
-        return false;
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(3), client.request_text(req)).await,
-        Ok(Ok(body)) if body.trim() == "ok"
-    )
+    get_text(client, path)
+        .await
+        .is_some_and(|body| body.trim() == "ok")
 }
 
 /// Waits until `GET <path>` on the process's `--secure-port` answers `ok`.
@@ -47,7 +54,7 @@ pub(crate) async fn wait_secure(
     path: &str,
     timeout: Duration,
 ) -> std::result::Result<(), WaitError> {
-    let Some(client) = secure_port(&proc.spec).and_then(|port| client(port).ok()) else {
+    let Some(client) = secure_port(&proc.spec).and_then(|port| loopback_client(port).ok()) else {
         return Err(WaitError::Exited(format!(
             "no usable {SECURE_PORT_FLAG}<port>"
         )));

@@ -23,6 +23,7 @@ use kube::Api;
 
 use crate::cluster::log_path;
 use crate::error::{Error, Result};
+use crate::health;
 use crate::kubeconfig;
 use crate::kyverno_binaries::KyvernoBinaries;
 use crate::process::{
@@ -284,7 +285,7 @@ async fn start_one(
         let mut proc = Proc::spawn(spec, p.detached)?;
         let outcome = match which {
             Component::Admission => {
-                let health = health_client(port)?;
+                let health = health::loopback_client(port)?;
                 wait_ready(&mut proc, p.timeout, || {
                     admission_ready(&health, client, port)
                 })
@@ -321,18 +322,6 @@ fn env_value(spec: &ProcessSpec, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Client for the webhook server's health endpoint (anonymous; Kyverno's CA is its own, and
-/// only `/health/readiness` on loopback is read).
-fn health_client(port: u16) -> Result<kube::Client> {
-    let uri: http::Uri = format!("https://127.0.0.1:{port}")
-        .parse()
-        .map_err(|e| Error::Usage(format!("invalid Kyverno url: {e}")))?;
-    let mut config = kube::Config::new(uri);
-    config.accept_invalid_certs = true;
-    config.connect_timeout = Some(Duration::from_secs(2));
-    kube::Client::try_from(config).map_err(|e| Error::kube("creating Kyverno health client", e))
-}
-
 /// Registered (its policy webhook points at our port) and serving.
 async fn admission_ready(health: &kube::Client, client: &kube::Client, port: u16) -> bool {
     let configs: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
@@ -346,13 +335,9 @@ async fn admission_ready(health: &kube::Client, client: &kube::Client, port: u16
     if !registered {
         return false;
     }
-    let Ok(req) = http::Request::get("/health/readiness").body(Vec::new()) else {
-        return false;
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(3), health.request_text(req)).await,
-        Ok(Ok(_))
-    )
+    health::get_text(health, "/health/readiness")
+        .await
+        .is_some()
 }
 
 async fn leads(leases: &Api<Lease>, identity: String) -> bool {
