@@ -1,5 +1,6 @@
-//! `kurator` commands: controller, crds, get, describe; with the `dev` feature (default) also
-//! the playground (`dev`) and the benchmarks (`bench`), which link the test environment.
+//! `kurator` commands: controller, crds, get, describe, version; with the `dev` feature
+//! (default) also the playground (`dev`) and the benchmarks (`bench`), which link the test
+//! environment.
 
 #[cfg(feature = "dev")]
 pub mod bench;
@@ -11,6 +12,7 @@ pub mod get;
 pub mod manifest;
 pub mod policyreports;
 pub mod tables;
+pub mod version;
 
 use std::path::PathBuf;
 
@@ -39,6 +41,8 @@ pub enum Command {
     Get(get::GetArgs),
     /// Show one fleet or application: members, per-cluster state, conditions.
     Describe(describe::DescribeArgs),
+    /// Print the client's version and the running controller's.
+    Version(version::VersionArgs),
     /// Benchmarks against real API servers; prints a Markdown table.
     #[cfg(feature = "dev")]
     #[command(subcommand)]
@@ -67,6 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crds { out_dir } => write_crds(out_dir),
         Command::Get(args) => get::run(args).await,
         Command::Describe(args) => describe::run(args).await,
+        Command::Version(args) => version::run(args).await,
         #[cfg(feature = "dev")]
         Command::Dev(cmd) => dev::run(cmd).await,
         #[cfg(feature = "dev")]
