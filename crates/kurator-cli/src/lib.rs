@@ -1,9 +1,10 @@
-//! `kurator` commands: controller, crds, get, describe, version; with the `dev` feature
-//! (default) also the playground (`dev`) and the benchmarks (`bench`), which link the test
-//! environment.
+//! `kurator` commands: controller, crds, get, describe, version, completion;
+//! with the `dev` feature (default) also the playground (`dev`) and the benchmarks (`bench`),
+//! which link the test environment.
 
 #[cfg(feature = "dev")]
 pub mod bench;
+pub mod completion;
 pub mod controller_cmd;
 pub mod describe;
 #[cfg(feature = "dev")]
@@ -43,6 +44,8 @@ pub enum Command {
     Describe(describe::DescribeArgs),
     /// Print the client's version and the running controller's.
     Version(version::VersionArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(completion::CompletionArgs),
     /// Benchmarks against real API servers; prints a Markdown table.
     #[cfg(feature = "dev")]
     #[command(subcommand)]
@@ -72,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => get::run(args).await,
         Command::Describe(args) => describe::run(args).await,
         Command::Version(args) => version::run(args).await,
+        Command::Completion(args) => completion::run(args),
         #[cfg(feature = "dev")]
         Command::Dev(cmd) => dev::run(cmd).await,
         #[cfg(feature = "dev")]
