@@ -98,7 +98,7 @@ mod tests {
             CompletionShell::Fish,
         ] {
             let script = text(shell);
-            for command in ["version", "completion", "get"] {
+            for command in ["attach", "detach", "version", "completion", "get"] {
                 assert!(script.contains(command), "{shell:?} lacks {command}");
             }
         }
