@@ -53,7 +53,9 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<()> {
     let leases = match tokio::time::timeout(HOST_TIMEOUT, leases(&args)).await {
         Ok(Ok(leases)) => leases,
         Ok(Err(e)) => {
-            println!("controller: unknown (host cluster not reachable: {e:#})");
+            // Unreachable, no kubeconfig, or not allowed to list Leases everywhere (then
+            // --lease-namespace reads just one).
+            println!("controller: unknown (cannot read its leader Lease: {e:#})");
             return Ok(());
         }
         Err(_) => {

@@ -270,6 +270,16 @@ async fn attach_into_a_fleet_then_detach_and_refusals() {
         run.text()
     );
 
+    // `kurator version` against a host that does not answer: said, and still exit 0.
+    let run = kurator(&["version", "--kubeconfig", &dead_file.display().to_string()]).await;
+    assert!(run.ok, "{}", run.text());
+    assert!(
+        run.stdout
+            .contains("controller: unknown (cannot read its leader Lease: "),
+        "{}",
+        run.text()
+    );
+
     // A user's Secret is neither overwritten by attach nor deleted by detach.
     let user_secret = Secret {
         metadata: ObjectMeta {
