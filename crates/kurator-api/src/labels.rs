@@ -16,3 +16,14 @@ pub const APP_FINALIZER: &str = "apps.kurator.dev";
 
 /// Server-side apply field manager for everything the controller writes.
 pub const FIELD_MANAGER: &str = "kurator";
+
+/// Field manager of what `kurator attach` writes (Secret, AttachedCluster, fleet entries).
+pub const CLI_FIELD_MANAGER: &str = "kurator-cli";
+/// `app.kubernetes.io/managed-by` value of the kubeconfig Secrets `kurator attach` creates:
+/// `kurator detach` deletes a Secret only when it carries this and [`ATTACHED_CLUSTER`].
+pub const MANAGED_BY_CLI: &str = "kurator-cli";
+/// Annotation on a Secret `kurator attach` created: the AttachedCluster it was made for.
+pub const ATTACHED_CLUSTER: &str = "cluster.kurator.dev/attached-cluster";
+/// Annotation the leading controller writes on its leader-election Lease: its version, so
+/// that `kurator version` can read it through the host API.
+pub const CONTROLLER_VERSION: &str = "kurator.dev/controller-version";

@@ -1,6 +1,7 @@
 //! Kurator's API: the custom resources (AttachedCluster, Cluster, CustomCluster, Fleet,
 //! Application), their CRDs, condition helpers, the labels the controllers share, and what a
-//! fleet needs of any member ([`MemberCluster`]).
+//! fleet needs of any member ([`MemberCluster`]), and the rules a kubeconfig Secret must follow
+//! ([`kubeconfig`]).
 //!
 //! Types only: nothing in this crate does network I/O.
 
@@ -13,6 +14,7 @@ pub mod conditions;
 pub mod crds;
 pub mod fleet;
 pub mod flux;
+pub mod kubeconfig;
 pub mod labels;
 pub mod member;
 pub mod policy_report;

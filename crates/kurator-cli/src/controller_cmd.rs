@@ -122,7 +122,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let manager = leader::lease_manager(
         client.clone(),
         &args.lease_namespace,
-        "kurator-controller",
+        leader::LEASE_NAME,
         &identity,
     )
     .await
@@ -135,6 +135,17 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         leading.changed().await.context("leader election stopped")?;
     }
     info!(%identity, "leading");
+    // What `kurator version` shows as the controller's version; not worth failing over.
+    if let Err(e) = leader::announce_version(
+        client.clone(),
+        &args.lease_namespace,
+        leader::LEASE_NAME,
+        &crate::version::client_version(),
+    )
+    .await
+    {
+        warn!(error = %e, "cannot write the version onto the leader Lease");
+    }
     let lost = async move {
         while *leading.borrow_and_update() {
             if leading.changed().await.is_err() {

@@ -1,16 +1,22 @@
-//! `kurator` commands: controller, crds, get, describe; with the `dev` feature (default) also
-//! the playground (`dev`) and the benchmarks (`bench`), which link the test environment.
+//! `kurator` commands: controller, crds, get, describe, attach, detach, version, completion;
+//! with the `dev` feature (default) also the playground (`dev`) and the benchmarks (`bench`),
+//! which link the test environment.
 
+pub mod attach;
 #[cfg(feature = "dev")]
 pub mod bench;
+pub mod completion;
 pub mod controller_cmd;
 pub mod describe;
+pub mod detach;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod fleet_edit;
 pub mod get;
 pub mod manifest;
 pub mod policyreports;
 pub mod tables;
+pub mod version;
 
 use std::path::PathBuf;
 
@@ -39,6 +45,15 @@ pub enum Command {
     Get(get::GetArgs),
     /// Show one fleet or application: members, per-cluster state, conditions.
     Describe(describe::DescribeArgs),
+    /// Attach a cluster from its kubeconfig: Secret, AttachedCluster, fleet entry; waits for
+    /// Ready.
+    Attach(attach::AttachArgs),
+    /// Detach a cluster: out of every fleet, AttachedCluster and its attach-made Secret deleted.
+    Detach(detach::DetachArgs),
+    /// Print the client's version and the running controller's.
+    Version(version::VersionArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(completion::CompletionArgs),
     /// Benchmarks against real API servers; prints a Markdown table.
     #[cfg(feature = "dev")]
     #[command(subcommand)]
@@ -67,6 +82,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crds { out_dir } => write_crds(out_dir),
         Command::Get(args) => get::run(args).await,
         Command::Describe(args) => describe::run(args).await,
+        Command::Attach(args) => attach::run(args).await,
+        Command::Detach(args) => detach::run(args).await,
+        Command::Version(args) => version::run(args).await,
+        Command::Completion(args) => completion::run(args),
         #[cfg(feature = "dev")]
         Command::Dev(cmd) => dev::run(cmd).await,
         #[cfg(feature = "dev")]

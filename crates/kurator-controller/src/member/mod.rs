@@ -9,11 +9,8 @@
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::{
-    Api, Client, Config,
-    config::{KubeConfigOptions, Kubeconfig},
-};
-use kurator_api::cluster::SecretKeyRef;
+use kube::{Api, Client, Config, config::KubeConfigOptions};
+use kurator_api::{cluster::SecretKeyRef, kubeconfig};
 
 mod lookup;
 pub use lookup::{Member, client, find_by_name, lookup};
@@ -189,11 +186,10 @@ pub async fn client_from_kubeconfig(text: &str, timeout: Duration) -> Result<Cli
 
 /// As [`client_from_kubeconfig`]; `read_timeout` false leaves reads unbounded (watches).
 async fn build_client(text: &str, timeout: Duration, read_timeout: bool) -> Result<Client, String> {
-    // The parser's own message may quote the input, so only its kind is reported.
-    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|_| {
-        "cannot be parsed as kubeconfig YAML (clusters, users, contexts)".to_string()
-    })?;
-    check_self_contained(&kubeconfig)?;
+    // A Secret must not make the controller read its own files or run commands: the same
+    // rules `kurator attach` applies before it writes one (kurator_api::kubeconfig).
+    let kubeconfig = kubeconfig::parse(text).map_err(|p| p.to_string())?;
+    kubeconfig::check_self_contained(&kubeconfig).map_err(|p| p.to_string())?;
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| describe_config_error(&e))?;
@@ -201,48 +197,6 @@ async fn build_client(text: &str, timeout: Duration, read_timeout: bool) -> Resu
     config.read_timeout = read_timeout.then_some(timeout);
     config.write_timeout = Some(timeout);
     Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))
-}
-
-/// A kubeconfig stored in a Secret must carry its data inline: file paths would read the
-/// controller's own filesystem and exec plugins would run commands inside the controller.
-fn check_self_contained(kubeconfig: &Kubeconfig) -> Result<(), String> {
-    for named in &kubeconfig.clusters {
-        if named
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.certificate_authority.is_some())
-        {
-            return Err(format!(
-                "cluster {:?} uses a certificate-authority file path; embed it as certificate-authority-data",
-                named.name
-            ));
-        }
-    }
-    for named in &kubeconfig.auth_infos {
-        let Some(auth) = &named.auth_info else {
-            continue;
-        };
-        let problem = if auth.exec.is_some() {
-            Some("an exec credential plugin")
-        } else if auth.auth_provider.is_some() {
-            Some("an auth-provider plugin")
-        } else if auth.client_certificate.is_some() || auth.client_key.is_some() {
-            Some(
-                "client certificate/key file paths (use client-certificate-data / client-key-data)",
-            )
-        } else if auth.token_file.is_some() {
-            Some("a token file path (use token)")
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(format!(
-                "user {:?} uses {problem}, which is not allowed in a Secret",
-                named.name
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn describe_config_error(e: &kube::config::KubeconfigError) -> String {
@@ -326,7 +280,11 @@ mod tests {
         );
         assert!(problem(&exec).await.contains("exec credential plugin"));
         let file = with_user("    client-certificate: /etc/passwd\n    client-key: /etc/shadow\n");
-        assert!(problem(&file).await.contains("file paths"));
+        assert!(
+            problem(&file)
+                .await
+                .contains("client-certificate is a file path")
+        );
     }
 
     #[tokio::test]
