@@ -25,7 +25,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use kurator_api::{
     Application, AttachedCluster, Fleet, conditions,
@@ -96,6 +96,18 @@ async fn custom_resources(h: &Harness) -> BTreeMap<String, String> {
     all.extend(uids::<Fleet>(h).await);
     all.extend(uids::<Application>(h).await);
     all.into_iter().collect()
+}
+
+/// Merges `values` into the HelmRelease's values (as `kubectl edit` or a git change would).
+async fn set_values(releases: &Api<DynamicObject>, values: serde_json::Value) {
+    releases
+        .patch(
+            RELEASE,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"values": values}})),
+        )
+        .await
+        .expect("HelmRelease values changed");
 }
 
 #[tokio::test]
@@ -284,16 +296,11 @@ spec:
     let before = custom_resources(&h).await;
     assert_eq!(before.len(), 4, "{before:?}");
     let releases = helm_releases(&admin);
-    releases
-        .patch(
-            RELEASE,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({
-                "spec": {"values": {"controller": {"concurrency": 8}}},
-            })),
-        )
-        .await
-        .expect("HelmRelease values changed");
+    set_values(
+        &releases,
+        serde_json::json!({"controller": {"concurrency": 8}}),
+    )
+    .await;
     wait_release_ready(&releases).await;
     let args = deployment_args(&admin).await;
     assert!(args.iter().any(|a| a == "--concurrency=8"), "{args:?}");
@@ -304,6 +311,32 @@ spec:
         upgraded.data["status"]["history"]
     );
     assert_eq!(custom_resources(&h).await, before);
+
+    // values.schema.json, enforced by Helm: an unknown log format is refused, nothing changes.
+    set_values(
+        &releases,
+        serde_json::json!({"controller": {"logFormat": "xml"}}),
+    )
+    .await;
+    let refused = until("Helm to refuse logFormat xml", WAIT, || async {
+        let release = releases.get(RELEASE).await.expect("get HelmRelease");
+        match chart::ready_condition(&release) {
+            Some((status, _, message)) if status == "False" && message.contains("logFormat") => {
+                Ok(Some(message))
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(refused.contains("schema"), "{refused}");
+    let args = deployment_args(&admin).await;
+    assert!(args.iter().any(|a| a == "--log-format=json"), "{args:?}");
+    set_values(
+        &releases,
+        serde_json::json!({"controller": {"logFormat": "json"}}),
+    )
+    .await;
+    wait_release_ready(&releases).await;
     wait_for(&fleets, "quickstart", WAIT, |f| {
         condition(f, "Ready").is_some_and(|c| c.0 == "True")
     })

@@ -95,12 +95,22 @@ pub fn helm_releases(client: &Client) -> Api<DynamicObject> {
 
 /// `Ready` of a Flux object for the generation it last handled: (status, reason, message).
 pub fn flux_ready(obj: &DynamicObject) -> Option<(String, String, String)> {
-    let status = obj.data.get("status")?;
-    let observed = status.get("observedGeneration")?.as_i64()?;
+    let observed = obj
+        .data
+        .get("status")?
+        .get("observedGeneration")?
+        .as_i64()?;
     if Some(observed) != obj.metadata.generation {
         return None;
     }
-    let ready = status
+    ready_condition(obj)
+}
+
+/// `Ready` of a Flux object, whichever generation it is about: (status, reason, message).
+pub fn ready_condition(obj: &DynamicObject) -> Option<(String, String, String)> {
+    let ready = obj
+        .data
+        .get("status")?
         .get("conditions")?
         .as_array()?
         .iter()
