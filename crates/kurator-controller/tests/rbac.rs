@@ -18,7 +18,8 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         coordination::v1::Lease,
-        core::v1::{ConfigMap, ServiceAccount},
+        core::v1::{ConfigMap, Secret, Service, ServiceAccount},
+        discovery::v1::EndpointSlice,
         rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -31,8 +32,14 @@ use kurator_api::{
     Application, AttachedCluster, Fleet, conditions,
     fleet::{ClusterKind, FleetCluster, FleetSpec},
 };
-use kurator_controller::{Settings, leader, plugins::render::ChartMirrors};
-use kurator_testenv::GitServer;
+use kurator_controller::{
+    Settings, leader,
+    plugins::{
+        objstore::OBJSTORE_KEY,
+        render::{ChartMirrors, SIDECAR_REMOTE_SERVICE},
+    },
+};
+use kurator_testenv::{GitServer, run_load_balancer_simulator};
 
 use chart::{
     chart_repository, deployment_args, environment, helm_releases, install_chart,
@@ -44,6 +51,7 @@ const WAIT: Duration = Duration::from_secs(120);
 const RELEASE_NS: &str = "kurator-system";
 const RELEASE: &str = "kurator";
 const KYVERNO: &str = "https://kyverno.github.io/kyverno";
+const BITNAMI: &str = "oci://registry-1.docker.io/bitnamicharts";
 
 fn fleet(name: &str, members: &[&str]) -> Fleet {
     Fleet::new(
@@ -175,7 +183,10 @@ async fn the_chart_installed_by_helm_runs_every_controller_under_its_own_rbac_an
 
     let settings = Settings {
         health_interval: Duration::from_secs(10),
-        chart_mirrors: ChartMirrors(vec![(KYVERNO.to_string(), repo.url())]),
+        chart_mirrors: ChartMirrors(vec![
+            (KYVERNO.to_string(), repo.url()),
+            (BITNAMI.to_string(), repo.url()),
+        ]),
         ..Default::default()
     };
     let h = Harness::with_controller_as(env, controller, settings).await;
@@ -292,6 +303,66 @@ spec:
         }
     }
 
+    // The metric plugin: its object-store Secret read on the host and copied into the members
+    // through their kubeconfigs, the sidecars' Service and EndpointSlice written on the host.
+    h.put_secret(
+        "thanos-objstore",
+        OBJSTORE_KEY,
+        "type: S3\nconfig:\n  bucket: thanos\n  endpoint: minio.example:9000\n",
+    )
+    .await;
+    let simulators: Vec<_> = h
+        .member_clients()
+        .await
+        .into_iter()
+        .zip(["10.1.0.1", "10.1.0.2"])
+        .map(|(member, ip)| tokio::spawn(run_load_balancer_simulator(member, ip.into())))
+        .collect();
+    fleets
+        .patch(
+            "quickstart",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"plugin": {"metric": {
+                "thanos": {"objectStoreConfig": {"secretName": "thanos-objstore"}}
+            }}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&fleets, "quickstart", WAIT, |f| {
+        ["MetricReady", "PolicyReady", "Ready"]
+            .iter()
+            .all(|c| condition(f, c).is_some_and(|c| c.0 == "True"))
+    })
+    .await;
+    let remote = Api::<Service>::namespaced(h.client.clone(), NS)
+        .get(SIDECAR_REMOTE_SERVICE)
+        .await
+        .expect("the sidecars' Service on the host");
+    assert_eq!(
+        remote
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("fleet-manager")
+    );
+    let slice = Api::<EndpointSlice>::namespaced(h.client.clone(), NS)
+        .get(&format!("{SIDECAR_REMOTE_SERVICE}-ipv4"))
+        .await
+        .expect("the sidecars' EndpointSlice on the host");
+    let mut addresses: Vec<&String> = slice.endpoints.iter().flat_map(|e| &e.addresses).collect();
+    addresses.sort();
+    assert_eq!(addresses, ["10.1.0.1", "10.1.0.2"]);
+    for member in h.member_clients().await {
+        let copy = Api::<Secret>::namespaced(member, "monitoring")
+            .get_opt("thanos-objstore")
+            .await
+            .unwrap();
+        assert!(
+            copy.is_some(),
+            "the object-store Secret copied into the member"
+        );
+    }
+
     // Upgrade: a changed value reaches the Deployment, every custom resource stays.
     let before = custom_resources(&h).await;
     assert_eq!(before.len(), 4, "{before:?}");
@@ -342,6 +413,9 @@ spec:
     })
     .await;
     assert!(h.controller_running());
+    for simulator in simulators {
+        simulator.abort();
+    }
     lease_task.abort();
     h.shutdown().await;
 }
