@@ -20,9 +20,11 @@ use k8s_openapi::{
         coordination::v1::Lease,
         core::v1::{ConfigMap, Secret, Service, ServiceAccount},
         discovery::v1::EndpointSlice,
+        policy::v1::PodDisruptionBudget,
         rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::{
     Api, ResourceExt,
@@ -141,7 +143,23 @@ async fn the_chart_installed_by_helm_runs_every_controller_under_its_own_rbac_an
         .get(RELEASE)
         .await
         .unwrap();
-    assert_eq!(deployment.status.and_then(|s| s.ready_replicas), Some(2));
+    assert_eq!(
+        deployment.status.as_ref().and_then(|s| s.ready_replicas),
+        Some(2)
+    );
+    chart::assert_hardened(&deployment);
+    let pdb = Api::<PodDisruptionBudget>::namespaced(admin.clone(), RELEASE_NS)
+        .get(RELEASE)
+        .await
+        .expect("the chart's PodDisruptionBudget");
+    assert_eq!(
+        pdb.spec.and_then(|s| s.min_available),
+        Some(IntOrString::Int(1))
+    );
+    Api::<Service>::namespaced(admin.clone(), RELEASE_NS)
+        .get(&format!("{RELEASE}-metrics"))
+        .await
+        .expect("the metrics Service");
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     for crd in [
         "fleets.fleet.kurator.dev",

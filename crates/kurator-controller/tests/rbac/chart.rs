@@ -241,3 +241,62 @@ pub async fn deployment_args(admin: &Client) -> Vec<String> {
         .clone()
         .unwrap_or_default()
 }
+
+/// The Deployment as the issue asks: non-root UID 65532, read-only root filesystem, no
+/// capabilities, no privilege escalation, RuntimeDefault seccomp, probes on `/healthz` and
+/// `/readyz`, resource requests, and the Pod's namespace and name from the downward API.
+pub fn assert_hardened(deployment: &Deployment) {
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let pod_security = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(pod_security.run_as_user, Some(65532));
+    let container = &pod.containers[0];
+    let security = container
+        .security_context
+        .as_ref()
+        .expect("container securityContext");
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(
+        security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_string()])
+    );
+    assert_eq!(
+        security.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    let path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+        probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
+    };
+    assert_eq!(path(&container.liveness_probe).as_deref(), Some("/healthz"));
+    assert_eq!(path(&container.readiness_probe).as_deref(), Some("/readyz"));
+    let requests = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref());
+    assert!(requests.is_some_and(|r| r.contains_key("cpu") && r.contains_key("memory")));
+    for (name, field) in [
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_NAME", "metadata.name"),
+    ] {
+        let from = container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        assert_eq!(from, Some(field), "{name}");
+    }
+}
