@@ -62,6 +62,20 @@ impl Error {
             Error::Serialize(_) | Error::Internal(_) => Category::Internal,
         }
     }
+
+    /// The API server's message when it refused a call for lack of permission (403). It names
+    /// the user, the verb and the resource (e.g. `cannot patch resource "fleets/status"`), so
+    /// an operator can see which RBAC rule is missing; it never holds a secret.
+    pub fn forbidden(&self) -> Option<&str> {
+        match self {
+            Error::Kube(kube::Error::Api(status))
+            | Error::Finalizer {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 403 => Some(&status.message),
+            _ => None,
+        }
+    }
 }
 
 /// 409 Conflict and 429 Too Many Requests go away by themselves; other 4xx need a change.
@@ -115,6 +129,19 @@ mod tests {
             let e = Error::Kube(api(code));
             assert_eq!(e.category(), Category::Transient, "{code}");
             assert_eq!(e.category().requeue_after(), Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn only_a_403_is_forbidden_and_it_keeps_the_servers_message() {
+        assert_eq!(Error::Kube(api(403)).forbidden(), Some("test"));
+        let finalizer = Error::Finalizer {
+            action: "adding",
+            source: api(403),
+        };
+        assert_eq!(finalizer.forbidden(), Some("test"));
+        for code in [401, 404, 409, 500] {
+            assert_eq!(Error::Kube(api(code)).forbidden(), None, "{code}");
         }
     }
 

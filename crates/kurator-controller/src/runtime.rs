@@ -6,7 +6,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use futures::{FutureExt, StreamExt, channel::mpsc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client,
+    Api, Client, Resource,
     core::PartialObjectMeta,
     runtime::{
         Controller,
@@ -213,10 +213,21 @@ pub async fn run(
     }
 }
 
-/// Retries by the error's category (see [`crate::error::Category::requeue_after`]).
-fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
-    move |_, error, ctx| {
+/// Retries by the error's category (see [`crate::error::Category::requeue_after`]). A call
+/// the API server refused (403) also becomes a Warning Event on the object naming the missing
+/// permission, beside the log line: the controller keeps running without that permission.
+fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    move |obj, error, ctx| {
         ctx.metrics.error(controller, error);
+        if let Some(message) = error.forbidden() {
+            let (object, message) = (obj.object_ref(&()), message.to_string());
+            tokio::spawn(async move {
+                crate::status::publish_forbidden(&ctx, &object, controller, &message).await;
+            });
+        }
         Action::requeue(error.category().requeue_after())
     }
 }

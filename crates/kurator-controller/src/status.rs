@@ -162,3 +162,32 @@ pub async fn publish_transition<K>(
         tracing::warn!(error = %e, "publishing event failed");
     }
 }
+
+/// Reason of the Warning Event recorded when the API server refuses a call (403).
+pub const FORBIDDEN: &str = "Forbidden";
+
+/// Records a Warning Event `Forbidden` on `object` with the API server's message, which names
+/// the missing permission: a status write that is refused cannot say so in the status.
+pub async fn publish_forbidden(
+    ctx: &crate::context::Context,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    controller: &str,
+    message: &str,
+) {
+    use kube::runtime::events::{Event, EventType};
+    let event = Event {
+        type_: EventType::Warning,
+        reason: FORBIDDEN.into(),
+        note: Some(
+            format!("{controller} controller: {message}")
+                .chars()
+                .take(1000)
+                .collect(),
+        ),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, object).await {
+        tracing::warn!(error = %e, "publishing the Forbidden event failed");
+    }
+}

@@ -67,9 +67,21 @@ impl Harness {
     /// Starts the controllers against `env`'s host.
     pub async fn with_controller(env: TestEnv, settings: Settings) -> Harness {
         let client = env.host().client().await.expect("host client");
+        Self::with_controller_as(env, client, settings).await
+    }
+
+    /// Starts the controllers against `env`'s host with `controller_client` (e.g. a
+    /// ServiceAccount's token, to run them under that account's RBAC); the harness's own
+    /// `client`, for the test's calls, stays the host's admin.
+    pub async fn with_controller_as(
+        env: TestEnv,
+        controller_client: Client,
+        settings: Settings,
+    ) -> Harness {
+        let client = env.host().client().await.expect("host client");
         let (stop, stopped) = oneshot::channel::<()>();
         let controller = tokio::spawn(runtime::run(
-            client.clone(),
+            controller_client,
             settings,
             Arc::new(Metrics::default()),
             async {
@@ -82,6 +94,11 @@ impl Harness {
             stop: Some(stop),
             controller: Some(controller),
         }
+    }
+
+    /// Whether the controllers are still running (they stop only on shutdown).
+    pub fn controller_running(&self) -> bool {
+        self.controller.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     pub fn api<K>(&self) -> Api<K>

@@ -1,0 +1,302 @@
+//! Installing `charts/kurator` through Flux's helm-controller, and a client holding only a
+//! ServiceAccount's token.
+
+use std::path::Path;
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::{Namespace, ServiceAccount},
+};
+use kube::{
+    Api, Client,
+    api::{
+        ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    },
+    config::{AuthInfo, KubeConfigOptions, Kubeconfig},
+};
+use kurator_testenv::{HelmRepo, TestEnv, add_kyverno_charts, add_standin_charts};
+
+use super::{RELEASE, RELEASE_NS, WAIT, common::until};
+
+/// The host (and `members` members) with Flux, without Kurator's CRDs: Helm installs them.
+pub async fn environment(members: usize) -> TestEnv {
+    TestEnv::builder()
+        .members(members)
+        .flux(true)
+        .start()
+        .await
+        .expect("test environment starts")
+}
+
+/// Every file of `charts/kurator`, as (path inside the chart, contents).
+pub fn chart_files() -> Vec<(String, String)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).expect("chart directory") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let relative = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((
+                    relative,
+                    std::fs::read_to_string(&path).expect("chart file"),
+                ));
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/kurator");
+    let mut files = Vec::new();
+    walk(&root, &root, &mut files);
+    files
+}
+
+/// A chart repository serving the kurator chart (and the plugins' charts: the real Kyverno
+/// ones and the metric stand-ins); its directory is removed when dropped.
+pub fn chart_repository() -> (HelmRepo, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let repo = HelmRepo::start(dir.path().join("charts")).expect("chart repository starts");
+    let files = chart_files();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    repo.add_chart("kurator", env!("CARGO_PKG_VERSION"), &files)
+        .expect("the kurator chart packaged");
+    add_kyverno_charts(&repo).expect("the real Kyverno charts");
+    add_standin_charts(&repo).expect("the metric plugin's stand-in charts");
+    (repo, dir)
+}
+
+pub fn flux_api(
+    client: &Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::namespaced_with(client.clone(), RELEASE_NS, &resource)
+}
+
+pub fn helm_releases(client: &Client) -> Api<DynamicObject> {
+    flux_api(
+        client,
+        "helm.toolkit.fluxcd.io",
+        "v2",
+        "HelmRelease",
+        "helmreleases",
+    )
+}
+
+/// `Ready` of a Flux object for the generation it last handled: (status, reason, message).
+pub fn flux_ready(obj: &DynamicObject) -> Option<(String, String, String)> {
+    let observed = obj
+        .data
+        .get("status")?
+        .get("observedGeneration")?
+        .as_i64()?;
+    if Some(observed) != obj.metadata.generation {
+        return None;
+    }
+    ready_condition(obj)
+}
+
+/// `Ready` of a Flux object, whichever generation it is about: (status, reason, message).
+pub fn ready_condition(obj: &DynamicObject) -> Option<(String, String, String)> {
+    let ready = obj
+        .data
+        .get("status")?
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?;
+    let text = |k: &str| ready[k].as_str().unwrap_or_default().to_string();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+/// Installs the chart with `values` through a HelmRepository and a HelmRelease, and waits
+/// until helm-controller reports the release Ready (Helm waited for the Deployment).
+pub async fn install_chart(admin: &Client, repo: &HelmRepo, values: serde_json::Value) {
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": RELEASE_NS}});
+    namespaces
+        .patch(RELEASE_NS, &PatchParams::apply("test"), &Patch::Apply(&ns))
+        .await
+        .expect("release namespace");
+    let repository = serde_json::json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
+        "metadata": {"name": "kurator", "namespace": RELEASE_NS},
+        "spec": {"url": repo.url(), "interval": "1m"},
+    });
+    flux_api(
+        admin,
+        "source.toolkit.fluxcd.io",
+        "v1",
+        "HelmRepository",
+        "helmrepositories",
+    )
+    .patch(
+        "kurator",
+        &PatchParams::apply("test"),
+        &Patch::Apply(&repository),
+    )
+    .await
+    .expect("HelmRepository");
+    let release = serde_json::json!({
+        "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": RELEASE, "namespace": RELEASE_NS},
+        "spec": {
+            "interval": "1m",
+            "releaseName": RELEASE,
+            "timeout": "2m",
+            "chart": {"spec": {
+                "chart": "kurator",
+                "version": env!("CARGO_PKG_VERSION"),
+                "sourceRef": {"kind": "HelmRepository", "name": "kurator"},
+                "interval": "1m",
+            }},
+            "install": {"crds": "Create"},
+            "values": values,
+        },
+    });
+    let releases = helm_releases(admin);
+    releases
+        .patch(
+            RELEASE,
+            &PatchParams::apply("test"),
+            &Patch::Apply(&release),
+        )
+        .await
+        .expect("HelmRelease");
+    wait_release_ready(&releases).await;
+}
+
+pub async fn wait_release_ready(releases: &Api<DynamicObject>) {
+    until("the kurator HelmRelease to be Ready", WAIT, || async {
+        let release = releases.get(RELEASE).await.expect("get HelmRelease");
+        match flux_ready(&release) {
+            Some((status, _, _)) if status == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+/// A kube client holding only a TokenRequest token of ServiceAccount `account` (in the
+/// release namespace) and the host's CA.
+pub async fn service_account_client(env: &TestEnv, admin: &Client, account: &str) -> Client {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), RELEASE_NS);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest")
+        .status
+        .expect("token issued")
+        .token;
+    let mut kubeconfig =
+        Kubeconfig::from_yaml(&env.host().kubeconfig_yaml()).expect("host kubeconfig");
+    for user in &mut kubeconfig.auth_infos {
+        // No client certificate left: the token is the only credential.
+        user.auth_info = Some(AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        });
+    }
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("token kubeconfig");
+    let client = Client::try_from(config).expect("token client");
+    // Not the admin: the chart grants nothing on Namespaces.
+    let refused = Api::<Namespace>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect_err("the ServiceAccount cannot list namespaces");
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 403),
+        "{refused}"
+    );
+    client
+}
+
+pub async fn deployment_args(admin: &Client) -> Vec<String> {
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), RELEASE_NS)
+        .get(RELEASE)
+        .await
+        .expect("the chart's Deployment");
+    deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap_or_default()
+}
+
+/// The Deployment as the issue asks: non-root UID 65532, read-only root filesystem, no
+/// capabilities, no privilege escalation, RuntimeDefault seccomp, probes on `/healthz` and
+/// `/readyz`, resource requests, and the Pod's namespace and name from the downward API.
+pub fn assert_hardened(deployment: &Deployment) {
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let pod_security = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(pod_security.run_as_user, Some(65532));
+    let container = &pod.containers[0];
+    let security = container
+        .security_context
+        .as_ref()
+        .expect("container securityContext");
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(
+        security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_string()])
+    );
+    assert_eq!(
+        security.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    let path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+        probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
+    };
+    assert_eq!(path(&container.liveness_probe).as_deref(), Some("/healthz"));
+    assert_eq!(path(&container.readiness_probe).as_deref(), Some("/readyz"));
+    let requests = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref());
+    assert!(requests.is_some_and(|r| r.contains_key("cpu") && r.contains_key("memory")));
+    for (name, field) in [
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_NAME", "metadata.name"),
+    ] {
+        let from = container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        assert_eq!(from, Some(field), "{name}");
+    }
+}
