@@ -10,15 +10,17 @@ ARG RUST_VERSION=1.95
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
-# glibc linked statically (+crt-static): `scratch` has no libc to load. The explicit --target
-# keeps build scripts and proc macros dynamic: they run here and a proc macro cannot be static.
+# glibc linked statically (+crt-static): `scratch` has no libc to load. getrandom calls libc's
+# getrandom(2) directly: by default it looks the function up with dlsym, which finds nothing in
+# a static binary, and falls back to reading /dev/urandom. The explicit --target keeps build
+# scripts and proc macros dynamic: they run here and a proc macro cannot be static.
 # --no-default-features leaves out the playground and its test environment.
 RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
- && RUSTFLAGS="-C target-feature=+crt-static" \
+ && RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
     cargo build --release --locked -p kurator-cli --no-default-features --target "$target" \
  && mkdir -p /out \
  && cp "target/$target/release/kurator" /out/kurator \
- && if ldd /out/kurator >/dev/null 2>&1; then echo "kurator is not static" >&2; exit 1; fi
+ && if readelf --program-headers /out/kurator | grep -q INTERP; then echo "kurator is dynamic" >&2; exit 1; fi
 
 FROM scratch
 COPY --from=build /out/kurator /kurator
