@@ -21,6 +21,13 @@ const LAYOUT_ENV: &str = "KURATOR_IMAGE_LAYOUT";
 /// Where the host kubeconfig is "mounted" in the container, as a chart would mount a Secret.
 const KUBECONFIG_IN_IMAGE: &str = "/var/run/kurator/kubeconfig";
 
+/// Straight to the terminal (or CI's log): libtest captures `eprintln!` of passing tests, and
+/// a skip or a stand-in must be seen.
+fn say(text: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
 fn has_tool(tool: &str) -> bool {
     Command::new(tool)
         .arg("--version")
@@ -103,11 +110,11 @@ async fn the_image_runs_as_its_user_and_reconciles_a_fleet() {
         .filter(|t| !has_tool(t))
         .collect();
     if !missing.is_empty() {
-        eprintln!(
+        say(&format!(
             "\n\n!!!!! SKIPPED: the container image test needs {} (Debian: apt-get install \
              buildah umoci; scripts/test installs them) !!!!!\n\n",
             missing.join(" and ")
-        );
+        ));
         return;
     }
     kurator_cli::install_crypto_provider();
@@ -118,9 +125,13 @@ async fn the_image_runs_as_its_user_and_reconciles_a_fleet() {
             let layout = work.path().join("oci");
             let script = Path::new(REPO).join("scripts/build-image");
             let arg = layout.clone();
-            tokio::task::spawn_blocking(move || run(Command::new(script).arg(arg)))
-                .await
-                .unwrap();
+            // Its output (the seconds each half took) goes straight to the test's output.
+            let status =
+                tokio::task::spawn_blocking(move || Command::new(script).arg(arg).status())
+                    .await
+                    .unwrap()
+                    .expect("scripts/build-image runs");
+            assert!(status.success(), "scripts/build-image failed: {status}");
             layout
         }
     };
@@ -185,10 +196,10 @@ async fn the_image_runs_as_its_user_and_reconciles_a_fleet() {
         .unwrap()
         .port();
     let mut command = if root {
-        eprintln!(
-            "running the image's entrypoint {args:?} as {user} in a chroot of its unpacked \
-             root filesystem: a local process stands in for the Pod's container"
-        );
+        say(&format!(
+            "image.rs: running the image's entrypoint {args:?} as {user} in a chroot of its \
+             unpacked root filesystem: a local process stands in for the Pod's container"
+        ));
         let mut c = Command::new("chroot");
         c.arg(format!("--userspec={user}"))
             .arg("--groups=")
@@ -197,10 +208,10 @@ async fn the_image_runs_as_its_user_and_reconciles_a_fleet() {
             .arg(format!("--kubeconfig={KUBECONFIG_IN_IMAGE}"));
         c
     } else {
-        eprintln!(
-            "\n!!!!! not root: running the image's binary as the current user, not {user}, and \
-             without a chroot (its /etc/hosts is the machine's) !!!!!\n"
-        );
+        say(&format!(
+            "\n!!!!! image.rs: not root: running the image's binary as the current user, not \
+             {user}, and without a chroot (its /etc/hosts is the machine's) !!!!!\n"
+        ));
         let mut c = Command::new(rootfs.join(args[0].trim_start_matches('/')));
         c.args(&args[1..])
             .arg(format!("--kubeconfig={}", kubeconfig.display()));
