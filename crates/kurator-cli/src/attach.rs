@@ -85,13 +85,8 @@ const POLL: Duration = Duration::from_millis(500);
 
 pub async fn run(args: AttachArgs) -> anyhow::Result<()> {
     let member = member_kubeconfig(&args).await?;
-    let host = crate::client(args.host_kubeconfig.as_ref())
-        .await
-        .context("host cluster")?;
-    let ns = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| host.default_namespace().to_string());
+    let (host, ns) =
+        crate::host_and_namespace(args.host_kubeconfig.as_ref(), args.namespace.as_ref()).await?;
     let name = &args.name;
     let fleets: Api<Fleet> = Api::namespaced(host.clone(), &ns);
     // Checked before anything is written, so a typo leaves nothing behind.

@@ -40,13 +40,8 @@ pub struct DetachArgs {
 }
 
 pub async fn run(args: DetachArgs) -> anyhow::Result<()> {
-    let host = crate::client(args.kubeconfig.as_ref())
-        .await
-        .context("host cluster")?;
-    let ns = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| host.default_namespace().to_string());
+    let (host, ns) =
+        crate::host_and_namespace(args.kubeconfig.as_ref(), args.namespace.as_ref()).await?;
     let name = &args.name;
     let mut found = false;
 

@@ -112,6 +112,19 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
     Ok(Client::try_from(config(kubeconfig).await?)?)
 }
 
+/// The host cluster's client and the namespace to work in: `namespace`, else the kubeconfig
+/// context's (or the in-cluster) default.
+pub async fn host_and_namespace(
+    kubeconfig: Option<&PathBuf>,
+    namespace: Option<&String>,
+) -> anyhow::Result<(Client, String)> {
+    let host = client(kubeconfig).await.context("host cluster")?;
+    let ns = namespace
+        .cloned()
+        .unwrap_or_else(|| host.default_namespace().to_string());
+    Ok((host, ns))
+}
+
 /// The client configuration for `kubeconfig`, or for the usual kubeconfig / in-cluster lookup
 /// when `None`.
 pub async fn config(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Config> {

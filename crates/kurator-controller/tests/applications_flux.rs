@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, NS, apply, until, wait_for, wait_gone};
+use common::{Harness, NS, apply, attached_fleet, until, wait_for, wait_gone};
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::ConfigMap},
     apimachinery::pkg::apis::meta::v1::Condition,
@@ -17,7 +17,6 @@ use kube::{
 };
 use kurator_api::{
     Application, AttachedCluster, Fleet, conditions,
-    fleet::{ClusterKind, FleetCluster, FleetSpec},
     flux::{HelmRelease, Kustomization},
     labels::APP_NAME,
 };
@@ -28,22 +27,6 @@ const WAIT: Duration = Duration::from_secs(90);
 fn configmap(name: &str, value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\ndata:\n  version: {value}\n"
-    )
-}
-
-fn fleet(members: &[&str]) -> Fleet {
-    Fleet::new(
-        "quickstart",
-        FleetSpec {
-            clusters: members
-                .iter()
-                .map(|m| FleetCluster {
-                    name: m.to_string(),
-                    kind: ClusterKind::AttachedCluster,
-                })
-                .collect(),
-            plugin: None,
-        },
     )
 }
 
@@ -79,7 +62,12 @@ async fn attach_quickstart(h: &Harness, members: &[&str]) {
         h.attach_member(name, i + 1).await;
     }
     let fleets: Api<Fleet> = h.api();
-    apply(&fleets, "quickstart", &fleet(members)).await;
+    apply(
+        &fleets,
+        "quickstart",
+        &attached_fleet("quickstart", members),
+    )
+    .await;
     wait_for(&fleets, "quickstart", WAIT, |f| {
         f.status
             .as_ref()
@@ -198,7 +186,12 @@ spec:
 
     // (c) member2 leaves the fleet: its workload is pruned, member1 keeps its own.
     let fleets: Api<Fleet> = h.api();
-    apply(&fleets, "quickstart", &fleet(&["kurator-member1"])).await;
+    apply(
+        &fleets,
+        "quickstart",
+        &attached_fleet("quickstart", &["kurator-member1"]),
+    )
+    .await;
     wait_for(&apps, "gitrepo-kustomization-demo", WAIT, |a| {
         synced(a) == Some(("AllClustersSynced".into(), "2/2".into()))
     })

@@ -13,7 +13,7 @@ mod common;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{Harness, NS, apply, until, wait_for};
+use common::{Harness, NS, apply, attached_fleet, until, wait_for};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
@@ -30,10 +30,7 @@ use kube::{
     Api, ResourceExt,
     api::{DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
-use kurator_api::{
-    Application, AttachedCluster, Fleet, conditions,
-    fleet::{ClusterKind, FleetCluster, FleetSpec},
-};
+use kurator_api::{Application, AttachedCluster, Fleet, conditions};
 use kurator_controller::{
     Settings, leader,
     plugins::{
@@ -54,22 +51,6 @@ const RELEASE_NS: &str = "kurator-system";
 const RELEASE: &str = "kurator";
 const KYVERNO: &str = "https://kyverno.github.io/kyverno";
 const BITNAMI: &str = "oci://registry-1.docker.io/bitnamicharts";
-
-fn fleet(name: &str, members: &[&str]) -> Fleet {
-    Fleet::new(
-        name,
-        FleetSpec {
-            clusters: members
-                .iter()
-                .map(|m| FleetCluster {
-                    name: m.to_string(),
-                    kind: ClusterKind::AttachedCluster,
-                })
-                .collect(),
-            plugin: None,
-        },
-    )
-}
 
 fn condition(f: &Fleet, type_: &str) -> Option<(String, String)> {
     let c = conditions::find(&f.status.as_ref()?.conditions, type_)?;
@@ -221,7 +202,12 @@ async fn the_chart_installed_by_helm_runs_every_controller_under_its_own_rbac_an
         .await;
     }
     let fleets: Api<Fleet> = h.api();
-    apply(&fleets, "quickstart", &fleet("quickstart", &members)).await;
+    apply(
+        &fleets,
+        "quickstart",
+        &attached_fleet("quickstart", &members),
+    )
+    .await;
     wait_for(&fleets, "quickstart", WAIT, |f| {
         f.status.as_ref().is_some_and(|s| s.ready_clusters == 2)
             && condition(f, "Ready").is_some_and(|c| c.0 == "True")
@@ -523,7 +509,7 @@ async fn a_missing_rule_is_a_forbidden_event_naming_it_and_the_controllers_keep_
     apply(
         &fleets,
         "quickstart",
-        &fleet("quickstart", &["kurator-member1"]),
+        &attached_fleet("quickstart", &["kurator-member1"]),
     )
     .await;
     let events = until("a Forbidden event on the fleet", WAIT, || async {

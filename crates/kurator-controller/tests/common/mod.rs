@@ -15,6 +15,7 @@ use kube::{
 use kurator_api::{
     AttachedCluster,
     cluster::{AttachedClusterSpec, SecretKeyRef},
+    fleet::{ClusterKind, Fleet, FleetCluster, FleetSpec},
 };
 use kurator_controller::{Settings, metrics::Metrics, runtime};
 use kurator_testenv::TestEnv;
@@ -260,4 +261,21 @@ pub fn ready_reason(
     conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
 ) -> Option<String> {
     kurator_api::conditions::find(conditions, "Ready").map(|c| c.reason.clone())
+}
+
+/// A Fleet `name` of the given AttachedClusters, without plugins.
+pub fn attached_fleet(name: &str, members: &[&str]) -> Fleet {
+    Fleet::new(
+        name,
+        FleetSpec {
+            clusters: members
+                .iter()
+                .map(|m| FleetCluster {
+                    name: m.to_string(),
+                    kind: ClusterKind::AttachedCluster,
+                })
+                .collect(),
+            plugin: None,
+        },
+    )
 }
