@@ -486,14 +486,30 @@ async fn controller_endpoints_and_leader_election() {
         "two leaders:\n{}",
         second.log()
     );
+    // Nothing is done twice: the standby has not reconciled anything.
+    let reconciled = "kurator_reconcile_total{controller=\"attachedcluster\"}";
+    let standby_metrics = http_get(second.port, "/metrics").unwrap().1;
+    assert!(
+        !standby_metrics.contains(reconciled),
+        "the standby reconciled:\n{standby_metrics}"
+    );
     first.child.kill().unwrap();
     first.child.wait().unwrap();
     let killed = Instant::now();
     wait_until(Duration::from_secs(60), "second to take over", || {
         second.log().contains("leading")
     });
-    eprintln!(
-        "standby took over {:?} after the leader was killed",
-        killed.elapsed()
+    let took_over = killed.elapsed();
+    eprintln!("standby took over {took_over:?} after the leader was killed");
+    // The Lease lasts 15 s (renewed 5 s before it ends); polling and a busy machine add a few.
+    assert!(
+        took_over < Duration::from_secs(30),
+        "takeover took {took_over:?}, more than the lease duration allows"
+    );
+    // The new leader reconciles what the old one left (the AttachedCluster, on its first list).
+    wait_until(
+        Duration::from_secs(30),
+        "the new leader to reconcile",
+        || http_get(second.port, "/metrics").is_some_and(|(_, body)| body.contains(reconciled)),
     );
 }
