@@ -1,10 +1,8 @@
 //! Application controller against real API servers.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Harness, apply, wait_for};
+use crate::common::{Harness, apply, wait_for};
 use kube::Api;
 use kurator_api::{Application, conditions};
 
@@ -46,6 +44,6 @@ async fn without_flux_the_application_says_so_and_waits() {
 
     // Deleting it still works: the finalizer has nothing to clean up.
     apps.delete("demo", &Default::default()).await.unwrap();
-    common::wait_gone(&apps, "demo", Duration::from_secs(30)).await;
+    crate::common::wait_gone(&apps, "demo", Duration::from_secs(30)).await;
     h.shutdown().await;
 }

@@ -1,11 +1,9 @@
 //! Application distribution end to end: real Flux controllers on the host, a git server and
 //! a Helm repository on loopback, workloads landing in real member API servers.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Harness, NS, apply, attached_fleet, until, wait_for, wait_gone};
+use crate::common::{Harness, NS, apply, attached_fleet, until, wait_for, wait_gone};
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::ConfigMap},
     apimachinery::pkg::apis::meta::v1::Condition,

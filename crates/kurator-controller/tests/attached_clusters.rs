@@ -1,10 +1,8 @@
 //! AttachedCluster health against real member API servers.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Harness, ready_reason, wait_for};
+use crate::common::{Harness, ready_reason, wait_for};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, api::DeleteParams};
 use kurator_api::AttachedCluster;

@@ -1,10 +1,8 @@
 //! Fleet membership and status against real API servers.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Harness, apply, wait_for, wait_gone};
+use crate::common::{Harness, apply, wait_for, wait_gone};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},

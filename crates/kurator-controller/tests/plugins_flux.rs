@@ -5,11 +5,9 @@
 //! metric and grafana plugins. The brief's Fleet examples are applied as written; the
 //! controller's `--chart-mirror` points the upstream repositories at the local one.
 
-mod common;
-
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{Harness, NS, apply, until, wait_for};
+use crate::common::{Harness, NS, apply, until, wait_for};
 use k8s_openapi::{
     ByteString,
     api::{

@@ -9,11 +9,9 @@
 //! stale while the other stays current; removing the plugin uninstalls Kyverno and its
 //! webhooks, after which Pods are no longer checked.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Harness, NS, apply, until, wait_for};
+use crate::common::{Harness, NS, apply, until, wait_for};
 use k8s_openapi::api::{admissionregistration::v1::ValidatingWebhookConfiguration, core::v1::Pod};
 use kube::{
     Api, Client,

@@ -7,13 +7,11 @@
 //! resource. A copy of the ClusterRole without `fleets/status` makes a clear `Forbidden`
 //! Event naming the permission while the controllers keep working.
 
-#[path = "rbac/chart.rs"]
 mod chart;
-mod common;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use common::{Harness, NS, apply, attached_fleet, until, wait_for};
+use crate::common::{Harness, NS, apply, attached_fleet, until, wait_for};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,

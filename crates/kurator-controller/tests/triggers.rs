@@ -4,11 +4,9 @@
 //! (it broke the list when Flux objects were decoded with their specs; they are cached
 //! without them now, and any object that still fails to decode is skipped, `watch::Lenient`).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Harness, apply, wait_for};
+use crate::common::{Harness, apply, wait_for};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -174,7 +172,7 @@ async fn applications_follow_cluster_deletion_and_readiness_and_survive_a_foreig
     .await;
     assert!(cluster_state(&a, "capi-member2").is_some());
     let ks: Api<Kustomization> = h.api();
-    common::wait_gone(&ks, "demo-0-attachedcluster-kurator-member1", SOON).await;
+    crate::common::wait_gone(&ks, "demo-0-attachedcluster-kurator-member1", SOON).await;
     // The foreign object was skipped, not touched.
     assert!(
         raw.get_opt("foreign")

@@ -3,8 +3,6 @@
 //! One environment is shared by the steps below (starting three control planes is the
 //! expensive part on a 2-core machine); each step polls its condition with a deadline.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -70,7 +68,7 @@ fn config_map(name: &str, owner: Option<&ConfigMap>) -> ConfigMap {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_and_two_members() -> Result<()> {
-    common::init();
+    crate::common::init();
     // Binaries first (a no-op once cached), so the start time below is the warm start.
     let build = Instant::now();
     let binaries = tokio::task::spawn_blocking(kurator_testenv::ensure_binaries).await??;

@@ -1,8 +1,6 @@
 //! Detached mode (`kurator dev up`/`down`): processes outlive the `TestEnv` value, another
 //! process can attach to them and stop them.
 
-mod common;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -13,7 +11,7 @@ use kurator_testenv::{ControllerManagerMode, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detached_attach_and_stop_all() -> Result<()> {
-    common::init();
+    crate::common::init();
     let parent =
         std::env::temp_dir().join(format!("kurator-testenv-detached-{}", std::process::id()));
     let dir = parent.join("state");

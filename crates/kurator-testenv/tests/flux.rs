@@ -5,8 +5,6 @@
 //! One environment is shared by the steps (starting it is the expensive part on a 2-core
 //! machine); each step polls its condition with a deadline.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -34,7 +32,7 @@ fn config_map_yaml(greeting: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flux_delivers_git_and_helm_to_members() -> Result<()> {
-    common::init();
+    crate::common::init();
     // Binaries first (no-ops once cached), so the start time below is the warm start.
     let build = Instant::now();
     let (binaries, flux) = tokio::task::spawn_blocking(|| {

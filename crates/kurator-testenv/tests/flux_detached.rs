@@ -1,8 +1,6 @@
 //! Flux in a detached environment (`kurator dev`): the controllers are recorded in
 //! `env.json`, re-adopted by `attach` and killed by `stop_all`.
 
-mod common;
-
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
@@ -23,7 +21,7 @@ impl Drop for StopOnDrop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detached_flux_is_recorded_attached_and_stopped() -> Result<()> {
-    common::init();
+    crate::common::init();
     let (binaries, flux) = tokio::task::spawn_blocking(|| {
         Ok::<_, kurator_testenv::Error>((
             kurator_testenv::ensure_binaries()?,

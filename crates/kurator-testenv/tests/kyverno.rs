@@ -7,8 +7,6 @@
 //! member whose webhooks reached the other member's Kyverno would see the other's policy.
 //! No Pod runs (no kubelet): admission is what is checked.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -161,7 +159,7 @@ async fn expect_refusal(pods: &Api<Pod>, pod: &Pod, needles: &[&str]) -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kyverno_enforces_audits_and_reports_in_two_members() -> Result<()> {
-    common::init();
+    crate::common::init();
     let build = Instant::now();
     let binaries = tokio::task::spawn_blocking(ensure_kyverno_binaries).await??;
     eprintln!(

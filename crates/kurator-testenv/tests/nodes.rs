@@ -4,8 +4,6 @@
 //! One environment (host + one member) is shared by the steps below; each step works in its
 //! own namespace of the member and polls its condition with a deadline.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -28,7 +26,7 @@ const IMAGE: &str = "registry.k8s.io/pause:3.10";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_run_on_simulated_nodes() -> Result<()> {
-    common::init();
+    crate::common::init();
     let binaries = tokio::task::spawn_blocking(kurator_testenv::ensure_binaries).await??;
     let started = Instant::now();
     let env = TestEnv::builder()

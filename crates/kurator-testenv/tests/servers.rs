@@ -1,8 +1,6 @@
 //! The git server and the Helm chart repository on their own (no control planes): a real
 //! `git` client clones over smart HTTP, and plain HTTP GETs read the chart repository.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -54,7 +52,7 @@ async fn http_get(port: u16, path: &str) -> Result<(u16, String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_server_serves_commits_over_smart_http() -> Result<()> {
-    common::init();
+    crate::common::init();
     let dir = scratch("git")?;
     let server = GitServer::start(dir.join("repos"))?;
     let repo = server.create_repo("fleet")?;
@@ -136,7 +134,7 @@ async fn git_server_serves_commits_over_smart_http() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_repo_serves_index_and_charts() -> Result<()> {
-    common::init();
+    crate::common::init();
     let dir = scratch("helm")?;
     let repo = HelmRepo::start(&dir)?;
     let (status, _, body) = http_get(repo.port(), "/index.yaml").await?;

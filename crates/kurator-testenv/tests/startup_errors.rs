@@ -1,8 +1,6 @@
 //! A process that dies at startup yields an error naming it, with the tail of its log, and
 //! leaves nothing running.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +32,7 @@ fn live_processes_mentioning(dir: &Path) -> Result<Vec<u32>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_apiserver_is_reported_with_its_log() -> Result<()> {
-    common::init();
+    crate::common::init();
     let real = tokio::task::spawn_blocking(kurator_testenv::ensure_binaries).await??;
     let scratch =
         std::env::temp_dir().join(format!("kurator-testenv-errors-{}", std::process::id()));
@@ -79,7 +77,7 @@ async fn failing_apiserver_is_reported_with_its_log() -> Result<()> {
 /// detached environment leaves no apiserver, scheduler or etcd behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_kwok_is_reported_and_its_cluster_is_torn_down() -> Result<()> {
-    common::init();
+    crate::common::init();
     let real = tokio::task::spawn_blocking(kurator_testenv::ensure_binaries).await??;
     let scratch = std::env::temp_dir().join(format!(
         "kurator-testenv-kwok-errors-{}",

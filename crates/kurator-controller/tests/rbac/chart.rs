@@ -17,7 +17,8 @@ use kube::{
 };
 use kurator_testenv::{HelmRepo, TestEnv, add_kyverno_charts, add_standin_charts};
 
-use super::{RELEASE, RELEASE_NS, WAIT, common::until};
+use super::{RELEASE, RELEASE_NS, WAIT};
+use crate::common::until;
 
 /// The host (and `members` members) with Flux, without Kurator's CRDs: Helm installs them.
 pub async fn environment(members: usize) -> TestEnv {

@@ -1,0 +1,16 @@
+//! kurator-controller's integration tests, in one test binary: as a binary each, every file
+//! compiled and linked the shared harness (`common`) again, about 20 s of the test build per
+//! file. Each file is a module; `scripts/test` selects by module path (`policy_kyverno::` runs
+//! in the other lane), as does `cargo test --test e2e policy_kyverno::`.
+
+mod common;
+
+mod applications;
+mod applications_flux;
+mod attached_clusters;
+mod fleets;
+mod plugins_flux;
+mod policy_kyverno;
+mod policy_reports;
+mod rbac;
+mod triggers;

@@ -1,0 +1,16 @@
+//! kurator-testenv's integration tests, in one test binary: as a binary each, every file
+//! linked the crate and its dependencies again. Each file is a module (select one with
+//! `cargo test -p kurator-testenv --test integration kyverno::`).
+
+mod common;
+
+mod control_planes;
+mod detached;
+mod flux;
+mod flux_detached;
+mod kyverno;
+mod kyverno_charts;
+mod nodes;
+mod servers;
+mod standin_charts;
+mod startup_errors;
