@@ -60,9 +60,31 @@ fn has_prometheus() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Prometheus' configuration, data and log (`prometheus.log`); kept when the test fails.
+struct PrometheusDir(Option<tempfile::TempDir>);
+
+impl PrometheusDir {
+    fn path(&self) -> &Path {
+        self.0.as_ref().unwrap().path()
+    }
+}
+
+impl Drop for PrometheusDir {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            say(&format!(
+                "metrics_query: Prometheus' log kept at {}/prometheus.log",
+                dir.keep().display()
+            ));
+        }
+    }
+}
+
 /// A real Prometheus on `port` scraping itself as two clusters every second.
-fn start_prometheus(dir: &Path, log: &Path, port: u16) -> Child {
-    std::fs::create_dir_all(dir).unwrap();
+fn start_prometheus(dir: &Path, port: u16) -> Child {
+    let log = dir.join("prometheus.log");
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
@@ -195,6 +217,16 @@ async fn query_by_cluster_through_a_real_prometheus_and_the_service_lookup() {
         return;
     }
     let started = Instant::now();
+    // Prometheus first: it applies its scrape targets about 5 s after starting (its discovery
+    // manager's fixed update interval), time the host's start overlaps.
+    let port = free_port();
+    let prometheus_dir = PrometheusDir(Some(
+        tempfile::Builder::new()
+            .prefix("kurator-metrics-query-")
+            .tempdir()
+            .unwrap(),
+    ));
+    let _prometheus = start_prometheus(prometheus_dir.path(), port);
     let env = TestEnv::builder()
         .nodes(false)
         .controller_manager(ControllerManagerMode::None)
@@ -202,13 +234,11 @@ async fn query_by_cluster_through_a_real_prometheus_and_the_service_lookup() {
         .start()
         .await
         .expect("test environment starts");
+    say(&format!(
+        "metrics_query: host API server up {:.1} s after the start",
+        started.elapsed().as_secs_f64()
+    ));
     let kubeconfig = env.host().kubeconfig_path().to_path_buf();
-    let port = free_port();
-    let _prometheus = start_prometheus(
-        &env.state_dir().join("prometheus"),
-        &env.log_dir().join("prometheus.log"),
-        port,
-    );
     let url = format!("http://127.0.0.1:{port}");
     let host = env.host().client().await.unwrap();
     let fleets: Api<Fleet> = Api::namespaced(host.clone(), NS);
