@@ -299,6 +299,10 @@ async fn query_by_cluster_through_a_real_prometheus_and_the_service_lookup() {
         );
     }
     assert_eq!(lines[3..], ["no series from member3"], "{}", run.stdout);
+    say(&format!(
+        "metrics_query: `kurator metrics query up`:\n{}",
+        run.stdout
+    ));
     outputs.push(run);
 
     // KURATOR_THANOS_URL stands for --thanos-url; a series without `cluster` is shown as `-`.
@@ -333,6 +337,7 @@ async fn query_by_cluster_through_a_real_prometheus_and_the_service_lookup() {
         &run,
         &["Thanos Query refused the query (bad_data)", "parse error"],
     );
+    say(&format!("metrics_query: bad PromQL: {}", run.stderr.trim()));
     outputs.push(run);
     let run = kurator(
         &kubeconfig,
