@@ -67,8 +67,9 @@ impl Endpoint {
     }
 }
 
-/// Checks a user-given URL: http or https, with a host, and no user or password in it (they
-/// would end up in error messages; the command does not send credentials to Thanos Query).
+/// Checks a user-given URL: http or https, with a host, and no user, password or query string
+/// in it (they would end up in error messages; the command sends no credentials to Thanos
+/// Query).
 pub fn checked_url(url: &str) -> anyhow::Result<String> {
     let uri: http::Uri = url
         .parse()
@@ -76,6 +77,10 @@ pub fn checked_url(url: &str) -> anyhow::Result<String> {
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
     if authority.contains('@') {
         bail!("--thanos-url must not hold a user or password");
+    }
+    // A query string could carry a token too, and the query's own would be appended after it.
+    if uri.query().is_some() {
+        bail!("--thanos-url must not hold a query string");
     }
     match uri.scheme_str() {
         Some("http" | "https") if !authority.is_empty() => {}
@@ -215,6 +220,10 @@ mod tests {
             "https://thanos.example.com/prefix"
         );
         let refused = checked_url("https://me:hunter2@thanos.example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(!refused.contains("hunter2"), "{refused}");
+        let refused = checked_url("https://thanos.example.com/?token=hunter2")
             .unwrap_err()
             .to_string();
         assert!(!refused.contains("hunter2"), "{refused}");
