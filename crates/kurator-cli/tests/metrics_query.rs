@@ -179,8 +179,13 @@ fn query_service(name: &str, labels: &[(&str, &str)]) -> Service {
     .unwrap()
 }
 
-/// `-o json` of `promql`, parsed.
-async fn json_query(host_kubeconfig: &Path, url: &str, promql: &str) -> serde_json::Value {
+/// `-o json` of `promql`, parsed; the command's output when it fails (Prometheus may still be
+/// starting).
+async fn json_query(
+    host_kubeconfig: &Path,
+    url: &str,
+    promql: &str,
+) -> Result<serde_json::Value, String> {
     let run = kurator(
         host_kubeconfig,
         &[
@@ -195,8 +200,10 @@ async fn json_query(host_kubeconfig: &Path, url: &str, promql: &str) -> serde_js
         &[],
     )
     .await;
-    assert!(run.ok, "{}", run.text());
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    if !run.ok {
+        return Err(run.text());
+    }
+    Ok(serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout)))
 }
 
 fn series_clusters(result: &serde_json::Value) -> Vec<String> {
@@ -253,8 +260,9 @@ async fn query_by_cluster_through_a_real_prometheus_and_the_service_lookup() {
     // Both clusters scraped: the JSON names them with their values, member3 as silent.
     let promql = "count by (cluster) (up)";
     let result = wait::until("up from member1 and member2", SCRAPED_TIMEOUT, || async {
-        let result = json_query(&kubeconfig, &url, promql).await;
-        (series_clusters(&result) == ["member1", "member2"]).then_some(result)
+        json_query(&kubeconfig, &url, promql)
+            .await
+            .map(|result| (series_clusters(&result) == ["member1", "member2"]).then_some(result))
     })
     .await
     .unwrap();
