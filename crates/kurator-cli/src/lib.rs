@@ -1,4 +1,5 @@
-//! `kurator` commands: controller, crds, get, describe, attach, detach, version, completion;
+//! `kurator` commands: controller, crds, get, describe, attach, detach, metrics, version,
+//! completion;
 //! with the `dev` feature (default) also the playground (`dev`) and the benchmarks (`bench`),
 //! which link the test environment.
 
@@ -14,6 +15,7 @@ pub mod dev;
 pub mod fleet_edit;
 pub mod get;
 pub mod manifest;
+pub mod metrics;
 pub mod policyreports;
 pub mod tables;
 pub mod version;
@@ -50,6 +52,9 @@ pub enum Command {
     Attach(attach::AttachArgs),
     /// Detach a cluster: out of every fleet, AttachedCluster and its attach-made Secret deleted.
     Detach(detach::DetachArgs),
+    /// Fleet-wide PromQL through the fleet's Thanos Query, by cluster.
+    #[command(subcommand)]
+    Metrics(metrics::MetricsCommand),
     /// Print the client's version and the running controller's.
     Version(version::VersionArgs),
     /// Print a shell completion script (bash, zsh or fish).
@@ -84,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(args) => describe::run(args).await,
         Command::Attach(args) => attach::run(args).await,
         Command::Detach(args) => detach::run(args).await,
+        Command::Metrics(cmd) => metrics::run(cmd).await,
         Command::Version(args) => version::run(args).await,
         Command::Completion(args) => completion::run(args),
         #[cfg(feature = "dev")]
