@@ -14,7 +14,8 @@
 //! [`Kyverno`] runs the real Kyverno against a member (built by [`ensure_kyverno_binaries`]),
 //! and [`add_kyverno_charts`] serves its real charts. [`MemberMetrics`] runs a member's real
 //! Prometheus (Debian's package) and Thanos sidecar (built by [`ensure_thanos_binary`]), and
-//! [`HostThanosQuery`] a real Thanos Query on the host reading its endpoints from a file.
+//! [`HostThanosQuery`] a real Thanos Query on the host reading its endpoints from a file
+//! ([`HostThanosStore`]: a store gateway on the object store).
 //! [`wait::until`] is the one way to wait for something (with a deadline and a message naming
 //! what was awaited and the last thing seen), for the tests and for this crate itself.
 //!
@@ -92,6 +93,7 @@ mod state;
 mod thanos;
 mod thanos_binaries;
 mod thanos_query;
+mod thanos_store;
 pub mod wait;
 
 pub use binaries::{
@@ -135,6 +137,7 @@ pub use thanos_binaries::{
 pub use thanos_query::{
     HostThanosQuery, HostThanosQueryParams, InstantVector, Sample, StoreStatus,
 };
+pub use thanos_store::{HostThanosStore, HostThanosStoreParams};
 
 /// Installs rustls' ring provider as the process default. Idempotent: an already installed
 /// provider (ours or another) is left in place.

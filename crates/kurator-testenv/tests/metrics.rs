@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use kurator_testenv::{
-    ControllerManagerMode, HostThanosQuery, HostThanosQueryParams, InstantVector, MemberMetrics,
-    MemberMetricsParams, SIDECAR_GRPC_PORT, TestEnv, ensure_metrics_binaries, wait,
+    ControllerManagerMode, HostThanosQuery, HostThanosQueryParams, HostThanosStore,
+    HostThanosStoreParams, InstantVector, MemberMetrics, MemberMetricsParams, SIDECAR_GRPC_PORT,
+    TestEnv, ensure_metrics_binaries, wait,
 };
 
 /// Prometheus scrapes every 5 s; Thanos Query re-reads its endpoints every 5 s. Generous for
@@ -111,8 +112,19 @@ async fn prometheus_sidecars_and_query_answer_by_cluster() -> Result<()> {
         .iter()
         .map(|m| m.sidecar_grpc_address().to_string())
         .collect();
+    // A store gateway on the sidecars' bucket, as a static endpoint of Query.
+    let bucket_a = filesystem_bucket(&state.join("bucket-a"));
+    let store = HostThanosStore::start(HostThanosStoreParams {
+        thanos: &binaries.thanos,
+        state_dir: &state,
+        objstore_config: &bucket_a,
+        detached: false,
+        timeout: WAIT,
+    })
+    .await?;
     let mut params = HostThanosQueryParams::new(&binaries.thanos, &state);
     params.sd_endpoints = sidecars.clone();
+    params.static_endpoints = vec![store.grpc_address()];
     let query = HostThanosQuery::start(params).await?;
     eprintln!(
         "processes ready after {:.1}s",
@@ -136,14 +148,20 @@ async fn prometheus_sidecars_and_query_answer_by_cluster() -> Result<()> {
         "the apiservers are scraped with the client certificate: {up:?}"
     );
     let stores = query.stores().await?;
-    let names: Vec<&str> = stores.iter().map(|s| s.name.as_str()).collect();
+    let names_of = |kind: &str| -> Vec<String> {
+        stores
+            .iter()
+            .filter(|s| s.kind == kind)
+            .map(|s| s.name.clone())
+            .collect()
+    };
     ensure!(
-        names == sidecars,
-        "Query's stores {names:?}, SD file {sidecars:?}"
+        names_of("sidecar") == sidecars,
+        "Query's sidecars {stores:?}, SD file {sidecars:?}"
     );
     ensure!(
-        stores.iter().all(|s| s.kind == "sidecar"),
-        "stores are the sidecars: {stores:?}"
+        names_of("store") == vec![store.grpc_address()],
+        "the store gateway is a static endpoint: {stores:?}"
     );
 
     // member2's Prometheus down: its series leave instant queries, member1 still answers.
@@ -214,7 +232,10 @@ async fn prometheus_sidecars_and_query_answer_by_cluster() -> Result<()> {
     );
     let stores = query.stores().await?;
     ensure!(
-        stores.iter().all(|s| s.name == sidecars[1]),
+        stores
+            .iter()
+            .filter(|s| s.kind == "sidecar")
+            .all(|s| s.name == sidecars[1]),
         "only member2's sidecar is left: {stores:?}"
     );
     eprintln!("whole test {:.1}s", started.elapsed().as_secs_f64());
