@@ -54,8 +54,9 @@
 //! `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kwok`; also `etcd.log`; Flux:
 //! `host-{source,kustomize,helm}-controller.log`; Kyverno:
 //! `<member>-kyverno-{admission,reports}-controller.log`; metrics: `<member>-prometheus.log`,
-//! `<member>-thanos-sidecar.log`, `host-thanos-query.log`), `metrics/<cluster>/` (Prometheus's
-//! configuration and data, the SD file of Thanos Query), `clusters/<name>/kubeconfig`,
+//! `<member>-thanos-sidecar.log`, `host-thanos-{query,store}.log`), `metrics/<member>/`
+//! (Prometheus's configuration and data), `metrics/host/stores.json` (Thanos Query's SD
+//! file), `metrics/store-gateway/`, `clusters/<name>/kubeconfig`,
 //! `clusters/<name>/certs/`, `clusters/<name>/kwok-stages.yaml`, `etcd-data/`, `flux/storage/`
 //! (source-controller artifacts),
 //! `run/*.pid` (detached only).

@@ -52,7 +52,7 @@ pub fn ensure_metrics_binaries() -> Result<MetricsBinaries> {
 }
 
 /// Inputs to start one member's Prometheus and Thanos sidecar.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MemberMetricsParams<'a> {
     pub binaries: &'a MetricsBinaries,
     /// The member whose kube-apiserver is scraped (with its admin client certificate).
@@ -70,6 +70,23 @@ pub struct MemberMetricsParams<'a> {
     /// Detached (playground): the processes outlive this one and record their pids.
     pub detached: bool,
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for MemberMetricsParams<'_> {
+    // Never print the object-store configuration: it may hold credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberMetricsParams")
+            .field("cluster", &self.cluster.name())
+            .field("external_labels", &self.external_labels)
+            .field("sidecar_grpc", &self.sidecar_grpc)
+            .field(
+                "objstore_config",
+                &self.objstore_config.as_ref().map(|_| ".."),
+            )
+            .field("scrape_interval", &self.scrape_interval)
+            .field("detached", &self.detached)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> MemberMetricsParams<'a> {

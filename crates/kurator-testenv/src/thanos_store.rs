@@ -17,7 +17,7 @@ use crate::metrics::{READY_PATH, pid_file, thanos_http_port, wait_http_ready};
 use crate::process::{Proc, ProcessInfo, ProcessSpec, free_port, start_on_free_port};
 
 /// Inputs to start a store gateway on the host.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HostThanosStoreParams<'a> {
     /// The `thanos` binary ([`crate::ensure_thanos_binary`]).
     pub thanos: &'a Path,
@@ -26,6 +26,17 @@ pub struct HostThanosStoreParams<'a> {
     pub objstore_config: &'a str,
     pub detached: bool,
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for HostThanosStoreParams<'_> {
+    // Never print the object-store configuration: it may hold credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostThanosStoreParams")
+            .field("thanos", &self.thanos)
+            .field("state_dir", &self.state_dir)
+            .field("detached", &self.detached)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A running store gateway. Dropping it kills it (unless detached).
