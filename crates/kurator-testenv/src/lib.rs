@@ -12,7 +12,10 @@
 //! against the host (built by [`ensure_flux_binaries`]), [`GitServer`] serves bare git
 //! repositories over smart HTTP and [`HelmRepo`] a chart repository, both on loopback.
 //! [`Kyverno`] runs the real Kyverno against a member (built by [`ensure_kyverno_binaries`]),
-//! and [`add_kyverno_charts`] serves its real charts.
+//! and [`add_kyverno_charts`] serves its real charts. [`MemberMetrics`] runs a member's real
+//! Prometheus (Debian's package) and Thanos sidecar (built by [`ensure_thanos_binary`]), and
+//! [`HostThanosQuery`] a real Thanos Query on the host reading its endpoints from a file
+//! ([`HostThanosStore`]: a store gateway on the object store).
 //! [`wait::until`] is the one way to wait for something (with a deadline and a message naming
 //! what was awaited and the last thing seen), for the tests and for this crate itself.
 //!
@@ -41,7 +44,8 @@
 //!   `kube-scheduler`, `kwok` and (for Flux) `source-controller`, `kustomize-controller`,
 //!   `helm-controller` plus the CRD directory `flux-crds/`; for Kyverno `kyverno`,
 //!   `kyverno-reports-controller`, `kyverno-crds/` and the chart archives in `kyverno-charts/`
-//!   (nothing is built).
+//!   (nothing is built); `thanos` for the metrics stack (`prometheus` is looked up on `PATH`
+//!   and at `/usr/bin/prometheus` first).
 //! - `KURATOR_TESTENV_CACHE`: cache dir (default `$XDG_CACHE_HOME/kurator-testenv` or
 //!   `~/.cache/kurator-testenv`); `KURATOR_TESTENV_GO`: the `go` executable.
 //! - `KURATOR_TESTENV_KEEP=1`: keep state dirs (logs, certs, kubeconfigs) on drop.
@@ -49,7 +53,10 @@
 //! Layout of a state dir: `env.json`, `logs/<cluster>-<component>.log` (components
 //! `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kwok`; also `etcd.log`; Flux:
 //! `host-{source,kustomize,helm}-controller.log`; Kyverno:
-//! `<member>-kyverno-{admission,reports}-controller.log`), `clusters/<name>/kubeconfig`,
+//! `<member>-kyverno-{admission,reports}-controller.log`; metrics: `<member>-prometheus.log`,
+//! `<member>-thanos-sidecar.log`, `host-thanos-{query,store}.log`), `metrics/<member>/`
+//! (Prometheus's configuration and data), `metrics/host/stores.json` (Thanos Query's SD
+//! file), `metrics/store-gateway/`, `clusters/<name>/kubeconfig`,
 //! `clusters/<name>/certs/`, `clusters/<name>/kwok-stages.yaml`, `etcd-data/`, `flux/storage/`
 //! (source-controller artifacts),
 //! `run/*.pid` (detached only).
@@ -78,10 +85,16 @@ mod kyverno_binaries;
 mod kyverno_charts;
 mod kyverno_standin;
 mod load_balancer;
+mod metrics;
 mod process;
+mod prometheus;
 mod scheduler;
 mod standin_charts;
 mod state;
+mod thanos;
+mod thanos_binaries;
+mod thanos_query;
+mod thanos_store;
 pub mod wait;
 
 pub use binaries::{
@@ -112,10 +125,20 @@ pub use kyverno_standin::{KyvernoStandIn, KyvernoStandInParams};
 pub use load_balancer::{
     LoadBalancerIngress, assign_load_balancer_ingress, run_load_balancer_simulator,
 };
+pub use metrics::{MemberMetrics, MemberMetricsParams, MetricsBinaries, ensure_metrics_binaries};
 pub use process::ProcessInfo;
+pub use prometheus::APISERVER_JOB;
 pub use standin_charts::{
     ChartFiles, STANDIN_CHART_FILES, STANDIN_CHARTS, add_standin_charts, write_standin_charts,
 };
+pub use thanos::SIDECAR_GRPC_PORT;
+pub use thanos_binaries::{
+    PROMETHEUS_PACKAGE, THANOS_VERSION, ensure_thanos_binary, prometheus_binary,
+};
+pub use thanos_query::{
+    HostThanosQuery, HostThanosQueryParams, InstantVector, Sample, StoreStatus,
+};
+pub use thanos_store::{HostThanosStore, HostThanosStoreParams};
 
 /// Installs rustls' ring provider as the process default. Idempotent: an already installed
 /// provider (ours or another) is left in place.

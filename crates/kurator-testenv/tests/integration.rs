@@ -10,6 +10,7 @@ mod flux;
 mod flux_detached;
 mod kyverno;
 mod kyverno_charts;
+mod metrics;
 mod nodes;
 mod servers;
 mod standin_charts;

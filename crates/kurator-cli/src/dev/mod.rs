@@ -138,6 +138,9 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
                 "kyverno reports:         {}",
                 kyverno.reports_controller.display()
             );
+            let thanos =
+                tokio::task::spawn_blocking(kurator_testenv::ensure_thanos_binary).await??;
+            println!("thanos:                  {}", thanos.display());
             for chart in charts {
                 println!("chart:                   {}", chart.archive.display());
             }
