@@ -224,8 +224,10 @@ where
         ctx.metrics.error(controller, error);
         if let Some(message) = error.forbidden() {
             let (object, message) = (obj.object_ref(&()), message.to_string());
+            let plural = K::plural(&()).to_string();
             tokio::spawn(async move {
-                crate::status::publish_forbidden(&ctx, &object, controller, &message).await;
+                crate::status::publish_forbidden(&ctx, &object, &plural, controller, &message)
+                    .await;
             });
         }
         Action::requeue(error.category().requeue_after())

@@ -166,11 +166,26 @@ pub async fn publish_transition<K>(
 /// Reason of the Warning Event recorded when the API server refuses a call (403).
 pub const FORBIDDEN: &str = "Forbidden";
 
-/// Records a Warning Event `Forbidden` on `object` with the API server's message, which names
-/// the missing permission: a status write that is refused cannot say so in the status.
+/// The note of a `Forbidden` Event: the API server's message, which names the missing
+/// permission, except the OwnerReferencesPermissionEnforcement admission plugin's, which names
+/// none: the permission it wants is `update` on the owner's `finalizers`, and the owner of what
+/// a controller writes is the object it reconciles (`owner_plural`).
+pub fn forbidden_note(controller: &str, owner_plural: &str, message: &str) -> String {
+    let mut note = format!("{controller} controller: {message}");
+    if message.contains("cannot set blockOwnerDeletion") {
+        note.push_str(&format!(
+            " (owner references with blockOwnerDeletion need update on {owner_plural}/finalizers)"
+        ));
+    }
+    note.chars().take(1000).collect()
+}
+
+/// Records a Warning Event `Forbidden` on `object` (of the resource `plural`) with
+/// [`forbidden_note`]: a status write that is refused cannot say so in the status.
 pub async fn publish_forbidden(
     ctx: &crate::context::Context,
     object: &k8s_openapi::api::core::v1::ObjectReference,
+    plural: &str,
     controller: &str,
     message: &str,
 ) {
@@ -178,16 +193,39 @@ pub async fn publish_forbidden(
     let event = Event {
         type_: EventType::Warning,
         reason: FORBIDDEN.into(),
-        note: Some(
-            format!("{controller} controller: {message}")
-                .chars()
-                .take(1000)
-                .collect(),
-        ),
+        note: Some(forbidden_note(controller, plural, message)),
         action: "Reconcile".into(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, object).await {
         tracing::warn!(error = %e, "publishing the Forbidden event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forbidden_note;
+
+    #[test]
+    fn a_refused_owner_reference_names_the_finalizers_permission() {
+        let message = "gitrepositories.source.toolkit.fluxcd.io \"webapp\" is forbidden: cannot \
+                       set blockOwnerDeletion if an ownerReference refers to a resource you \
+                       can't set finalizers on: , <nil>";
+        let note = forbidden_note("application", "applications", message);
+        assert!(note.starts_with("application controller: gitrepositories"));
+        assert!(
+            note.ends_with("need update on applications/finalizers)"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn other_refusals_are_quoted_as_they_are() {
+        let message = "fleets.fleet.kurator.dev \"q\" is forbidden: User \"x\" cannot patch \
+                       resource \"fleets/status\"";
+        assert_eq!(
+            forbidden_note("fleet", "fleets", message),
+            format!("fleet controller: {message}")
+        );
     }
 }

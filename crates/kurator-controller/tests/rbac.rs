@@ -4,8 +4,8 @@
 //! a TokenRequest token of the chart's ServiceAccount, so every host call they make goes
 //! through the chart's ClusterRole and Role: AttachedClusters, a Fleet, an Application through
 //! Flux to a member and the policy plugin's HelmReleases. A chart upgrade keeps every custom
-//! resource. A copy of the ClusterRole without `fleets/status` makes a clear `Forbidden`
-//! Event naming the permission while the controllers keep working.
+//! resource. A copy of the ClusterRole without `fleets/status` and `applications/finalizers`
+//! makes clear `Forbidden` Events naming each permission while the controllers keep working.
 
 mod chart;
 
@@ -429,7 +429,9 @@ async fn a_missing_rule_is_a_forbidden_event_naming_it_and_the_controllers_keep_
     let admin = env.host().client().await.expect("host client");
     install_chart(&admin, &repo, serde_json::json!({})).await;
 
-    // A copy of the chart's ClusterRole without fleets/status, bound to its own account.
+    // A copy of the chart's ClusterRole without fleets/status and applications/finalizers,
+    // bound to its own account. The test API servers run OwnerReferencesPermissionEnforcement,
+    // so the second is needed for the Flux objects' owner references.
     let roles: Api<ClusterRole> = Api::all(admin.clone());
     let chart_role = roles.get(RELEASE).await.expect("the chart's ClusterRole");
     let mut rules = chart_role.rules.clone().unwrap_or_default();
@@ -438,12 +440,12 @@ async fn a_missing_rule_is_a_forbidden_event_naming_it_and_the_controllers_keep_
         !r.resources
             .iter()
             .flatten()
-            .any(|res| res == "fleets/status")
+            .any(|res| res == "fleets/status" || res == "applications/finalizers")
     });
     assert_eq!(
         rules.len(),
-        before - 1,
-        "the chart grants fleets/status in one rule"
+        before - 2,
+        "the chart grants fleets/status and applications/finalizers in a rule each"
     );
     let limited = "kurator-without-fleet-status";
     roles
@@ -544,5 +546,35 @@ async fn a_missing_rule_is_a_forbidden_event_naming_it_and_the_controllers_keep_
         "no status could be written: {:?}",
         f.status
     );
+
+    // Without applications/finalizers the Application's Flux source, owned with
+    // blockOwnerDeletion, is refused (the admission plugin's message names no permission; the
+    // controller's event adds it).
+    let app: Application = serde_saphyr::from_str(
+        "metadata: {name: webapp, namespace: default}
+spec:
+  source:
+    gitRepository: {url: 'http://127.0.0.1:1/webapp.git', interval: 1m, ref: {branch: master}}
+  syncPolicies:
+    - destination: {fleet: quickstart}
+      kustomization: {interval: 5m0s, path: ./deploy, prune: true}
+",
+    )
+    .unwrap();
+    apply(&h.api::<Application>(), "webapp", &app).await;
+    let events = until("a Forbidden event on the Application", WAIT, || async {
+        let events = h.events_about("webapp").await;
+        if events.contains("Forbidden") && events.contains("applications/finalizers") {
+            Ok(Some(events))
+        } else {
+            Err(events)
+        }
+    })
+    .await;
+    assert!(
+        events.contains("cannot set blockOwnerDeletion"),
+        "the event quotes the API server: {events}"
+    );
+    assert!(h.controller_running(), "the controllers keep running");
     h.shutdown().await;
 }

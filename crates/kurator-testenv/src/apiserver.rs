@@ -63,6 +63,11 @@ pub(crate) fn spec(p: &ApiserverParams<'_>) -> ProcessSpec {
         "--disable-admission-plugins={}",
         disabled.join(",")
     ));
+    // As on clusters that harden garbage collection (OpenShift enables it): setting
+    // `blockOwnerDeletion` needs `update` on the owner's `finalizers` subresource, so a client
+    // under a narrow role (charts/kurator's ClusterRole in tests/rbac.rs) is held to those
+    // rules. Admin clients are unaffected.
+    args.push("--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into());
     ProcessSpec {
         name: format!("{}-kube-apiserver", p.cluster),
         program: p.program.to_path_buf(),
