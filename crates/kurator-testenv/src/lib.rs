@@ -78,10 +78,12 @@ mod kyverno_binaries;
 mod kyverno_charts;
 mod kyverno_standin;
 mod load_balancer;
+mod plugin_charts;
 mod process;
 mod scheduler;
 mod standin_charts;
 mod state;
+mod storage;
 pub mod wait;
 
 pub use binaries::{
@@ -112,10 +114,15 @@ pub use kyverno_standin::{KyvernoStandIn, KyvernoStandInParams};
 pub use load_balancer::{
     LoadBalancerIngress, assign_load_balancer_ingress, run_load_balancer_simulator,
 };
+pub use plugin_charts::{
+    PLUGIN_CHARTS, PLUGIN_CHARTS_ENV, add_plugin_charts, plugin_chart_archives, plugin_charts_dir,
+    write_plugin_charts,
+};
 pub use process::ProcessInfo;
 pub use standin_charts::{
     ChartFiles, STANDIN_CHART_FILES, STANDIN_CHARTS, add_standin_charts, write_standin_charts,
 };
+pub use storage::DEFAULT_STORAGE_CLASS;
 
 /// Installs rustls' ring provider as the process default. Idempotent: an already installed
 /// provider (ours or another) is left in place.
