@@ -11,6 +11,7 @@
 //! read back from the clusters (`rendered.rs`).
 
 mod rendered;
+mod values;
 
 use std::{collections::BTreeMap, time::Duration};
 

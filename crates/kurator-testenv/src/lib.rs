@@ -12,7 +12,10 @@
 //! against the host (built by [`ensure_flux_binaries`]), [`GitServer`] serves bare git
 //! repositories over smart HTTP and [`HelmRepo`] a chart repository, both on loopback.
 //! [`Kyverno`] runs the real Kyverno against a member (built by [`ensure_kyverno_binaries`]),
-//! and [`add_kyverno_charts`] serves its real charts.
+//! and [`add_kyverno_charts`] serves its real charts; [`add_plugin_charts`] serves the real
+//! bitnami charts of the metric and grafana plugins from `../shared/charts/`. Every cluster
+//! with kube-controller-manager has a default StorageClass ([`DEFAULT_STORAGE_CLASS`],
+//! host-path provisioner), so the charts' claims bind.
 //! [`wait::until`] is the one way to wait for something (with a deadline and a message naming
 //! what was awaited and the last thing seen), for the tests and for this crate itself.
 //!
@@ -45,6 +48,8 @@
 //! - `KURATOR_TESTENV_CACHE`: cache dir (default `$XDG_CACHE_HOME/kurator-testenv` or
 //!   `~/.cache/kurator-testenv`); `KURATOR_TESTENV_GO`: the `go` executable.
 //! - `KURATOR_TESTENV_KEEP=1`: keep state dirs (logs, certs, kubeconfigs) on drop.
+//! - `KURATOR_PLUGIN_CHARTS`: the directory holding the bitnami chart archives (default
+//!   `<workspace>/../shared/charts`).
 //!
 //! Layout of a state dir: `env.json`, `logs/<cluster>-<component>.log` (components
 //! `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kwok`; also `etcd.log`; Flux:
@@ -81,7 +86,6 @@ mod load_balancer;
 mod plugin_charts;
 mod process;
 mod scheduler;
-mod standin_charts;
 mod state;
 mod storage;
 pub mod wait;
@@ -115,13 +119,10 @@ pub use load_balancer::{
     LoadBalancerIngress, assign_load_balancer_ingress, run_load_balancer_simulator,
 };
 pub use plugin_charts::{
-    PLUGIN_CHARTS, PLUGIN_CHARTS_ENV, add_plugin_charts, plugin_chart_archives, plugin_charts_dir,
-    write_plugin_charts,
+    PLUGIN_CHARTS, PLUGIN_CHARTS_ENV, add_plugin_charts, plugin_chart_archives,
+    plugin_chart_archives_in, plugin_chart_values, plugin_charts_dir, write_plugin_charts,
 };
 pub use process::ProcessInfo;
-pub use standin_charts::{
-    ChartFiles, STANDIN_CHART_FILES, STANDIN_CHARTS, add_standin_charts, write_standin_charts,
-};
 pub use storage::DEFAULT_STORAGE_CLASS;
 
 /// Installs rustls' ring provider as the process default. Idempotent: an already installed

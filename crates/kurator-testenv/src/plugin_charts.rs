@@ -47,7 +47,11 @@ pub fn plugin_charts_dir() -> PathBuf {
 
 /// Every archive of [`PLUGIN_CHARTS`] in [`plugin_charts_dir`], checked, in that order.
 pub fn plugin_chart_archives() -> Result<Vec<PathBuf>> {
-    let dir = plugin_charts_dir();
+    plugin_chart_archives_in(&plugin_charts_dir())
+}
+
+/// Every archive of [`PLUGIN_CHARTS`] in `dir`, checked, in that order.
+pub fn plugin_chart_archives_in(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Err(Error::PluginCharts(format!(
             "{} is not a directory: it must hold the bitnami chart archives {} (set {PLUGIN_CHARTS_ENV} \
@@ -94,6 +98,39 @@ fn check_archive(archive: &Path, name: &str, version: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The default values (`<chart>/values.yaml`) of the served chart `name`, as JSON.
+pub fn plugin_chart_values(name: &str) -> Result<serde_json::Value> {
+    let archives = plugin_chart_archives()?;
+    let Some(archive) = PLUGIN_CHARTS
+        .iter()
+        .zip(&archives)
+        .find_map(|((n, _), archive)| (*n == name).then_some(archive))
+    else {
+        return Err(Error::PluginCharts(format!("{name} is not a plugin chart")));
+    };
+    let bytes = std::fs::read(archive).map_err(|e| Error::io("reading", archive, e))?;
+    let text = chart_file(&bytes, "values.yaml")
+        .map_err(|e| Error::PluginCharts(format!("{}: {e}", archive.display())))?;
+    serde_saphyr::from_str(&text)
+        .map_err(|e| Error::PluginCharts(format!("{}: values.yaml: {e}", archive.display())))
+}
+
+/// The text of `<chart>/<file>` in a chart archive (the chart's own, not a subchart's).
+fn chart_file(tgz: &[u8], file: &str) -> std::result::Result<String, String> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+        let parts: Vec<_> = path.components().collect();
+        if parts.len() == 2 && parts[1].as_os_str() == file {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).map_err(|e| e.to_string())?;
+            return Ok(text);
+        }
+    }
+    Err(format!("no <chart>/{file} in the archive"))
 }
 
 /// Copies the plugin charts into `repo` and regenerates its index. Point Kurator's

@@ -11,6 +11,6 @@ mod flux_detached;
 mod kyverno;
 mod kyverno_charts;
 mod nodes;
+mod plugin_charts;
 mod servers;
-mod standin_charts;
 mod startup_errors;
