@@ -1,9 +1,18 @@
 //! End-to-end: Fleet plugins installed by real Flux helm-controller from a local chart
 //! repository into real member API servers: the real kyverno and kyverno-policies charts
 //! (Kurator's default 3.0.0; no Kyverno process runs here, see `policy_kyverno.rs` for
-//! that), and stand-in charts with the upstream names, versions and value keys for the
-//! metric and grafana plugins. The brief's Fleet examples are applied as written; the
+//! that), and the real bitnami thanos 12.5.1, kube-prometheus 8.9.1 and grafana 8.2.33 charts
+//! (read from `../shared/charts/`). The brief's Fleet examples are applied as written; the
 //! controller's `--chart-mirror` points the upstream repositories at the local one.
+//!
+//! kwok simulates every Pod (Running and Ready, no container runs), so Helm's waits succeed;
+//! the charts' claims (the store gateway's, Grafana's) are provisioned by the test
+//! environment's default StorageClass. What the charts rendered from the product's values is
+//! read back from the clusters (`rendered.rs`).
+
+mod policy;
+mod rendered;
+mod values;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -11,7 +20,7 @@ use crate::common::{Harness, NS, apply, until, wait_for};
 use k8s_openapi::{
     ByteString,
     api::{
-        core::v1::{ConfigMap, Secret, Service},
+        core::v1::{Secret, Service},
         discovery::v1::EndpointSlice,
     },
 };
@@ -28,22 +37,19 @@ use kurator_controller::{
     plugins::{objstore::OBJSTORE_KEY, render::ChartMirrors},
 };
 use kurator_testenv::{
-    HelmRepo, add_kyverno_charts, add_standin_charts, run_load_balancer_simulator,
+    HelmRepo, add_kyverno_charts, add_plugin_charts, run_load_balancer_simulator,
 };
 
 const WAIT: Duration = Duration::from_secs(120);
 const METRIC_FLEET: &str = include_str!("../../kurator-api/tests/fixtures/seed/fleet-metric.yaml");
 const BITNAMI: &str = "oci://registry-1.docker.io/bitnamicharts";
 const KYVERNO: &str = "https://kyverno.github.io/kyverno";
-/// Written by the kube-prometheus stand-in chart from `prometheus.externalLabels`.
-const EXTERNAL_LABELS: &str = "prometheus-prometheus-external-labels";
-
-/// A chart repository with the stand-in charts and the real Kyverno charts (its directory
+/// A chart repository with the real plugin charts (metric, grafana, Kyverno) (its directory
 /// removed when dropped), and controller settings mirroring the upstream repositories to it.
 fn charts() -> ((HelmRepo, tempfile::TempDir), Settings) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let repo = HelmRepo::start(dir.path().join("charts")).expect("chart repository starts");
-    add_standin_charts(&repo).expect("stand-in charts");
+    add_plugin_charts(&repo).expect("the real metric and grafana charts");
     add_kyverno_charts(&repo).expect("the real Kyverno charts");
     let settings = Settings {
         health_interval: Duration::from_secs(10),
@@ -76,27 +82,12 @@ fn condition(f: &Fleet, type_: &str) -> Option<(String, String, String)> {
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-async fn configmap(client: &Client, namespace: &str, name: &str) -> Option<ConfigMap> {
-    Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()
-}
-
-async fn wait_configmap(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    present: bool,
-) -> Option<ConfigMap> {
+/// Waits until the member's Prometheus resource (the kube-prometheus chart's) is there or gone.
+async fn wait_prometheus(member: &Client, cluster: &str, present: bool) {
     until(
-        format!("{namespace}/{name}: present={present}"),
+        format!("{cluster}: Prometheus present={present}"),
         WAIT,
-        || async {
-            let got = configmap(client, namespace, name).await;
-            (got.is_some() == present).then_some(got)
-        },
+        || async { (rendered::prometheus(member).await.is_some() == present).then_some(()) },
     )
     .await
 }
@@ -240,21 +231,16 @@ async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_
         ]
     );
 
-    // Members: the object-store copy, Prometheus with its external label.
+    // Members: the object-store copy; the chart's Prometheus with the cluster's external
+    // label and the Thanos sidecar on that Secret; the sidecar Service a LoadBalancer.
     for (client, name) in [(&member1, "kurator-member1"), (&member2, "kurator-member2")] {
         assert!(
             secret_exists(client, "monitoring", "thanos-objstore").await,
             "{name}"
         );
-        let labels = wait_configmap(client, "monitoring", EXTERNAL_LABELS, true)
-            .await
-            .unwrap();
-        let text = labels
-            .data
-            .unwrap_or_default()
-            .into_values()
-            .collect::<String>();
-        assert!(text.contains(name), "{name}: {text}");
+        if let Err(problem) = rendered::check_member(client, name, "thanos-objstore").await {
+            panic!("{problem}");
+        }
     }
     // Host: discovery for the IP, a static store for the hostname.
     let slice: EndpointSlice = h
@@ -266,17 +252,28 @@ async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_
     let thanos = releases.get("thanos").await.unwrap();
     let stores = &thanos.spec.values.as_ref().unwrap()["query"]["stores"];
     assert_eq!(stores, &serde_json::json!(["dns+member2.lb.example:10901"]));
+    // Thanos Query as the chart rendered it: the controller's headless Service and the
+    // hostname store (Flux upgrades the release with the latter once it is known).
+    until(
+        "Thanos Query configured with the discovery",
+        WAIT,
+        || async {
+            rendered::check_thanos(
+                &h.client,
+                NS,
+                "thanos-sidecar-remote",
+                "thanos-objstore",
+                &["dns+member2.lb.example:10901"],
+            )
+            .await
+        },
+    )
+    .await;
 
-    // Grafana on the host, with the Thanos datasource.
-    let datasources = wait_configmap(&h.client, NS, "grafana-datasources", true)
-        .await
-        .unwrap();
-    let text = datasources
-        .data
-        .unwrap_or_default()
-        .into_values()
-        .collect::<String>();
-    assert!(text.contains("Thanos") && text.contains(":9090"), "{text}");
+    // Grafana on the host, with Thanos Query as its datasource.
+    if let Err(problem) = rendered::check_grafana(&h.client, NS).await {
+        panic!("{problem}");
+    }
 
     // Disabling grafana uninstalls it; the other plugin stays.
     fleets
@@ -311,7 +308,13 @@ async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_
         },
     )
     .await;
-    wait_configmap(&h.client, NS, "grafana-datasources", false).await;
+    until("Grafana's datasource Secret removed", WAIT, || async {
+        rendered::grafana_datasources(&h.client, NS)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
 
     // Removing a cluster uninstalls its components there only and removes the Secret copy.
     fleets
@@ -324,16 +327,12 @@ async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_
         )
         .await
         .unwrap();
-    wait_configmap(&member2, "monitoring", EXTERNAL_LABELS, false).await;
+    wait_prometheus(&member2, "kurator-member2", false).await;
     until("the Secret copy in member2 removed", WAIT, || async {
         !secret_exists(&member2, "monitoring", "thanos-objstore").await
     })
     .await;
-    assert!(
-        configmap(&member1, "monitoring", EXTERNAL_LABELS)
-            .await
-            .is_some()
-    );
+    assert!(rendered::prometheus(&member1).await.is_some());
     assert!(secret_exists(&member1, "monitoring", "thanos-objstore").await);
     let f = wait_for(&fleets, "quickstart", WAIT, |f| {
         f.status.as_ref().is_some_and(|s| {
@@ -365,7 +364,7 @@ async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_
     // Disabling the metric plugin uninstalls it and removes the copy and the discovery.
     let metric = serde_json::to_value(&fleet.spec.plugin.as_ref().unwrap().metric).unwrap();
     set_metric(&fleets, serde_json::Value::Null).await;
-    wait_configmap(&member1, "monitoring", EXTERNAL_LABELS, false).await;
+    wait_prometheus(&member1, "kurator-member1", false).await;
     until("no traces of the metric plugin", WAIT, || async {
         let copy = secret_exists(&member1, "monitoring", "thanos-objstore").await;
         let discovery = h
@@ -407,246 +406,6 @@ async fn metric_and_grafana_from_the_brief_through_secret_changes_disabling_and_
     .await;
     for simulator in simulators {
         simulator.abort();
-    }
-    h.shutdown().await;
-}
-
-const POLICY_FLEET: &str = include_str!("../../kurator-api/tests/fixtures/seed/fleet-policy.yaml");
-const PRIVILEGED: &str = "disallow-privileged-containers";
-
-async fn cluster_policy(member: &Client, name: &str) -> Option<kube::api::DynamicObject> {
-    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-    let resource =
-        ApiResource::from_gvk(&GroupVersionKind::gvk("kyverno.io", "v1", "ClusterPolicy"));
-    Api::<DynamicObject>::all_with(member.clone(), &resource)
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// A PolicyReport as Kyverno writes it: one result per (policy, outcome).
-fn policy_report(name: &str, results: &[(&str, &str)]) -> serde_json::Value {
-    let results: Vec<serde_json::Value> = results
-        .iter()
-        .map(|(policy, result)| {
-            serde_json::json!({
-                "policy": policy, "rule": policy, "result": result, "severity": "high",
-                "source": "kyverno", "scored": true,
-                "timestamp": {"seconds": 1_700_000_000, "nanos": 0},
-                "resources": [{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "default", "name": "webapp"}],
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
-        "metadata": {"name": name, "namespace": "default"},
-        "results": results,
-    })
-}
-
-async fn put_policy_report(member: &Client, body: &serde_json::Value) {
-    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", "PolicyReport"),
-        "policyreports",
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(member.clone(), "default", &resource);
-    let name = body["metadata"]["name"].as_str().unwrap().to_string();
-    api.patch(
-        &name,
-        &PatchParams::apply("kyverno").force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .expect("PolicyReport written");
-}
-
-fn counts(f: &Fleet, cluster: &str) -> Option<(i64, i64, bool)> {
-    let report = f.status.as_ref()?.policy_report.as_ref()?;
-    let c = report.clusters.iter().find(|c| c.name == cluster)?;
-    c.last_seen.as_ref()?;
-    Some((c.pass, c.fail, c.stale))
-}
-
-#[tokio::test]
-async fn policy_from_the_brief_on_three_kinds_of_cluster_with_a_fleet_wide_report() {
-    use kurator_api::{Cluster, CustomCluster};
-    let (_repo, settings) = charts();
-    let h = Harness::start_with_settings(3, true, settings).await;
-    // The brief's policy fleet lists an AttachedCluster, a Cluster and a CustomCluster.
-    h.attach_member("kurator-member1", 1).await;
-    let kubeconfig = |i: usize| h.env.members()[i].kubeconfig_yaml();
-    h.put_secret("kurator-member2-kubeconfig", "value", &kubeconfig(1))
-        .await;
-    h.put_secret("kurator-member3-kubeconfig", "value", &kubeconfig(2))
-        .await;
-    let clusters: Api<Cluster> = h.api();
-    let customs: Api<CustomCluster> = h.api();
-    apply(
-        &clusters,
-        "kurator-member2",
-        &Cluster::new("kurator-member2", Default::default()),
-    )
-    .await;
-    apply(
-        &customs,
-        "kurator-member3",
-        &CustomCluster::new("kurator-member3", Default::default()),
-    )
-    .await;
-    let ready = serde_json::json!({"status": {"phase": "Ready", "kubeconfigSecretRef": "kurator-member3-kubeconfig"}});
-    clusters
-        .patch_status(
-            "kurator-member2",
-            &PatchParams::default(),
-            &Patch::Merge(&ready),
-        )
-        .await
-        .unwrap();
-    customs
-        .patch_status(
-            "kurator-member3",
-            &PatchParams::default(),
-            &Patch::Merge(&ready),
-        )
-        .await
-        .unwrap();
-
-    let fleet: Fleet = serde_saphyr::from_str(POLICY_FLEET).unwrap();
-    let fleets: Api<Fleet> = h.api();
-    apply(&fleets, "quickstart-policy", &fleet).await;
-    let f = wait_for(&fleets, "quickstart-policy", WAIT, |f| {
-        condition(f, "PolicyReady").is_some_and(|c| c.0 == "True")
-            && condition(f, "Ready").is_some_and(|c| c.0 == "True")
-    })
-    .await;
-    let status = f.status.unwrap();
-    for member in ["kurator-member1", "kurator-member2", "kurator-member3"] {
-        for release in [
-            format!("kyverno-{member}"),
-            format!("kyverno-policies-{member}"),
-        ] {
-            assert!(
-                status
-                    .plugins
-                    .iter()
-                    .any(|p| p.release == release && p.ready),
-                "{release}: {:?}",
-                status.plugins
-            );
-        }
-    }
-    // kyverno-policies installed Kyverno's baseline ClusterPolicies with the pod security
-    // values in every member.
-    let members = h.member_clients().await;
-    for member in &members {
-        let policy = cluster_policy(member, PRIVILEGED).await.expect(PRIVILEGED);
-        assert_eq!(
-            policy.metadata.annotations.unwrap_or_default()["policies.kyverno.io/severity"],
-            "high"
-        );
-        assert_eq!(policy.data["spec"]["validationFailureAction"], "Audit");
-    }
-
-    // Reports Kyverno writes in the members are aggregated in the fleet within seconds.
-    put_policy_report(
-        &members[0],
-        &policy_report(
-            "webapp",
-            &[
-                ("disallow-host-path", "pass"),
-                ("disallow-privileged-containers", "pass"),
-            ],
-        ),
-    )
-    .await;
-    put_policy_report(
-        &members[1],
-        &policy_report(
-            "webapp",
-            &[
-                ("disallow-host-path", "pass"),
-                ("disallow-privileged-containers", "fail"),
-            ],
-        ),
-    )
-    .await;
-    put_policy_report(
-        &members[2],
-        &policy_report(
-            "webapp",
-            &[
-                ("disallow-privileged-containers", "fail"),
-                ("disallow-host-ports", "warn"),
-            ],
-        ),
-    )
-    .await;
-    let started = std::time::Instant::now();
-    let f = wait_for(&fleets, "quickstart-policy", Duration::from_secs(30), |f| {
-        counts(f, "kurator-member1") == Some((2, 0, false))
-            && counts(f, "kurator-member2") == Some((1, 1, false))
-            && counts(f, "kurator-member3") == Some((0, 1, false))
-    })
-    .await;
-    eprintln!("policy reports aggregated in {:?}", started.elapsed());
-    let report = f.status.unwrap().policy_report.unwrap();
-    assert_eq!(
-        (report.totals.pass, report.totals.fail, report.totals.warn),
-        (3, 2, 1)
-    );
-    assert_eq!(
-        report.top_failing[0].policy,
-        "disallow-privileged-containers"
-    );
-    assert_eq!(report.top_failing[0].fail, 2);
-
-    // A member outage keeps its last known report, marked stale.
-    h.env.members()[2].stop().await.unwrap();
-    let f = wait_for(&fleets, "quickstart-policy", Duration::from_secs(90), |f| {
-        counts(f, "kurator-member3") == Some((0, 1, true))
-    })
-    .await;
-    let c = f
-        .status
-        .unwrap()
-        .policy_report
-        .unwrap()
-        .clusters
-        .into_iter()
-        .find(|c| c.name == "kurator-member3")
-        .unwrap();
-    assert!(c.stale_since.is_some());
-    h.env.members()[2].start().await.unwrap();
-    wait_for(&fleets, "quickstart-policy", Duration::from_secs(90), |f| {
-        counts(f, "kurator-member3") == Some((0, 1, false))
-    })
-    .await;
-
-    // Disabling the plugin uninstalls kyverno everywhere and drops the report.
-    fleets
-        .patch(
-            "quickstart-policy",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"plugin": null}})),
-        )
-        .await
-        .unwrap();
-    wait_for(&fleets, "quickstart-policy", WAIT, |f| {
-        f.status
-            .as_ref()
-            .is_some_and(|s| s.policy_report.is_none() && s.plugins.is_empty())
-    })
-    .await;
-    for member in &members[..2] {
-        until("the ClusterPolicy removed", WAIT, || async {
-            cluster_policy(member, PRIVILEGED)
-                .await
-                .is_none()
-                .then_some(())
-        })
-        .await;
     }
     h.shutdown().await;
 }

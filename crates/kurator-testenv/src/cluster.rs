@@ -17,6 +17,7 @@ use crate::kwok::{self, KwokParams};
 use crate::process::{Proc, ProcessInfo, WaitError, free_port, lost_port_race};
 use crate::scheduler::{self, SchedulerParams};
 use crate::state::{self, ClusterState};
+use crate::storage;
 
 const PORT_ATTEMPTS: usize = 4;
 /// Restarts keep the port; if it is briefly taken, retry this often.
@@ -221,6 +222,9 @@ impl ClusterHandle {
                 log: setup.log("kube-controller-manager"),
                 pid_file: setup.pid_file("kube-controller-manager"),
             };
+            // Served by its host-path provisioner; created first, so a failure leaves no
+            // process unrecorded.
+            storage::create_default_class(&self.client().await?).await?;
             controller_manager::start(&params, setup.detached, setup.timeout)
                 .await
                 .map(Some)

@@ -28,6 +28,13 @@ pub(crate) const CONTROLLERS: &[&str] = &[
     // Publishes `kube-root-ca.crt` into every namespace, which the token volume the
     // ServiceAccount admission plugin adds to each Pod refers to.
     "root-ca-certificate-publisher-controller",
+    // Provisions and binds PersistentVolumeClaims (with the host-path provisioner, see
+    // storage.rs), and removes the protection finalizers the apiserver's
+    // StorageObjectInUseProtection admission adds, without which a claim or a namespace
+    // holding one could never be deleted.
+    "persistentvolume-binder-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
 ];
 
 pub(crate) struct ControllerManagerParams<'a> {
@@ -59,6 +66,8 @@ fn spec(p: &ControllerManagerParams<'_>, port: u16) -> ProcessSpec {
                 p.certs.sa_key.display()
             ),
             format!("--root-ca-file={}", p.certs.serving_ca.display()),
+            // The default StorageClass's provisioner (storage.rs).
+            "--enable-hostpath-provisioner=true".into(),
             "--profiling=false".into(),
         ],
         log: p.log.clone(),
@@ -119,6 +128,8 @@ mod tests {
             "deployment-controller",
             "job-controller",
             "serviceaccount-token-controller",
+            "persistentvolume-binder-controller",
+            "persistentvolumeclaim-protection-controller",
         ] {
             assert!(controllers.split(',').any(|x| x == c), "{c}");
         }
@@ -127,6 +138,7 @@ mod tests {
             "--root-ca-file=/state/clusters/m1/certs/serving-ca.crt",
             "--secure-port=4000",
             "--leader-elect=false",
+            "--enable-hostpath-provisioner=true",
         ] {
             assert!(args.iter().any(|a| a == flag), "{flag}");
         }

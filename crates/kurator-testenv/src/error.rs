@@ -61,6 +61,11 @@ pub enum Error {
     #[error("helm repository: {0}")]
     HelmRepo(String),
 
+    /// The real plugin chart archives (`../shared/charts/`, `KURATOR_PLUGIN_CHARTS`) are
+    /// missing or not what they should be; the message names the path.
+    #[error("plugin charts: {0}")]
+    PluginCharts(String),
+
     /// A prebuilt binary named by KURATOR_TESTENV_BIN_DIR is missing.
     #[error("KURATOR_TESTENV_BIN_DIR is set but {0} does not exist or is not a file")]
     MissingPrebuilt(PathBuf),

@@ -12,7 +12,10 @@
 //! against the host (built by [`ensure_flux_binaries`]), [`GitServer`] serves bare git
 //! repositories over smart HTTP and [`HelmRepo`] a chart repository, both on loopback.
 //! [`Kyverno`] runs the real Kyverno against a member (built by [`ensure_kyverno_binaries`]),
-//! and [`add_kyverno_charts`] serves its real charts. [`MemberMetrics`] runs a member's real
+//! and [`add_kyverno_charts`] serves its real charts; [`add_plugin_charts`] serves the real
+//! bitnami charts of the metric and grafana plugins from `../shared/charts/`. Every cluster
+//! with kube-controller-manager has a default StorageClass ([`DEFAULT_STORAGE_CLASS`],
+//! host-path provisioner), so the charts' claims bind. [`MemberMetrics`] runs a member's real
 //! Prometheus (Debian's package) and Thanos sidecar (built by [`ensure_thanos_binary`]), and
 //! [`HostThanosQuery`] a real Thanos Query on the host reading its endpoints from a file
 //! ([`HostThanosStore`]: a store gateway on the object store).
@@ -49,6 +52,8 @@
 //! - `KURATOR_TESTENV_CACHE`: cache dir (default `$XDG_CACHE_HOME/kurator-testenv` or
 //!   `~/.cache/kurator-testenv`); `KURATOR_TESTENV_GO`: the `go` executable.
 //! - `KURATOR_TESTENV_KEEP=1`: keep state dirs (logs, certs, kubeconfigs) on drop.
+//! - `KURATOR_PLUGIN_CHARTS`: the directory holding the bitnami chart archives (default
+//!   `<workspace>/../shared/charts`).
 //!
 //! Layout of a state dir: `env.json`, `logs/<cluster>-<component>.log` (components
 //! `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kwok`; also `etcd.log`; Flux:
@@ -86,11 +91,12 @@ mod kyverno_charts;
 mod kyverno_standin;
 mod load_balancer;
 mod metrics;
+mod plugin_charts;
 mod process;
 mod prometheus;
 mod scheduler;
-mod standin_charts;
 mod state;
+mod storage;
 mod thanos;
 mod thanos_binaries;
 mod thanos_query;
@@ -126,11 +132,13 @@ pub use load_balancer::{
     LoadBalancerIngress, assign_load_balancer_ingress, run_load_balancer_simulator,
 };
 pub use metrics::{MemberMetrics, MemberMetricsParams, MetricsBinaries, ensure_metrics_binaries};
+pub use plugin_charts::{
+    PLUGIN_CHARTS, PLUGIN_CHARTS_ENV, add_plugin_charts, plugin_chart_archives,
+    plugin_chart_archives_in, plugin_chart_values, plugin_charts_dir, write_plugin_charts,
+};
 pub use process::ProcessInfo;
 pub use prometheus::APISERVER_JOB;
-pub use standin_charts::{
-    ChartFiles, STANDIN_CHART_FILES, STANDIN_CHARTS, add_standin_charts, write_standin_charts,
-};
+pub use storage::DEFAULT_STORAGE_CLASS;
 pub use thanos::SIDECAR_GRPC_PORT;
 pub use thanos_binaries::{
     PROMETHEUS_PACKAGE, THANOS_VERSION, ensure_thanos_binary, prometheus_binary,

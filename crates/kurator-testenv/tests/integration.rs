@@ -12,6 +12,6 @@ mod kyverno;
 mod kyverno_charts;
 mod metrics;
 mod nodes;
+mod plugin_charts;
 mod servers;
-mod standin_charts;
 mod startup_errors;

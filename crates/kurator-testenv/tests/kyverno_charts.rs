@@ -1,6 +1,6 @@
 //! Kyverno's real charts packaged from the `github.com/kyverno/kyverno` Go module and served
-//! by a test Helm repository of their own, next to the stand-ins' (same names and version
-//! 3.0.0, so not in the same index).
+//! by a test Helm repository of their own, and beside the real metric and grafana charts in
+//! one repository.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
 use kurator_testenv::{
-    HelmRepo, KYVERNO_CHART_NAMES, KYVERNO_CHART_RELEASES, add_kyverno_charts, add_standin_charts,
+    HelmRepo, KYVERNO_CHART_NAMES, KYVERNO_CHART_RELEASES, add_kyverno_charts, add_plugin_charts,
 };
 use serde_json::Value;
 
@@ -35,12 +35,12 @@ fn yaml(bytes: &[u8]) -> Result<Value> {
 fn real_kyverno_charts_are_packaged_indexed_and_carry_the_values_kurator_sets() -> Result<()> {
     let root = std::env::temp_dir().join(format!("kurator-kyverno-charts-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let standins = HelmRepo::start(root.join("standins"))?;
-    add_standin_charts(&standins)?;
+    let plugins = HelmRepo::start(root.join("plugins"))?;
+    add_plugin_charts(&plugins)?;
     let dir = root.join("kyverno");
     let repo = HelmRepo::start(&dir)?;
     let charts = add_kyverno_charts(&repo)?;
-    ensure!(repo.url() != standins.url());
+    ensure!(repo.url() != plugins.url());
     ensure!(charts.len() == 4, "{charts:?}");
 
     for chart in &charts {
@@ -149,14 +149,14 @@ fn real_kyverno_charts_are_packaged_indexed_and_carry_the_values_kurator_sets() 
         }
     }
 
-    // With the stand-ins gone, the real charts share a repository with the others.
-    add_kyverno_charts(&standins)?;
-    let shared = yaml(&std::fs::read(standins.dir().join("index.yaml"))?)?;
+    // The real charts share a repository with the metric and grafana ones.
+    add_kyverno_charts(&plugins)?;
+    let shared = yaml(&std::fs::read(plugins.dir().join("index.yaml"))?)?;
     ensure!(
         shared["entries"].as_object().map(|e| e.len()) == Some(5),
         "{shared}"
     );
-    drop((repo, standins));
+    drop((repo, plugins));
     std::fs::remove_dir_all(&root)?;
     Ok(())
 }

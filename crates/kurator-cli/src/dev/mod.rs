@@ -317,7 +317,7 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
             "Applied examples/quickstart/plugins: Secret thanos-objstore and Fleet {FLEET} with the metric, grafana and policy plugins."
         );
         println!(
-            "  (No kubelet here: kwok runs the charts' Pods as simulated ones, and the real Kyverno runs as local processes configured from the kyverno chart's Deployments, standing in for their Pods. The metric and grafana charts are stand-ins that create plain objects; member LoadBalancers get 192.0.2.x.)"
+            "  (No kubelet here: kwok runs the charts' Pods as simulated ones, and the real Kyverno runs as local processes configured from the kyverno chart's Deployments, standing in for their Pods. The metric and grafana charts are the real bitnami ones (thanos, kube-prometheus, grafana) from ../shared/charts; their Pods are simulated too, so no Prometheus, Thanos or Grafana runs from them; claims bind to host-path volumes; member LoadBalancers get 192.0.2.x.)"
         );
     }
 

@@ -2,8 +2,9 @@
 //! plugins, installed by Flux from the playground's chart repository.
 //!
 //! The playground has no kubelet: kwok runs every Pod as a simulated one. The chart repository
-//! serves the real kyverno and kyverno-policies charts, and stand-in charts for the metric and
-//! grafana plugins (upstream names, versions and value keys; plain objects only). Once the
+//! serves the real kyverno and kyverno-policies charts, and the real bitnami thanos,
+//! kube-prometheus and grafana charts of the metric and grafana plugins (read from
+//! `../shared/charts/`, or `KURATOR_PLUGIN_CHARTS`). Once the
 //! kyverno chart's Deployments exist in a member, the real Kyverno runs as local processes
 //! configured from them (standing in for the kubelet that would run their Pods), so the
 //! fleet's policy report shows Kyverno's own results; an example workload that violates the
@@ -46,11 +47,12 @@ pub fn mirror_args(charts: SocketAddr) -> Vec<String> {
         .collect()
 }
 
-/// Writes the stand-in charts, with `kyverno` the real Kyverno charts, and their index into
+/// Writes the real metric and grafana charts (from `../shared/charts/`, or
+/// `KURATOR_PLUGIN_CHARTS`), with `kyverno` the real Kyverno charts, and their index into
 /// `dir` (served by `dev serve-plugins`).
 pub fn write_charts(dir: &Path, kyverno: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    kurator_testenv::write_standin_charts(dir).context("writing the stand-in charts")?;
+    kurator_testenv::write_plugin_charts(dir).context("writing the metric and grafana charts")?;
     if kyverno {
         kurator_testenv::write_kyverno_charts(dir).context("writing the Kyverno charts")?;
     }

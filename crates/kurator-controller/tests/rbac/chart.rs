@@ -15,7 +15,7 @@ use kube::{
     },
     config::{AuthInfo, KubeConfigOptions, Kubeconfig},
 };
-use kurator_testenv::{HelmRepo, TestEnv, add_kyverno_charts, add_standin_charts};
+use kurator_testenv::{HelmRepo, TestEnv, add_kyverno_charts, add_plugin_charts};
 
 use super::{RELEASE, RELEASE_NS, WAIT};
 use crate::common::until;
@@ -56,8 +56,8 @@ pub fn chart_files() -> Vec<(String, String)> {
     files
 }
 
-/// A chart repository serving the kurator chart (and the plugins' charts: the real Kyverno
-/// ones and the metric stand-ins); its directory is removed when dropped.
+/// A chart repository serving the kurator chart (and the plugins' real charts: Kyverno's and
+/// the metric plugin's bitnami ones); its directory is removed when dropped.
 pub fn chart_repository() -> (HelmRepo, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let repo = HelmRepo::start(dir.path().join("charts")).expect("chart repository starts");
@@ -69,7 +69,7 @@ pub fn chart_repository() -> (HelmRepo, tempfile::TempDir) {
     repo.add_chart("kurator", env!("CARGO_PKG_VERSION"), &files)
         .expect("the kurator chart packaged");
     add_kyverno_charts(&repo).expect("the real Kyverno charts");
-    add_standin_charts(&repo).expect("the metric plugin's stand-in charts");
+    add_plugin_charts(&repo).expect("the metric plugin's real charts");
     (repo, dir)
 }
 
