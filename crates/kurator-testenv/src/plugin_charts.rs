@@ -30,14 +30,30 @@ pub const PLUGIN_CHARTS: &[(&str, &str)] = &[
 
 /// The default location: `../shared/charts` beside the workspace root this crate was built in.
 fn default_dir() -> PathBuf {
-    // The crate sits at `<workspace>/crates/kurator-testenv`.
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2);
-    let beside = workspace.and_then(Path::parent).unwrap_or(Path::new("/"));
-    beside.join("shared").join("charts")
+    // The crate sits at `<workspace>/crates/kurator-testenv`. The archives sit in `shared/`
+    // beside the checkout; a clone made deeper (a CI job's directory) finds the nearest
+    // `shared/charts` of its ancestors. None found: the path beside the workspace, to be named.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap_or(Path::new("/"));
+    workspace
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join("shared").join("charts"))
+        .find(|dir| dir.is_dir())
+        .unwrap_or_else(|| {
+            workspace
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .join("shared")
+                .join("charts")
+        })
 }
 
 /// Where the plugin chart archives are read from: [`PLUGIN_CHARTS_ENV`] when set (and not
-/// empty), else `<workspace root>/../shared/charts`. The directory is not checked here.
+/// empty), else `shared/charts` beside the workspace root or, failing that, beside its nearest
+/// ancestor that has one. The directory is not checked here.
 pub fn plugin_charts_dir() -> PathBuf {
     std::env::var_os(PLUGIN_CHARTS_ENV)
         .filter(|v| !v.is_empty())
