@@ -2,7 +2,11 @@
 //! real host and member, with `kurator controller` running as a process (leader election on,
 //! so `kurator version` finds the controller's version on its Lease).
 
+mod common;
+
 use std::{collections::BTreeMap, path::Path, process::Stdio, time::Duration};
+
+use common::{Run, run};
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
@@ -23,35 +27,11 @@ const NS: &str = "default";
 /// Upper bound of one CLI run (attach waits at most its own 60 s).
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn text(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
 async fn kurator(args: &[&str]) -> Run {
-    let out = tokio::time::timeout(
-        RUN_TIMEOUT,
-        Command::new(KURATOR)
-            .args(args)
-            // Every host and member is named by a flag; a developer's KUBECONFIG plays no part.
-            .env_remove("KUBECONFIG")
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("kurator {args:?} still running after {RUN_TIMEOUT:?}"))
-    .expect("kurator runs");
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
+    let mut command = Command::new(KURATOR);
+    // Every host and member is named by a flag; a developer's KUBECONFIG plays no part.
+    command.args(args).env_remove("KUBECONFIG");
+    run(&mut command, &format!("kurator {args:?}"), RUN_TIMEOUT).await
 }
 
 /// `kurator controller` against the host, leader election on (Lease kube-system/kurator-controller).

@@ -12,6 +12,8 @@
 //! proxied query itself cannot reach a local Prometheus: the API server's refusal is what the
 //! test sees and asserts.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     path::Path,
@@ -28,6 +30,8 @@ use kurator_api::{
 use kurator_cli::metrics::discover::{self, Endpoint};
 use kurator_testenv::{ControllerManagerMode, TestEnv, wait};
 use tokio::process::{Child, Command};
+
+use common::{Run, run};
 
 const KURATOR: &str = env!("CARGO_BIN_EXE_kurator");
 const NS: &str = "default";
@@ -107,40 +111,18 @@ fn start_prometheus(dir: &Path, port: u16) -> Child {
         .expect("prometheus starts")
 }
 
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn text(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
 /// The binary with `args`, the host named by flag; no KUBECONFIG or KURATOR_THANOS_URL of the
 /// developer's plays a part (`env` may set the latter).
 async fn kurator(host_kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out = tokio::time::timeout(
-        RUN_TIMEOUT,
-        Command::new(KURATOR)
-            .args(["metrics", "query"])
-            .args(args)
-            .arg(format!("--kubeconfig={}", host_kubeconfig.display()))
-            .env_remove("KUBECONFIG")
-            .env_remove(discover::THANOS_URL_ENV)
-            .envs(env.iter().copied())
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("kurator {args:?} still running after {RUN_TIMEOUT:?}"))
-    .expect("kurator runs");
-    Run {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
+    let mut command = Command::new(KURATOR);
+    command
+        .args(["metrics", "query"])
+        .args(args)
+        .arg(format!("--kubeconfig={}", host_kubeconfig.display()))
+        .env_remove("KUBECONFIG")
+        .env_remove(discover::THANOS_URL_ENV)
+        .envs(env.iter().copied());
+    run(&mut command, &format!("kurator {args:?}"), RUN_TIMEOUT).await
 }
 
 fn fleet(name: &str, clusters: &[&str], metric: bool) -> Fleet {

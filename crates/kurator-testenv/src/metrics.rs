@@ -390,6 +390,11 @@ pub(crate) fn thanos_http_port(spec: &ProcessSpec) -> Option<u16> {
     port_of_flag(spec, "--http-address=")
 }
 
+/// A Thanos component's `--grpc-address` port.
+pub(crate) fn thanos_grpc_port(spec: &ProcessSpec) -> Option<u16> {
+    port_of_flag(spec, "--grpc-address=")
+}
+
 pub(crate) fn pid_file(state_dir: &Path, detached: bool, name: &str) -> Option<PathBuf> {
     detached.then(|| state_dir.join("run").join(format!("{name}.pid")))
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::cluster::log_path;
 use crate::error::{Error, Result};
-use crate::metrics::{READY_PATH, pid_file, thanos_http_port, wait_http_ready};
+use crate::metrics::{READY_PATH, pid_file, thanos_grpc_port, thanos_http_port, wait_http_ready};
 use crate::process::{Proc, ProcessInfo, ProcessSpec, free_port, start_on_free_port};
 use crate::thanos::{self, QueryFlags};
 
@@ -141,13 +141,7 @@ impl HostThanosQuery {
         })
         .await?;
         let http_port = thanos_http_port(&proc.spec).unwrap_or_default();
-        let grpc_port = proc
-            .spec
-            .args
-            .iter()
-            .find_map(|a| a.strip_prefix("--grpc-address=127.0.0.1:"))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_default();
+        let grpc_port = thanos_grpc_port(&proc.spec).unwrap_or_default();
         let http = LoopbackHttp::new(http_port, "Thanos Query")?;
         tracing::info!(http_port, grpc_port, "thanos query ready");
         Ok(HostThanosQuery {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::certs::write_file;
 use crate::cluster::log_path;
 use crate::error::{Error, Result};
-use crate::metrics::{READY_PATH, pid_file, thanos_http_port, wait_http_ready};
+use crate::metrics::{READY_PATH, pid_file, thanos_grpc_port, thanos_http_port, wait_http_ready};
 use crate::process::{Proc, ProcessInfo, ProcessSpec, free_port, start_on_free_port};
 
 /// Inputs to start a store gateway on the host.
@@ -78,13 +78,7 @@ impl HostThanosStore {
             wait_http_ready(proc, timeout, thanos_http_port)
         })
         .await?;
-        let grpc_port = proc
-            .spec
-            .args
-            .iter()
-            .find_map(|a| a.strip_prefix("--grpc-address=127.0.0.1:"))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_default();
+        let grpc_port = thanos_grpc_port(&proc.spec).unwrap_or_default();
         Ok(HostThanosStore { grpc_port, proc })
     }
 
