@@ -123,7 +123,8 @@ pub use kyverno_charts::{
 };
 pub use kyverno_standin::{KyvernoStandIn, KyvernoStandInParams};
 pub use load_balancer::{
-    LoadBalancerIngress, assign_load_balancer_ingress, run_load_balancer_simulator,
+    LoadBalancerIngress, LoadBalancerPool, POOL_ADVERTISED_PREFIX, assign_load_balancer_ingress,
+    run_load_balancer_pool_simulator, run_load_balancer_simulator,
 };
 pub use metrics::{MemberMetrics, MemberMetricsParams, MetricsBinaries, ensure_metrics_binaries};
 pub use process::ProcessInfo;
