@@ -86,6 +86,7 @@ mod kyverno_charts;
 mod kyverno_standin;
 mod load_balancer;
 mod metrics;
+mod metrics_standin;
 mod process;
 mod prometheus;
 mod scheduler;
@@ -127,6 +128,7 @@ pub use load_balancer::{
     run_load_balancer_pool_simulator, run_load_balancer_simulator,
 };
 pub use metrics::{MemberMetrics, MemberMetricsParams, MetricsBinaries, ensure_metrics_binaries};
+pub use metrics_standin::{MetricsStandIn, MetricsStandInParams};
 pub use process::ProcessInfo;
 pub use prometheus::APISERVER_JOB;
 pub use standin_charts::{
