@@ -204,10 +204,10 @@ async fn run_simulator(
         tokio::select! {
             event = services.next(), if !watch_ended => match event {
                 Some(Ok(svc)) => {
-                    if let Some(key) = waiting_for_address(&svc) {
-                        if let Some(ingress) = ingress_for(&key.0, &key.1) {
-                            assign_or_queue(&client, key, &ingress, &mut retry, true).await;
-                        }
+                    if let Some(key) = waiting_for_address(&svc)
+                        && let Some(ingress) = ingress_for(&key.0, &key.1)
+                    {
+                        assign_or_queue(&client, key, &ingress, &mut retry, true).await;
                     }
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "watching Services failed; retrying"),
