@@ -142,8 +142,15 @@ impl<'a> MetricsStandIn<'a> {
         for (cluster, handle) in &self.params.members {
             let release = releases.get(&format!("prometheus-{cluster}"));
             let wanted = match release {
+                // One member's API server down must not hold the others up: keep what runs.
                 Some(release) if is_ready(release) => {
-                    self.member_wanted(cluster, handle, release).await?
+                    match self.member_wanted(cluster, handle, release).await {
+                        Ok(wanted) => wanted,
+                        Err(e) => {
+                            tracing::warn!(%cluster, error = %e, "reading the member failed");
+                            continue;
+                        }
+                    }
                 }
                 // Upgrading (not Ready for a while): keep what runs.
                 Some(_) => continue,
