@@ -238,8 +238,14 @@ impl<'a> MetricsStandIn<'a> {
                 if now.external_labels == wanted.external_labels
                     && now.sidecar == wanted.sidecar =>
             {
-                tracing::info!(%cluster, "object-store Secret copy changed: restarting the sidecar");
                 let member = state.members.get_mut(cluster).expect("running");
+                // A sidecar is ready only once it reads its Prometheus: restarting it during
+                // an outage would hold every pass until the timeout. Done once it is back.
+                if !member.metrics.prometheus_running() {
+                    tracing::debug!(%cluster, "Prometheus down: the sidecar restart waits");
+                    return;
+                }
+                tracing::info!(%cluster, "object-store Secret copy changed: restarting the sidecar");
                 match member
                     .metrics
                     .restart_sidecar(wanted.objstore.as_deref())
