@@ -200,6 +200,15 @@ async fn fleet_metrics_reach_thanos_query_through_members_coming_and_going() {
         stand_in.stop_prometheus(MEMBERS[1]).await.unwrap();
         let missing = wait_for_clusters(&stand_in, &MEMBERS[..1]).await;
         assert_eq!(missing, [MEMBERS[1]]);
+        // Partial responses are on (as the chart leaves them): Query's warning names it too.
+        until("Query's warning to name member2", WAIT, || async {
+            match stand_in.query().instant_query(UP_BY_CLUSTER).await {
+                Ok(v) if v.warnings.iter().any(|w| w.contains(MEMBERS[1])) => Ok(()),
+                Ok(v) => Err(format!("warnings {:?}", v.warnings)),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
         stand_in.start_prometheus(MEMBERS[1]).await.unwrap();
         wait_for_clusters(&stand_in, &MEMBERS).await;
         eprintln!(

@@ -15,7 +15,10 @@
 //! and [`add_kyverno_charts`] serves its real charts. [`MemberMetrics`] runs a member's real
 //! Prometheus (Debian's package) and Thanos sidecar (built by [`ensure_thanos_binary`]), and
 //! [`HostThanosQuery`] a real Thanos Query on the host reading its endpoints from a file
-//! ([`HostThanosStore`]: a store gateway on the object store).
+//! ([`HostThanosStore`]: a store gateway on the object store). [`MetricsStandIn`] runs them
+//! for a fleet's metric plugin from what the controller rendered, standing in for the kubelet
+//! that would run the charts' Pods; [`run_load_balancer_pool_simulator`] gives each
+//! LoadBalancer Service its own address, forwarded to a loopback one ([`LoadBalancerPool`]).
 //! [`wait::until`] is the one way to wait for something (with a deadline and a message naming
 //! what was awaited and the last thing seen), for the tests and for this crate itself.
 //!
