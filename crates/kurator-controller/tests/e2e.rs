@@ -9,6 +9,7 @@ mod applications;
 mod applications_flux;
 mod attached_clusters;
 mod fleets;
+mod metrics_thanos;
 mod plugins_flux;
 mod policy_kyverno;
 mod policy_reports;

@@ -18,7 +18,10 @@
 //! host-path provisioner), so the charts' claims bind. [`MemberMetrics`] runs a member's real
 //! Prometheus (Debian's package) and Thanos sidecar (built by [`ensure_thanos_binary`]), and
 //! [`HostThanosQuery`] a real Thanos Query on the host reading its endpoints from a file
-//! ([`HostThanosStore`]: a store gateway on the object store).
+//! ([`HostThanosStore`]: a store gateway on the object store). [`MetricsStandIn`] runs them
+//! for a fleet's metric plugin from what the controller rendered, standing in for the kubelet
+//! that would run the charts' Pods; [`run_load_balancer_pool_simulator`] gives each
+//! LoadBalancer Service its own address, forwarded to a loopback one ([`LoadBalancerPool`]).
 //! [`wait::until`] is the one way to wait for something (with a deadline and a message naming
 //! what was awaited and the last thing seen), for the tests and for this crate itself.
 //!
@@ -91,6 +94,7 @@ mod kyverno_charts;
 mod kyverno_standin;
 mod load_balancer;
 mod metrics;
+mod metrics_standin;
 mod plugin_charts;
 mod process;
 mod prometheus;
@@ -129,9 +133,11 @@ pub use kyverno_charts::{
 };
 pub use kyverno_standin::{KyvernoStandIn, KyvernoStandInParams};
 pub use load_balancer::{
-    LoadBalancerIngress, assign_load_balancer_ingress, run_load_balancer_simulator,
+    LoadBalancerIngress, LoadBalancerPool, POOL_ADVERTISED_PREFIX, assign_load_balancer_ingress,
+    run_load_balancer_pool_simulator, run_load_balancer_simulator,
 };
 pub use metrics::{MemberMetrics, MemberMetricsParams, MetricsBinaries, ensure_metrics_binaries};
+pub use metrics_standin::{MetricsStandIn, MetricsStandInParams};
 pub use plugin_charts::{
     PLUGIN_CHARTS, PLUGIN_CHARTS_ENV, add_plugin_charts, plugin_chart_archives,
     plugin_chart_archives_in, plugin_chart_values, plugin_charts_dir, write_plugin_charts,
