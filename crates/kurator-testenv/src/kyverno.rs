@@ -298,6 +298,12 @@ async fn start_one(
             }
         };
         match outcome {
+            Ok(()) if attempt < ATTEMPTS && webhook_server_lost_its_port(&proc) => {
+                // Kyverno keeps running without its webhook server, and the readiness probe
+                // may have been answered by whoever holds that port (another test's Kyverno).
+                tracing::warn!(process = %proc.spec.name, "webhook server lost a port race, retrying");
+                proc.kill().await.ok();
+            }
             Ok(()) => return Ok((proc, port)),
             Err(WaitError::Exited(status)) if attempt < ATTEMPTS && lost_port_race(&proc) => {
                 tracing::warn!(%status, process = %proc.spec.name, "lost a port race, retrying");
@@ -312,6 +318,17 @@ async fn start_one(
             }
         }
     }
+}
+
+/// Whether the last run's webhook server could not bind its port: Kyverno logs it and keeps
+/// running. The whole run is read (it logs much before it is ready, unlike a process that exits).
+fn webhook_server_lost_its_port(proc: &Proc) -> bool {
+    let log = std::fs::read_to_string(&proc.spec.log).unwrap_or_default();
+    let last_run = log
+        .rsplit("=== kurator-testenv: starting")
+        .next()
+        .unwrap_or("");
+    last_run.contains("failed to start server") && last_run.contains("address already in use")
 }
 
 fn env_value(spec: &ProcessSpec, key: &str) -> String {
