@@ -240,7 +240,7 @@ fn playground_up_twice_env_status_get_down() {
         "kyverno  kyverno           -       Ready            Ready",
         "kyverno  kyverno-policies  -       Ready            Ready",
         "Policy reports: ",
-        "real Kyverno runs as local processes",
+        "real programs run as local processes configured from what the charts rendered",
         "MetricReady         True",
         "GrafanaReady        True",
         "PolicyReady         True",
@@ -280,8 +280,62 @@ fn playground_up_twice_env_status_get_down() {
         "{by_policy}"
     );
 
-    // The real Kyverno runs in both members, listed with its pids.
+    // The fleet-wide query the playground ends with: each member's API request rate, from
+    // its own Prometheus and Thanos sidecar, through the host's Thanos Query.
+    let rates = out
+        .split("API requests per second by cluster, fleet-wide through Thanos Query")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no fleet-wide query result in:\n{out}"));
+    for member in ["kurator-member1", "kurator-member2"] {
+        let row = rates
+            .lines()
+            .find(|l| l.starts_with(&format!("{member} ")))
+            .unwrap_or_else(|| panic!("no rate for {member} in:\n{rates}"));
+        let rate: f64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(rate > 0.0, "{row}");
+    }
+    assert!(!rates.contains("no series from"), "{rates}");
+
+    // `kurator metrics query` as a user runs it after `eval "$(kurator dev env)"`.
+    let env = text(&kurator(&dev, &["dev", "env"]));
+    let thanos_url = env
+        .lines()
+        .find_map(|l| l.strip_prefix("export KURATOR_THANOS_URL="))
+        .unwrap_or_else(|| panic!("no KURATOR_THANOS_URL in:\n{env}"));
+    let query = Command::new(KURATOR)
+        .args(["metrics", "query", "count by (cluster) (up)"])
+        .args(["--fleet", "quickstart", "-o", "json", "--kubeconfig", host])
+        .env("KURATOR_THANOS_URL", thanos_url)
+        .output()
+        .unwrap();
+    assert!(query.status.success(), "{}", text(&query));
+    let answer: serde_json::Value = serde_json::from_slice(&query.stdout).unwrap();
+    let clusters: Vec<&str> = answer["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["cluster"].as_str())
+        .collect();
+    assert_eq!(clusters, ["kurator-member1", "kurator-member2"], "{answer}");
+    assert_eq!(answer["clustersWithoutSeries"], serde_json::json!([]));
+
+    // The real Kyverno runs in both members, listed with its pids, and so do the
+    // members' Prometheus and sidecar and the host's Thanos Query.
     let status = text(&kurator(&dev, &["dev", "status"]));
+    for name in [
+        "member1-prometheus",
+        "member1-thanos-sidecar",
+        "member2-prometheus",
+        "member2-thanos-sidecar",
+        "host-thanos-query",
+    ] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.trim_start().starts_with(name) && l.contains("running (pid ")),
+            "{name} in:\n{status}"
+        );
+    }
     for cluster in ["member1", "member2"] {
         for component in ["kyverno-admission-controller", "kyverno-reports-controller"] {
             let name = format!("{cluster}-{component}");

@@ -375,14 +375,17 @@ impl<'a> MetricsStandIn<'a> {
         }
     }
 
-    /// The member processes it runs now.
+    /// The processes it runs now: Thanos Query, then each member's.
     pub async fn processes(&self) -> Vec<ProcessInfo> {
+        let mut processes = self.query.processes();
         let mut state = self.state.lock().await;
-        state
-            .members
-            .values_mut()
-            .flat_map(|m| m.metrics.processes())
-            .collect()
+        processes.extend(
+            state
+                .members
+                .values_mut()
+                .flat_map(|m| m.metrics.processes()),
+        );
+        processes
     }
 }
 

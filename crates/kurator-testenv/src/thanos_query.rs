@@ -98,7 +98,8 @@ pub struct HostThanosQuery {
     grpc_port: u16,
     sd_file: PathBuf,
     http: LoopbackHttp,
-    proc: Proc,
+    // Behind a lock so it can be listed through `&self` while the owner queries it.
+    proc: std::sync::Mutex<Proc>,
 }
 
 impl std::fmt::Debug for HostThanosQuery {
@@ -149,7 +150,7 @@ impl HostThanosQuery {
             grpc_port,
             sd_file,
             http,
-            proc,
+            proc: std::sync::Mutex::new(proc),
         })
     }
 
@@ -177,13 +178,18 @@ impl HostThanosQuery {
     }
 
     /// The process, for `kurator dev status`.
-    pub fn processes(&mut self) -> Vec<ProcessInfo> {
-        vec![self.proc.info(Some(HOST))]
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        let mut proc = self.proc.lock().unwrap_or_else(|e| e.into_inner());
+        vec![proc.info(Some(HOST))]
     }
 
     /// Kills the process and waits until it is gone.
     pub async fn stop(&mut self) -> Result<()> {
-        self.proc.kill().await
+        self.proc
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .kill()
+            .await
     }
 
     /// `GET /api/v1/query?query=<promql>` (an instant query at the current time).

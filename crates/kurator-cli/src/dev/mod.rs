@@ -56,6 +56,9 @@ pub enum DevCommand {
         /// Run Kyverno in the members where its chart is installed.
         #[arg(long)]
         kyverno: bool,
+        /// Run Prometheus and a Thanos sidecar per member and Thanos Query on the host.
+        #[arg(long)]
+        metrics: bool,
         #[arg(long = "member-kubeconfig")]
         members: Vec<PathBuf>,
     },
@@ -91,8 +94,19 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
             addr,
             env_dir,
             kyverno,
+            metrics,
             members,
-        } => plugins::serve(&dir, addr, &env_dir, kyverno, &members).await,
+        } => {
+            plugins::serve(plugins::Serve {
+                dir: &dir,
+                addr,
+                env_dir: &env_dir,
+                kyverno,
+                metrics,
+                members: &members,
+            })
+            .await
+        }
         DevCommand::Down => down(&state),
         DevCommand::Status => status(&state).await,
         DevCommand::Env => print_env(&state),
@@ -224,6 +238,12 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
             tokio::task::spawn_blocking(kurator_testenv::ensure_kyverno_binaries)
                 .await?
                 .context("building Kyverno")?;
+            println!(
+                "Preparing Prometheus (Debian's prometheus package) and the real Thanos v0.31.0; the first run builds Thanos from source: 3 to 6 minutes..."
+            );
+            tokio::task::spawn_blocking(kurator_testenv::ensure_metrics_binaries)
+                .await?
+                .context("Prometheus and Thanos")?;
         }
         plugins::write_charts(&dir, with_plugins)?;
         // The controller's chart mirror points here: keep the address across restarts.
@@ -243,6 +263,7 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
         ];
         if with_plugins {
             args.push("--kyverno".into());
+            args.push("--metrics".into());
             std::fs::write(&kyverno_marker, "")?;
         } else {
             let _ = std::fs::remove_file(&kyverno_marker);
@@ -257,7 +278,12 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
         std::fs::write(&charts_addr_file, addr.to_string())?;
         wait::port_open(addr, Duration::from_secs(10)).await?;
         println!(
-            "Chart repository started on http://{addr} (the real kyverno charts; stand-ins for thanos, kube-prometheus, grafana)."
+            "Chart repository started on http://{addr} (the real bitnami thanos, kube-prometheus and grafana charts{}).",
+            if with_plugins {
+                ", the real kyverno charts"
+            } else {
+                ""
+            }
         );
     }
     let charts_addr: SocketAddr = std::fs::read_to_string(&charts_addr_file)?
@@ -312,12 +338,14 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
         "Applied Application {APPLICATION}: {git_url}/podinfo.git (./deploy/webapp and ./kustomize) to every member."
     );
     if with_plugins {
-        plugins::apply(&client).await?;
+        let bucket = state.join("thanos-bucket");
+        plugins::apply(&client, &bucket).await?;
         println!(
-            "Applied examples/quickstart/plugins: Secret thanos-objstore and Fleet {FLEET} with the metric, grafana and policy plugins."
+            "Applied examples/quickstart/plugins: Secret thanos-objstore (its FILESYSTEM bucket moved to {}) and Fleet {FLEET} with the metric, grafana and policy plugins.",
+            bucket.display()
         );
         println!(
-            "  (No kubelet here: kwok runs the charts' Pods as simulated ones, and the real Kyverno runs as local processes configured from the kyverno chart's Deployments, standing in for their Pods. The metric and grafana charts are the real bitnami ones (thanos, kube-prometheus, grafana) from ../shared/charts; their Pods are simulated too, so no Prometheus, Thanos or Grafana runs from them; claims bind to host-path volumes; member LoadBalancers get 192.0.2.x.)"
+            "  (No kubelet here: kwok runs the charts' Pods as simulated ones. Standing in for the Pods, real programs run as local processes configured from what the charts rendered: Kyverno from the kyverno chart's Deployments; per member Prometheus (scraping its API server) and a Thanos sidecar from the prometheus release and the Secret copy, listening where the member's sidecar LoadBalancer (198.51.100.x) is forwarded; on the host Thanos Query, following the controller's discovery. The charts are the real bitnami thanos, kube-prometheus and grafana from ../shared/charts; Grafana does not run: no image of it is reachable here. Claims bind to host-path volumes.)"
         );
     }
 
@@ -350,6 +378,27 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
     } else {
         fleet
     };
+    let metrics = if with_plugins {
+        let host_config = crate::config(Some(&host.kubeconfig_path().to_path_buf())).await?;
+        let env_dir = env_dir(state);
+        let result = wait::fleet_query(
+            host_config,
+            FLEET,
+            plugins::FLEET_QUERY,
+            || plugins::thanos_url(&env_dir),
+            timeout,
+        )
+        .await
+        .inspect_err(|_| {
+            eprintln!(
+                "Plugin support log (Prometheus, Thanos): {}",
+                plugin_support(state).log_path().display()
+            )
+        })?;
+        Some(result)
+    } else {
+        None
+    };
     let now = Timestamp::now();
     println!();
     if with_plugins {
@@ -376,11 +425,25 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
         "  (kwok simulates the nodes: Pods are scheduled and reported Running and Ready; no container runs.)"
     );
     println!();
+    if let Some(result) = &metrics {
+        println!(
+            "API requests per second by cluster, fleet-wide through Thanos Query ({}), `{}`:",
+            plugins::thanos_url(&env_dir(state)).unwrap_or_default(),
+            result.query
+        );
+        print!("{}", crate::metrics::render::table(result));
+        println!();
+    }
     // The repository's ./kurator wrapper sets KURATOR_CMD so the hints can be pasted as is.
     let cmd = std::env::var("KURATOR_CMD").unwrap_or_else(|_| "kurator".into());
     println!("Next:");
     println!(
-        "  eval \"$({cmd} dev env)\"   # KUBECONFIG (host) and KURATOR_MEMBER{{1,2}}_KUBECONFIG"
+        "  eval \"$({cmd} dev env)\"   # KUBECONFIG (host) and KURATOR_MEMBER{{1,2}}_KUBECONFIG{}",
+        if with_plugins {
+            ", KURATOR_THANOS_URL"
+        } else {
+            ""
+        }
     );
     println!("  {cmd} get clusters        # READY, VERSION, FLEET of each member");
     println!("  {cmd} get fleets -o wide  # phase, reason and unready members");
@@ -388,6 +451,7 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
     if with_plugins {
         println!("  {cmd} describe fleet {FLEET}   # plugins × clusters, policy summary");
         println!("  {cmd} get policyreports --fleet {FLEET} --by policy");
+        println!("  {cmd} metrics query 'count by (cluster) (up)' --fleet {FLEET}");
     } else {
         println!("  {cmd} dev up --plugins    # add the metric, grafana and policy plugins");
     }
@@ -423,9 +487,10 @@ async fn status(state: &std::path::Path) -> anyhow::Result<()> {
     };
     let dead = env.dead_processes().await;
     let mut processes = env.processes().await;
-    // Kyverno, run by the plugin support process: listed only while that process lives.
+    // Kyverno, Prometheus and Thanos, run by the plugin support process: listed only while
+    // that process lives.
     if plugin_support(state).running_pid().is_some() {
-        processes.extend(plugins::kyverno_processes(&env_dir(state)));
+        processes.extend(plugins::plugin_processes(&env_dir(state)));
     }
     let width = processes.iter().map(|p| p.name.len()).max().unwrap_or(0);
     let state_and_log = |p: &kurator_testenv::ProcessInfo| {
@@ -512,6 +577,13 @@ fn print_env(state: &std::path::Path) -> anyhow::Result<()> {
             index + 1,
             member.kubeconfig_path().display()
         );
+    }
+    // With the metric plugin, `kurator metrics query` reaches the playground's Thanos Query
+    // here: the API server cannot proxy to the loopback address it listens on.
+    if plugin_support(state).running_pid().is_some()
+        && let Some(url) = plugins::thanos_url(&env_dir(state))
+    {
+        println!("export {}={url}", crate::metrics::discover::THANOS_URL_ENV);
     }
     Ok(())
 }

@@ -248,6 +248,49 @@ pub async fn policy_summary(
     }
 }
 
+/// Polls the fleet-wide `promql` through Thanos Query at the URL the plugin support writes
+/// (`url()`: `None` until it does) until every cluster of fleet `name` has series.
+pub async fn fleet_query(
+    host: kube::Config,
+    name: &str,
+    promql: &str,
+    url: impl Fn() -> Option<String>,
+    timeout: Duration,
+) -> anyhow::Result<crate::metrics::render::QueryResult> {
+    println!("Waiting for `{promql}` to answer from every cluster through Thanos Query...");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match url() {
+            None => "Thanos Query is not running yet".to_string(),
+            Some(url) => {
+                match crate::metrics::fleet_query(host.clone(), None, name, promql, Some(&url))
+                    .await
+                {
+                    Ok(result)
+                        if !result.series.is_empty()
+                            && result.clusters_without_series.is_empty() =>
+                    {
+                        return Ok(result);
+                    }
+                    Ok(result) if result.series.is_empty() => "no series yet".to_string(),
+                    Ok(result) => format!(
+                        "no series from {} yet",
+                        result.clusters_without_series.join(", ")
+                    ),
+                    Err(e) => format!("{e:#}"),
+                }
+            }
+        };
+        if Instant::now() > deadline {
+            bail!(
+                "fleet {name}: `{promql}` did not answer from every cluster after {}s: {last}",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,24 +78,48 @@ pub async fn run(command: MetricsCommand) -> anyhow::Result<()> {
 }
 
 async fn query(args: QueryArgs) -> anyhow::Result<()> {
-    let url = args
-        .thanos_url
-        .as_deref()
-        .map(discover::checked_url)
-        .transpose()?;
     let host_config = crate::config(args.kubeconfig.as_ref())
         .await
         .context("host cluster")?;
-    let ns = args
-        .namespace
-        .clone()
+    let result = fleet_query(
+        host_config,
+        args.namespace.as_deref(),
+        &args.fleet,
+        &args.promql,
+        args.thanos_url.as_deref(),
+    )
+    .await?;
+    match args.output {
+        Format::Json => print!("{}", render::json(&result)),
+        Format::Table => {
+            for warning in &result.warnings {
+                eprintln!("warning: {warning}");
+            }
+            print!("{}", render::table(&result));
+        }
+    }
+    Ok(())
+}
+
+/// The instant query `promql` through the Thanos Query of fleet `name` (in `namespace`, else
+/// the kubeconfig context's), or at `thanos_url`, by the fleet's clusters.
+pub async fn fleet_query(
+    host_config: kube::Config,
+    namespace: Option<&str>,
+    name: &str,
+    promql: &str,
+    thanos_url: Option<&str>,
+) -> anyhow::Result<render::QueryResult> {
+    let url = thanos_url.map(discover::checked_url).transpose()?;
+    let ns = namespace
+        .map(str::to_string)
         .unwrap_or_else(|| host_config.default_namespace.clone());
     let host = Client::try_from(host_config.clone()).context("host cluster")?;
     let fleet = Api::<Fleet>::namespaced(host.clone(), &ns)
-        .get_opt(&args.fleet)
+        .get_opt(name)
         .await
-        .with_context(|| format!("reading fleet {ns}/{}", args.fleet))?
-        .ok_or_else(|| anyhow!("fleet {ns}/{} not found", args.fleet))?;
+        .with_context(|| format!("reading fleet {ns}/{name}"))?
+        .ok_or_else(|| anyhow!("fleet {ns}/{name} not found"))?;
     let endpoint = match url {
         Some(url) => Endpoint::Url(url),
         None => {
@@ -107,34 +131,23 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
                 .is_none()
             {
                 bail!(
-                    "fleet {ns}/{} has no metric plugin (spec.plugin.metric), so no Thanos Query serves its metrics; enable it, or pass --thanos-url",
-                    args.fleet
+                    "fleet {ns}/{name} has no metric plugin (spec.plugin.metric), so no Thanos Query serves its metrics; enable it, or pass --thanos-url"
                 );
             }
             discover::thanos_query(&host, &ns).await?
         }
     };
-    let answer = send(host_config, &endpoint, &args.promql).await?;
+    let answer = send(host_config, &endpoint, promql).await?;
     let clusters: Vec<String> = fleet.spec.clusters.iter().map(|c| c.name.clone()).collect();
-    let result = render::by_cluster(
+    Ok(render::by_cluster(
         &render::Context {
-            fleet: &args.fleet,
+            fleet: name,
             namespace: &ns,
-            query: &args.promql,
+            query: promql,
             clusters: &clusters,
         },
         answer,
-    );
-    match args.output {
-        Format::Json => print!("{}", render::json(&result)),
-        Format::Table => {
-            for warning in &result.warnings {
-                eprintln!("warning: {warning}");
-            }
-            print!("{}", render::table(&result));
-        }
-    }
-    Ok(())
+    ))
 }
 
 /// Sends the instant query to `endpoint` (a service proxy path on the host's API server, or a
