@@ -336,6 +336,38 @@ fn playground_up_twice_env_status_get_down() {
             "{name} in:\n{status}"
         );
     }
+    // member2's Prometheus killed (an outage: nothing restarts it): its series leave the
+    // answer, and the CLI names the cluster that has none instead of leaving it out.
+    let pid: u32 = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("member2-prometheus "))
+        .and_then(|l| l.split("(pid ").nth(1)?.split(')').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("member2-prometheus's pid in:\n{status}"));
+    let killed = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()), "kill {pid}");
+    let mut last = String::new();
+    wait_until(
+        Duration::from_secs(60),
+        "kurator metrics query to name kurator-member2 as without series",
+        || {
+            let query = Command::new(KURATOR)
+                .args(["metrics", "query", "count by (cluster) (up)"])
+                .args(["--fleet", "quickstart", "--kubeconfig", host])
+                .env("KURATOR_THANOS_URL", thanos_url)
+                .output()
+                .unwrap();
+            last = text(&query);
+            let stdout = String::from_utf8_lossy(&query.stdout);
+            query.status.success()
+                && stdout.lines().any(|l| l.starts_with("kurator-member1 "))
+                && stdout
+                    .trim_end()
+                    .ends_with("no series from kurator-member2")
+        },
+    );
+    // Thanos Query's partial-response warning goes to stderr and names the dead store.
+    assert!(last.contains("warning: "), "{last}");
+
     for cluster in ["member1", "member2"] {
         for component in ["kyverno-admission-controller", "kyverno-reports-controller"] {
             let name = format!("{cluster}-{component}");
