@@ -365,16 +365,19 @@ spec:
         );
     }
 
-    // Upgrade: a changed value reaches the Deployment, every custom resource stays.
+    // Upgrade: changed values reach the Deployment (and the optional ServiceMonitor, once
+    // its CRD is there), every custom resource stays.
     let before = custom_resources(&h).await;
     assert_eq!(before.len(), 4, "{before:?}");
     let releases = helm_releases(&admin);
+    chart::install_service_monitor_crd(&admin).await;
     set_values(
         &releases,
-        serde_json::json!({"controller": {"concurrency": 8}}),
+        serde_json::json!({"controller": {"concurrency": 8}, "serviceMonitor": {"enabled": true}}),
     )
     .await;
     wait_release_ready(&releases).await;
+    chart::assert_service_monitor_selects_the_metrics_service(&admin).await;
     let args = deployment_args(&admin).await;
     assert!(args.iter().any(|a| a == "--concurrency=8"), "{args:?}");
     let upgraded = releases.get(RELEASE).await.unwrap();

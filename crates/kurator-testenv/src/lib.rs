@@ -112,7 +112,7 @@ pub use binaries::{
     cache_dir, ensure_binaries,
 };
 pub use cluster::ClusterHandle;
-pub use crds::{FIELD_MANAGER, parse_crds};
+pub use crds::{FIELD_MANAGER, install_crds, parse_crds};
 pub use env::{ControllerManagerMode, KEEP_ENV, TestEnv, TestEnvBuilder};
 pub use error::{Error, Result};
 pub use fake_nodes::{FAKE_NODE_LABEL, FAKE_NODES};
@@ -140,7 +140,8 @@ pub use metrics::{MemberMetrics, MemberMetricsParams, MetricsBinaries, ensure_me
 pub use metrics_standin::{MetricsStandIn, MetricsStandInParams};
 pub use plugin_charts::{
     PLUGIN_CHARTS, PLUGIN_CHARTS_ENV, add_plugin_charts, plugin_chart_archives,
-    plugin_chart_archives_in, plugin_chart_values, plugin_charts_dir, write_plugin_charts,
+    plugin_chart_archives_in, plugin_chart_file, plugin_chart_values, plugin_charts_dir,
+    write_plugin_charts,
 };
 pub use process::ProcessInfo;
 pub use prometheus::APISERVER_JOB;

@@ -118,6 +118,14 @@ fn check_archive(archive: &Path, name: &str, version: &str) -> Result<()> {
 
 /// The default values (`<chart>/values.yaml`) of the served chart `name`, as JSON.
 pub fn plugin_chart_values(name: &str) -> Result<serde_json::Value> {
+    let text = plugin_chart_file(name, "values.yaml")?;
+    serde_saphyr::from_str(&text)
+        .map_err(|e| Error::PluginCharts(format!("{name}: values.yaml: {e}")))
+}
+
+/// The text of `<chart>/<file>` (e.g. `crds/crd-servicemonitor.yaml`) in the served chart
+/// `name` (the chart's own file, not a subchart's).
+pub fn plugin_chart_file(name: &str, file: &str) -> Result<String> {
     let archives = plugin_chart_archives()?;
     let Some(archive) = PLUGIN_CHARTS
         .iter()
@@ -127,10 +135,7 @@ pub fn plugin_chart_values(name: &str) -> Result<serde_json::Value> {
         return Err(Error::PluginCharts(format!("{name} is not a plugin chart")));
     };
     let bytes = std::fs::read(archive).map_err(|e| Error::io("reading", archive, e))?;
-    let text = chart_file(&bytes, "values.yaml")
-        .map_err(|e| Error::PluginCharts(format!("{}: {e}", archive.display())))?;
-    serde_saphyr::from_str(&text)
-        .map_err(|e| Error::PluginCharts(format!("{}: values.yaml: {e}", archive.display())))
+    chart_file(&bytes, file).map_err(|e| Error::PluginCharts(format!("{}: {e}", archive.display())))
 }
 
 /// The text of `<chart>/<file>` in a chart archive (the chart's own, not a subchart's).
@@ -139,8 +144,9 @@ fn chart_file(tgz: &[u8], file: &str) -> std::result::Result<String, String> {
     for entry in archive.entries().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| e.to_string())?;
         let path = entry.path().map_err(|e| e.to_string())?.into_owned();
-        let parts: Vec<_> = path.components().collect();
-        if parts.len() == 2 && parts[1].as_os_str() == file {
+        let mut parts = path.components();
+        parts.next();
+        if parts.as_path() == Path::new(file) {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut entry, &mut text).map_err(|e| e.to_string())?;
             return Ok(text);

@@ -1,15 +1,15 @@
 //! Installing `charts/kurator` through Flux's helm-controller, and a client holding only a
 //! ServiceAccount's token.
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
     authentication::v1::{TokenRequest, TokenRequestSpec},
-    core::v1::{Namespace, ServiceAccount},
+    core::v1::{Namespace, Service, ServiceAccount},
 };
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     api::{
         ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
     },
@@ -300,4 +300,73 @@ pub fn assert_hardened(deployment: &Deployment) {
             .map(|f| f.field_path.as_str());
         assert_eq!(from, Some(field), "{name}");
     }
+}
+
+/// The ServiceMonitor CRD of the real kube-prometheus chart (prometheus-operator v0.63's), so
+/// the chart's optional ServiceMonitor can be installed.
+pub async fn install_service_monitor_crd(admin: &Client) {
+    let yaml =
+        kurator_testenv::plugin_chart_file("kube-prometheus", "crds/crd-servicemonitor.yaml")
+            .expect("the kube-prometheus chart's ServiceMonitor CRD");
+    let crds = kurator_testenv::parse_crds(&[yaml]).expect("a CRD");
+    kurator_testenv::install_crds(admin, &crds, WAIT)
+        .await
+        .expect("the ServiceMonitor CRD established");
+}
+
+/// The chart's ServiceMonitor, as a Prometheus operator reads it, selects exactly the metrics
+/// Service, in the release's namespace, on a port the Service has, at `/metrics`.
+pub async fn assert_service_monitor_selects_the_metrics_service(admin: &Client) {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "monitoring.coreos.com",
+        "v1",
+        "ServiceMonitor",
+    ));
+    let monitor = until("the chart's ServiceMonitor", WAIT, || async {
+        Api::<DynamicObject>::namespaced_with(admin.clone(), RELEASE_NS, &resource)
+            .get_opt(RELEASE)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "not yet".to_string())
+            .map(Some)
+    })
+    .await;
+    let spec = &monitor.data["spec"];
+    let selector: BTreeMap<String, String> =
+        serde_json::from_value(spec["selector"]["matchLabels"].clone()).expect("matchLabels");
+    assert!(!selector.is_empty(), "{spec}");
+    let services = Api::<Service>::namespaced(admin.clone(), RELEASE_NS)
+        .list(&ListParams::default())
+        .await
+        .expect("list Services");
+    let selected: Vec<&Service> = services
+        .items
+        .iter()
+        .filter(|svc| {
+            let labels = svc.labels();
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .collect();
+    let names: Vec<String> = selected.iter().map(|s| s.name_any()).collect();
+    assert_eq!(names, [format!("{RELEASE}-metrics")], "{spec}");
+    assert_eq!(
+        spec["namespaceSelector"]["matchNames"],
+        serde_json::json!([RELEASE_NS])
+    );
+    let port_names: Vec<String> = selected[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.name.clone())
+        .collect();
+    let endpoint = &spec["endpoints"][0];
+    assert!(
+        endpoint["port"]
+            .as_str()
+            .is_some_and(|p| port_names.iter().any(|n| n == p)),
+        "endpoint {endpoint} names none of the Service's ports {port_names:?}"
+    );
+    assert_eq!(endpoint["path"], "/metrics");
 }
