@@ -12,22 +12,18 @@
 //! member removed from the fleet leaves the discovery and the answers.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     path::Path,
     time::{Duration, Instant},
 };
 
-use crate::common::{Harness, apply, until};
-use k8s_openapi::{ByteString, api::core::v1::Secret};
+use crate::common::{Harness, apply, put_objstore, until};
 use kube::{
     Api,
-    api::{ObjectMeta, Patch, PatchParams},
+    api::{Patch, PatchParams},
 };
 use kurator_api::Fleet;
-use kurator_controller::{
-    Settings,
-    plugins::{objstore::OBJSTORE_KEY, render::ChartMirrors},
-};
+use kurator_controller::{Settings, plugins::render::ChartMirrors};
 use kurator_testenv::{
     HelmRepo, LoadBalancerPool, MetricsStandIn, MetricsStandInParams, add_plugin_charts,
     ensure_metrics_binaries, run_load_balancer_pool_simulator, run_load_balancer_simulator,
@@ -53,21 +49,6 @@ fn filesystem_bucket(dir: &Path) -> String {
         "type: FILESYSTEM\nconfig:\n  directory: {}\n",
         dir.display()
     )
-}
-
-async fn put_objstore(h: &Harness, config: &str) {
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("thanos-objstore".into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            OBJSTORE_KEY.to_string(),
-            ByteString(config.as_bytes().to_vec()),
-        )])),
-        ..Default::default()
-    };
-    apply(&h.api::<Secret>(), "thanos-objstore", &secret).await;
 }
 
 /// Waits until `count by (cluster) (up)` answers for exactly `expected`; returns the

@@ -14,19 +14,16 @@ mod policy;
 mod rendered;
 mod values;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
-use crate::common::{Harness, NS, apply, until, wait_for};
-use k8s_openapi::{
-    ByteString,
-    api::{
-        core::v1::{Secret, Service},
-        discovery::v1::EndpointSlice,
-    },
+use crate::common::{Harness, NS, apply, put_objstore, until, wait_for};
+use k8s_openapi::api::{
+    core::v1::{Secret, Service},
+    discovery::v1::EndpointSlice,
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, ObjectMeta, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams},
 };
 use kurator_api::{
     Fleet, conditions,
@@ -60,21 +57,6 @@ fn charts() -> ((HelmRepo, tempfile::TempDir), Settings) {
         ..Default::default()
     };
     ((repo, dir), settings)
-}
-
-async fn put_objstore(h: &Harness, config: &str) {
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("thanos-objstore".into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            OBJSTORE_KEY.to_string(),
-            ByteString(config.as_bytes().to_vec()),
-        )])),
-        ..Default::default()
-    };
-    apply(&h.api::<Secret>(), "thanos-objstore", &secret).await;
 }
 
 fn condition(f: &Fleet, type_: &str) -> Option<(String, String, String)> {

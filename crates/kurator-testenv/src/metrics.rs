@@ -321,11 +321,7 @@ impl MemberMetrics {
             pid_file: pid_file(&self.state_dir, self.detached, &name),
             env: Vec::new(),
         };
-        let timeout = self.timeout;
-        start_on_free_port(spec_for, self.detached, timeout, READY_PATH, |proc| {
-            wait_http_ready(proc, timeout, thanos_http_port)
-        })
-        .await
+        start_thanos(spec_for, self.detached, self.timeout).await
     }
 
     async fn respawn_on_kept_port(
@@ -352,6 +348,19 @@ impl MemberMetrics {
             }
         }
     }
+}
+
+/// Starts a Thanos component `spec_for(http_port)` describes on a free HTTP port and waits
+/// until it answers `GET /-/ready` there (a lost port race is retried).
+pub(crate) async fn start_thanos(
+    spec_for: impl Fn(u16) -> ProcessSpec,
+    detached: bool,
+    timeout: Duration,
+) -> Result<Proc> {
+    start_on_free_port(spec_for, detached, timeout, READY_PATH, |proc| {
+        wait_http_ready(proc, timeout, thanos_http_port)
+    })
+    .await
 }
 
 /// Waits until `GET /-/ready` on the port `port_of` reads from the process's flags answers

@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use crate::cluster::log_path;
 use crate::error::{Error, Result};
-use crate::metrics::{READY_PATH, pid_file, thanos_grpc_port, thanos_http_port, wait_http_ready};
-use crate::process::{Proc, ProcessInfo, ProcessSpec, free_port, start_on_free_port};
+use crate::metrics::{pid_file, start_thanos, thanos_grpc_port, thanos_http_port};
+use crate::process::{Proc, ProcessInfo, ProcessSpec, free_port};
 use crate::thanos::{self, QueryFlags};
 
 /// The cluster name Thanos Query's process and log are named after.
@@ -136,11 +136,7 @@ impl HostThanosQuery {
             pid_file: pid_file(p.state_dir, p.detached, &name),
             env: Vec::new(),
         };
-        let timeout = p.timeout;
-        let proc = start_on_free_port(spec_for, p.detached, timeout, READY_PATH, |proc| {
-            wait_http_ready(proc, timeout, thanos_http_port)
-        })
-        .await?;
+        let proc = start_thanos(spec_for, p.detached, p.timeout).await?;
         let http_port = thanos_http_port(&proc.spec).unwrap_or_default();
         let grpc_port = thanos_grpc_port(&proc.spec).unwrap_or_default();
         let http = LoopbackHttp::new(http_port, "Thanos Query")?;

@@ -279,3 +279,20 @@ pub fn attached_fleet(name: &str, members: &[&str]) -> Fleet {
         },
     )
 }
+
+/// Creates or updates the metric plugin's object-store Secret `thanos-objstore` (key
+/// `objstore.yml`) in the test namespace with `config`.
+pub async fn put_objstore(h: &Harness, config: &str) {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("thanos-objstore".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            kurator_controller::plugins::objstore::OBJSTORE_KEY.to_string(),
+            ByteString(config.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    apply(&h.api::<Secret>(), "thanos-objstore", &secret).await;
+}
