@@ -448,20 +448,18 @@ struct Controller {
 }
 
 impl Controller {
-    fn start(kubeconfig: &Path, log: std::path::PathBuf) -> Controller {
+    /// A replica as the chart's Deployment runs it: its identity from the Pod's name and the
+    /// Lease's namespace from the Pod's (the downward API's `POD_NAME`, `POD_NAMESPACE`).
+    fn start(kubeconfig: &Path, pod_name: &str, log: std::path::PathBuf) -> Controller {
         let port = free_port();
         let file = std::fs::File::create(&log).unwrap();
         LOGS.with(|l| l.borrow_mut().push(log.clone()));
         let child = Command::new(KURATOR)
-            .args([
-                "controller",
-                "--lease-namespace",
-                "default",
-                "--metrics-addr",
-                &format!("127.0.0.1:{port}"),
-            ])
+            .args(["controller", "--metrics-addr", &format!("127.0.0.1:{port}")])
             .arg("--kubeconfig")
             .arg(kubeconfig)
+            .env("POD_NAME", pod_name)
+            .env("POD_NAMESPACE", "default")
             // Debug level: the key-material check below covers what kube and the controller log.
             .env(
                 "RUST_LOG",
@@ -486,6 +484,10 @@ impl Drop for Controller {
     }
 }
 
+/// The chart's two replicas' Pod names, as a Deployment names them.
+const FIRST_POD: &str = "kurator-5d8c9b7f6-2xkqp";
+const SECOND_POD: &str = "kurator-5d8c9b7f6-9wzrt";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn controller_endpoints_and_leader_election() {
     kurator_cli::install_crypto_provider();
@@ -498,7 +500,10 @@ async fn controller_endpoints_and_leader_election() {
     let host = env.host().kubeconfig_path().to_path_buf();
     let logs = tempfile::tempdir().unwrap();
 
-    let mut first = Controller::start(&host, logs.path().join("first.log"));
+    let client = env.host().client().await.unwrap();
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client.clone(), "default");
+    let mut first = Controller::start(&host, FIRST_POD, logs.path().join("first.log"));
     wait_until(Duration::from_secs(30), "first /readyz", || {
         http_get(first.port, "/readyz").is_some_and(|r| r.0 == 200)
     });
@@ -507,9 +512,18 @@ async fn controller_endpoints_and_leader_election() {
         first.log().contains("leading")
     });
     assert!(!first.log().contains(" ERROR "), "{}", first.log());
+    let holder = |lease: k8s_openapi::api::coordination::v1::Lease| {
+        lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        holder(leases.get("kurator-controller").await.unwrap()),
+        FIRST_POD
+    );
 
     // Work for the controller, seen in its metrics.
-    let client = env.host().client().await.unwrap();
     let yaml = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: m1}}\nstringData:\n  value: |\n{}",
         env.members()[0]
@@ -560,7 +574,7 @@ async fn controller_endpoints_and_leader_election() {
     }
 
     // A second replica stands by (ready, not leading) until the first is gone.
-    let second = Controller::start(&host, logs.path().join("second.log"));
+    let second = Controller::start(&host, SECOND_POD, logs.path().join("second.log"));
     wait_until(Duration::from_secs(30), "second /readyz", || {
         http_get(second.port, "/readyz").is_some_and(|r| r.0 == 200)
     });
@@ -586,6 +600,10 @@ async fn controller_endpoints_and_leader_election() {
         second.log().contains("leading")
     });
     let took_over = killed.elapsed();
+    assert_eq!(
+        holder(leases.get("kurator-controller").await.unwrap()),
+        SECOND_POD
+    );
     eprintln!("standby took over {took_over:?} after the leader was killed");
     // The Lease lasts 15 s (renewed 5 s before it ends); polling and a busy machine add a few.
     assert!(
