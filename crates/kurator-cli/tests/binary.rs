@@ -1,5 +1,5 @@
 //! The `kurator` binary as a user runs it: the playground, and the controller process with
-//! its endpoints and leader election.
+//! its endpoints and leader election as the chart's two replicas.
 
 use std::{
     io::{Read, Write},
@@ -8,6 +8,8 @@ use std::{
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
+
+use k8s_openapi::api::core::v1::Pod;
 
 const KURATOR: &str = env!("CARGO_BIN_EXE_kurator");
 
@@ -447,24 +449,65 @@ struct Controller {
     log: std::path::PathBuf,
 }
 
+/// A replica as the kubelet would run the chart's Pod: its container's arguments and
+/// environment (the downward API's fields resolved from the Pod), the ServiceAccount's token
+/// as its only credential; the metrics port (`0.0.0.0:8080` in the Pod) moved to a free
+/// loopback port, since every replica runs on this machine.
+struct Replica {
+    pod: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Replica {
+    fn from_pod(pod: &Pod) -> Replica {
+        let name = pod.metadata.name.clone().unwrap();
+        let container = &pod.spec.as_ref().unwrap().containers[0];
+        let env = container
+            .env
+            .iter()
+            .flatten()
+            .map(|var| {
+                let field = var
+                    .value_from
+                    .as_ref()
+                    .and_then(|from| from.field_ref.as_ref())
+                    .map(|f| f.field_path.as_str());
+                let value = match field {
+                    Some("metadata.name") => name.clone(),
+                    Some("metadata.namespace") => pod.metadata.namespace.clone().unwrap(),
+                    Some(other) => panic!("downward API field {other} not resolved here"),
+                    None => var.value.clone().unwrap_or_default(),
+                };
+                (var.name.clone(), value)
+            })
+            .collect();
+        Replica {
+            pod: name,
+            args: container.args.clone().unwrap_or_default(),
+            env,
+        }
+    }
+}
+
 impl Controller {
-    /// A replica as the chart's Deployment runs it: its identity from the Pod's name and the
-    /// Lease's namespace from the Pod's (the downward API's `POD_NAME`, `POD_NAMESPACE`).
-    fn start(kubeconfig: &Path, pod_name: &str, log: std::path::PathBuf) -> Controller {
+    fn start(replica: &Replica, kubeconfig: &Path, log: std::path::PathBuf) -> Controller {
         let port = free_port();
         let file = std::fs::File::create(&log).unwrap();
         LOGS.with(|l| l.borrow_mut().push(log.clone()));
+        let args = replica.args.iter().map(|arg| {
+            if arg.starts_with("--metrics-addr=") {
+                format!("--metrics-addr=127.0.0.1:{port}")
+            } else {
+                arg.clone()
+            }
+        });
         let child = Command::new(KURATOR)
-            .args(["controller", "--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(args)
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .env("POD_NAME", pod_name)
-            .env("POD_NAMESPACE", "default")
-            // Debug level: the key-material check below covers what kube and the controller log.
-            .env(
-                "RUST_LOG",
-                "debug,hyper=info,hyper_util=info,h2=info,rustls=info,tower=info",
-            )
+            .env_clear()
+            .envs(replica.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -484,26 +527,75 @@ impl Drop for Controller {
     }
 }
 
-/// The chart's two replicas' Pod names, as a Deployment names them.
-const FIRST_POD: &str = "kurator-5d8c9b7f6-2xkqp";
-const SECOND_POD: &str = "kurator-5d8c9b7f6-9wzrt";
+/// Where the chart is installed, as a platform team would.
+const RELEASE_NS: &str = "kurator-system";
 
+/// The chart's two replicas (`charts/kurator`, installed by real Helm through Flux into the
+/// test host; kwok runs its Pods), each run as the kubelet would run its Pod's container:
+/// endpoints, metrics and leader election under the chart's own RBAC.
 #[tokio::test(flavor = "multi_thread")]
-async fn controller_endpoints_and_leader_election() {
+async fn the_chart_replicas_lead_and_stand_by() {
     kurator_cli::install_crypto_provider();
+    // No Kurator CRDs: Helm installs them from the chart's crds/.
     let env = kurator_testenv::TestEnv::builder()
         .members(1)
-        .crds(vec![kurator_api::crds::all_yaml()])
+        .flux(true)
         .start()
         .await
         .expect("control planes");
-    let host = env.host().kubeconfig_path().to_path_buf();
     let logs = tempfile::tempdir().unwrap();
-
+    let repo = kurator_testenv::HelmRepo::start(logs.path().join("charts")).unwrap();
+    let chart_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/kurator");
+    let version = env!("CARGO_PKG_VERSION");
+    kurator_testenv::add_kurator_chart(&repo, &chart_dir, version).unwrap();
     let client = env.host().client().await.unwrap();
+    let release = kurator_testenv::KuratorRelease {
+        namespace: RELEASE_NS,
+        name: "kurator",
+        version,
+    };
+    // Debug level: the key-material check below covers what kube and the controller log.
+    let values = serde_json::json!({"controller": {"logLevel":
+        "debug,hyper=info,hyper_util=info,h2=info,rustls=info,tower=info"}});
+    kurator_testenv::install_kurator_chart(
+        &client,
+        &repo,
+        &release,
+        values,
+        Duration::from_secs(180),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pods = kube::Api::<Pod>::namespaced(client.clone(), RELEASE_NS)
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/name=kurator"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pods.len(), 2, "the chart's two replicas");
+    let replicas: Vec<Replica> = pods.iter().map(Replica::from_pod).collect();
+    let account = pods[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .service_account_name
+        .clone()
+        .unwrap();
+    let token = kurator_testenv::service_account_kubeconfig(&env, &client, RELEASE_NS, &account)
+        .await
+        .unwrap();
+    let host = logs.path().join("token.kubeconfig");
+    // JSON is YAML: kube reads it as a kubeconfig file.
+    std::fs::write(&host, serde_json::to_vec(&token).unwrap()).unwrap();
+
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(client.clone(), "default");
-    let mut first = Controller::start(&host, FIRST_POD, logs.path().join("first.log"));
+        kube::Api::namespaced(client.clone(), RELEASE_NS);
+    let holder = |lease: k8s_openapi::api::coordination::v1::Lease| {
+        lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default()
+    };
+    let mut first = Controller::start(&replicas[0], &host, logs.path().join("first.log"));
     wait_until(Duration::from_secs(30), "first /readyz", || {
         http_get(first.port, "/readyz").is_some_and(|r| r.0 == 200)
     });
@@ -511,16 +603,16 @@ async fn controller_endpoints_and_leader_election() {
     wait_until(Duration::from_secs(30), "first to lead", || {
         first.log().contains("leading")
     });
-    assert!(!first.log().contains(" ERROR "), "{}", first.log());
-    let holder = |lease: k8s_openapi::api::coordination::v1::Lease| {
-        lease
-            .spec
-            .and_then(|s| s.holder_identity)
-            .unwrap_or_default()
-    };
+    // JSON logs, the chart's default.
+    assert!(first.log().starts_with('{'), "{}", first.log());
+    assert!(
+        !first.log().contains(r#""level":"ERROR""#),
+        "{}",
+        first.log()
+    );
     assert_eq!(
         holder(leases.get("kurator-controller").await.unwrap()),
-        FIRST_POD
+        replicas[0].pod
     );
 
     // Work for the controller, seen in its metrics.
@@ -574,7 +666,7 @@ async fn controller_endpoints_and_leader_election() {
     }
 
     // A second replica stands by (ready, not leading) until the first is gone.
-    let second = Controller::start(&host, SECOND_POD, logs.path().join("second.log"));
+    let second = Controller::start(&replicas[1], &host, logs.path().join("second.log"));
     wait_until(Duration::from_secs(30), "second /readyz", || {
         http_get(second.port, "/readyz").is_some_and(|r| r.0 == 200)
     });
@@ -602,7 +694,7 @@ async fn controller_endpoints_and_leader_election() {
     let took_over = killed.elapsed();
     assert_eq!(
         holder(leases.get("kurator-controller").await.unwrap()),
-        SECOND_POD
+        replicas[1].pod
     );
     eprintln!("standby took over {took_over:?} after the leader was killed");
     // The Lease lasts 15 s (renewed 5 s before it ends); polling and a busy machine add a few.

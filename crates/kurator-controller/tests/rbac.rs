@@ -376,7 +376,7 @@ spec:
         serde_json::json!({"controller": {"concurrency": 8}, "serviceMonitor": {"enabled": true}}),
     )
     .await;
-    wait_release_ready(&releases).await;
+    wait_release_ready(&admin).await;
     chart::assert_service_monitor_selects_the_metrics_service(&admin).await;
     let args = deployment_args(&admin).await;
     assert!(args.iter().any(|a| a == "--concurrency=8"), "{args:?}");
@@ -412,7 +412,7 @@ spec:
         serde_json::json!({"controller": {"logFormat": "json"}}),
     )
     .await;
-    wait_release_ready(&releases).await;
+    wait_release_ready(&admin).await;
     wait_for(&fleets, "quickstart", WAIT, |f| {
         condition(f, "Ready").is_some_and(|c| c.0 == "True")
     })

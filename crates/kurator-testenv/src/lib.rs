@@ -87,6 +87,7 @@ mod health;
 mod helm_repo;
 mod http_server;
 mod kubeconfig;
+mod kurator_chart;
 mod kwok;
 mod kyverno;
 mod kyverno_binaries;
@@ -122,6 +123,10 @@ pub use flux_binaries::{
 };
 pub use git_server::{FileChange, GIT_BRANCH, GitRepo, GitServer, serve as serve_git};
 pub use helm_repo::{HelmRepo, serve_static as serve_helm_repo, write_chart, write_index};
+pub use kurator_chart::{
+    KuratorRelease, add_kurator_chart, chart_dir_files, flux_api, flux_ready, helm_releases,
+    install_kurator_chart, ready_condition, service_account_kubeconfig, wait_helm_release_ready,
+};
 pub use kyverno::{Kyverno, KyvernoOptions, KyvernoParams, POLICY_WEBHOOK_CONFIGURATION};
 pub use kyverno_binaries::{
     KYVERNO_CHART_VERSION, KYVERNO_VERSION, KyvernoBinaries, PREBUILT_KYVERNO_CRDS_DIR,
