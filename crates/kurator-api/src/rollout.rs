@@ -388,7 +388,14 @@ pub struct RunSummary {
     pub stage: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The gate results that ended it (a rollback's measured values stay visible here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub failed_gates: Vec<GateResult>,
 }
+
+/// How many failed gate results a history entry keeps.
+pub const MAX_FAILED_GATES: usize = 20;
 
 #[cfg(test)]
 mod tests;
