@@ -59,6 +59,10 @@ pub fn step(
     observed: &Observations,
     now: &Time,
 ) -> (StagedRolloutStatus, Vec<Action>) {
+    // Admission requires a stage; an object stored without one is left alone.
+    if spec.stages.is_empty() {
+        return (state.clone(), Vec::new());
+    }
     let destination: Vec<DestinationCluster> = observed
         .clusters
         .iter()
@@ -109,6 +113,19 @@ impl Machine<'_> {
 
     fn elapsed_since(&self, since: &Time) -> SignedDuration {
         self.now.0.duration_since(since.0)
+    }
+
+    fn entry_ref(&self, name: &str) -> Option<&ClusterRolloutStatus> {
+        let index = self
+            .s
+            .clusters
+            .binary_search_by(|c| c.name.as_str().cmp(name))
+            .ok()?;
+        self.s.clusters.get(index)
+    }
+
+    fn state_of(&self, name: &str) -> Option<State> {
+        self.entry_ref(name).map(|c| c.state)
     }
 
     fn entry(&mut self, name: &str) -> Option<&mut ClusterRolloutStatus> {

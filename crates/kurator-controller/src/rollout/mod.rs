@@ -6,12 +6,16 @@
 //! - [`machine`]: `step(spec, state, observations, now) -> (state, actions)`, the run's
 //!   transitions, idempotent so that a controller killed at any instant resumes from status;
 //! - [`observe`]: what a step reads (observations, requests) and asks for (actions);
-//! - [`condition`]: the `StagedRollout` condition derived from the state.
+//! - [`condition`]: the `StagedRollout` condition derived from the state;
+//! - [`pinning`]: pinned source names, refs, which revisions are still in use;
+//! - [`schedule`]: when the next step is due by the clock alone (soak end, deadlines).
 
 pub mod condition;
 pub mod gates;
 pub mod machine;
 pub mod observe;
+pub mod pinning;
+pub mod schedule;
 pub mod stages;
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ impl Machine<'_> {
             .unwrap_or(DEFAULT_PROGRESS_DEADLINE);
         let mut failed = Vec::new();
         for name in members {
-            let Some(entry) = self.s.clusters.iter().find(|c| &c.name == name) else {
+            let Some(entry) = self.entry_ref(name) else {
                 continue;
             };
             let observed = self.observed.get(name.as_str()).copied();
@@ -87,20 +87,14 @@ impl Machine<'_> {
         }
 
         // Pin the next clusters, at most `maxConcurrent` updating at once.
-        let state_of = |m: &Machine, name: &String| {
-            m.s.clusters
-                .iter()
-                .find(|c| &c.name == name)
-                .map(|c| c.state)
-        };
         let updating = members
             .iter()
-            .filter(|n| state_of(self, n) == Some(State::Progressing))
+            .filter(|n| self.state_of(n) == Some(State::Progressing))
             .count();
         let slots = stages::free_slots(stage_spec, members.len(), updating);
         let next: Vec<String> = members
             .iter()
-            .filter(|n| state_of(self, n) == Some(State::Pending))
+            .filter(|n| self.state_of(n) == Some(State::Pending))
             .take(slots)
             .cloned()
             .collect();
@@ -124,7 +118,7 @@ impl Machine<'_> {
         // Soak: every cluster healthy for `soak`.
         let all_healthy = members
             .iter()
-            .all(|n| state_of(self, n) == Some(State::Healthy));
+            .all(|n| self.state_of(n) == Some(State::Healthy));
         let now = self.now.clone();
         let soak = stage_spec
             .soak
@@ -276,7 +270,12 @@ impl Machine<'_> {
     fn measure(&self, index: usize, members: &[String]) -> Vec<GateResult> {
         let stage_spec = &self.spec.stages[index];
         let run = self.s.run.as_ref().expect("a run");
-        let since = run.stage.verifying_since.clone().expect("verifying");
+        // Set whenever the phase is Verifying; a hand-edited status without it counts from now.
+        let since = run
+            .stage
+            .verifying_since
+            .clone()
+            .unwrap_or_else(|| self.now.clone());
         let mut results = Vec::new();
         for gate in &stage_spec.gates.metrics {
             for cluster in members {
@@ -306,10 +305,7 @@ impl Machine<'_> {
         if stage_spec.gates.policy == Some(true) {
             for cluster in members {
                 let at_start = self
-                    .s
-                    .clusters
-                    .iter()
-                    .find(|c| &c.name == cluster)
+                    .entry_ref(cluster)
                     .and_then(|c| c.policy_failures_at_start);
                 let now = self.observed.get(cluster.as_str()).and_then(|o| o.policy);
                 results.push(gates::evaluate_policy(
