@@ -222,6 +222,9 @@ pub struct StagedRolloutStatus {
     pub last_run_id: i64,
 }
 
+/// How many gate results a stage keeps (the schema's bound on `stage.gates`).
+pub const MAX_STAGE_GATES: usize = 4000;
+
 /// How many past runs the status keeps.
 pub const MAX_HISTORY: usize = 10;
 
@@ -260,7 +263,8 @@ pub struct StageProgress {
     /// restart cannot skip a gate with a result measured before the soak ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verifying_since: Option<Time>,
-    /// The gates' latest results for the stage.
+    /// The gates' latest results for the stage: failed, pending and approval results first;
+    /// past [`MAX_STAGE_GATES`] entries passed ones are left out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 4000))]
     pub gates: Vec<GateResult>,

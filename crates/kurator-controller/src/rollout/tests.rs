@@ -585,3 +585,55 @@ fn empty_stages_pass_through_and_joining_clusters_get_their_stage_revision() {
     w.step();
     assert!(w.state.clusters.iter().all(|c| c.name != "m3"));
 }
+
+#[test]
+fn a_huge_stage_keeps_its_failures_within_the_status_bound() {
+    let spec = StagedRolloutSpec {
+        stages: vec![RolloutStage {
+            name: "all".into(),
+            rest: Some(true),
+            gates: spec(OnFailure::Pause, false).stages[0].gates.clone(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let now = Time("2026-12-02T04:00:00Z".parse().expect("time"));
+    let mut observed = Observations {
+        latest_revision: Some(V2.into()),
+        ..Default::default()
+    };
+    for i in 0..2001 {
+        let name = format!("m{i:04}");
+        observed.clusters.push(ObservedCluster {
+            name: name.clone(),
+            applied_revision: Some(V2.into()),
+            ready: true,
+            healthy: true,
+            policy: Some(PolicyCounts::default()),
+            ..Default::default()
+        });
+        let value = if name == "m2000" { 0.5 } else { 0.0 };
+        observed.metrics.insert(
+            ("error-rate".into(), name),
+            MetricObservation {
+                measured_at: now.clone(),
+                sample: Ok(vec![value]),
+            },
+        );
+    }
+    // Every cluster pinned at once, then healthy and verified in one step.
+    let mut before = observed.clone();
+    for cluster in &mut before.clusters {
+        cluster.applied_revision = Some(V1.into());
+    }
+    let (state, actions) = step(&spec, &StagedRolloutStatus::default(), &before, &now);
+    assert_eq!(pins(&actions).len(), 2001);
+    let (state, _) = step(&spec, &state, &observed, &now);
+    let run = state.run.as_ref().expect("paused run");
+    assert_eq!(run.phase, RunPhase::Paused);
+    let gates = &run.stage.gates;
+    assert_eq!(gates.len(), kurator_api::rollout::MAX_STAGE_GATES);
+    assert_eq!(gates[0].outcome, GateOutcome::Failed);
+    assert_eq!(gates[0].cluster.as_deref(), Some("m2000"));
+    assert_eq!(step(&spec, &state, &observed, &now).0, state);
+}

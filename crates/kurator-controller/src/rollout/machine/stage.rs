@@ -2,8 +2,8 @@
 //! approval, promotion; a failure's consequence; and the health of the clusters outside it.
 
 use kurator_api::rollout::{
-    ClusterRolloutState as State, GateOutcome, GateResult, OnFailure, PauseReason, RunPhase,
-    StagePhase,
+    ClusterRolloutState as State, GateOutcome, GateResult, MAX_STAGE_GATES, OnFailure, PauseReason,
+    RunPhase, StagePhase,
 };
 
 use super::{DEFAULT_PROGRESS_DEADLINE, Machine, event, named, reason, reset_verification};
@@ -201,6 +201,17 @@ impl Machine<'_> {
                 })
                 .collect();
             merged.extend(approval);
+            if merged.len() > MAX_STAGE_GATES {
+                // Keep what decides the stage: the approval, failures, pending results; passed
+                // ones are dropped first. The verdict below stays the same.
+                merged.sort_by_key(|g| match g.outcome {
+                    _ if g.gate == APPROVAL_GATE => 0,
+                    GateOutcome::Failed => 1,
+                    GateOutcome::Pending => 2,
+                    GateOutcome::Passed => 3,
+                });
+                merged.truncate(MAX_STAGE_GATES);
+            }
             stage.gates = merged;
             let failed: Vec<GateResult> = stage
                 .gates
