@@ -193,16 +193,23 @@ impl Machine<'_> {
         for name in names {
             let stage_index = self.assignment.stage_of(name);
             let stage = stage_index.map(|i| self.assignment.stages[i].name.clone());
-            if let Some(mut entry) = previous.remove(name) {
-                entry.stage = stage;
-                self.s.clusters.push(entry);
-                continue;
-            }
-            // A cluster joining a stage the run already promoted gets the new revision (it was
-            // not verified there, as any cluster added to a fleet); otherwise the stable one.
+            // A cluster joining a stage the run already promoted, or moved into one by its
+            // labels, gets the new revision (it is not verified there, as any cluster added to a
+            // fleet); otherwise it keeps its revision, or gets the stable one.
             let promoted = self.s.run.as_ref().filter(|run| {
                 stage_index.is_some_and(|i| i < usize::try_from(run.stage.index).unwrap_or(0))
             });
+            if let Some(mut entry) = previous.remove(name) {
+                entry.stage = stage;
+                if let Some(run) = promoted.filter(|_| entry.state == State::Pending) {
+                    entry.revision = Some(run.to_revision.clone());
+                    entry.state = State::Progressing;
+                    entry.since = self.now.clone();
+                    joined.push((name.to_string(), run.to_revision.clone()));
+                }
+                self.s.clusters.push(entry);
+                continue;
+            }
             let (revision, state) = match promoted {
                 Some(run) => (Some(run.to_revision.clone()), State::Progressing),
                 None if self.s.run.is_some() => (self.s.stable_revision.clone(), State::Pending),
@@ -272,11 +279,13 @@ impl Machine<'_> {
         };
         let mut back = 0;
         if let Some(from) = &run.from_revision {
+            // Every cluster off the stable revision: this run's, and any a superseded run or an
+            // earlier rollback left behind.
             let updated: Vec<String> = self
                 .s
                 .clusters
                 .iter()
-                .filter(|c| c.revision.as_deref() == Some(run.to_revision.as_str()))
+                .filter(|c| c.revision.is_some() && c.revision.as_ref() != Some(from))
                 .map(|c| c.name.clone())
                 .collect();
             back = updated.len();

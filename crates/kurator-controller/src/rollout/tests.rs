@@ -637,3 +637,56 @@ fn a_huge_stage_keeps_its_failures_within_the_status_bound() {
     assert_eq!(gates[0].cluster.as_deref(), Some("m2000"));
     assert_eq!(step(&spec, &state, &observed, &now).0, state);
 }
+
+#[test]
+fn abort_after_a_supersede_returns_every_cluster_to_the_stable_revision() {
+    let mut w = World::new(spec(OnFailure::Pause, false));
+    w.commit(V2);
+    for _ in 0..3 {
+        w.flux_converges();
+        w.step();
+        w.wait(5);
+        w.measure("m1", 0.01);
+    }
+    assert_eq!(w.revision("m2"), Some(V2));
+    w.commit(V3);
+    w.step();
+    w.flux_converges();
+    w.observed.requests.abort = Some("a1".into());
+    let mut back = pins(&w.step());
+    back.sort();
+    assert_eq!(back, [pin("m1", V1), pin("m2", V1)]);
+    assert!(
+        w.state
+            .clusters
+            .iter()
+            .all(|c| c.revision.as_deref() == Some(V1))
+    );
+}
+
+#[test]
+fn a_cluster_relabelled_into_a_promoted_stage_gets_the_new_revision() {
+    let mut w = World::new(spec(OnFailure::Pause, false));
+    w.commit(V2);
+    for _ in 0..3 {
+        w.flux_converges();
+        w.step();
+        w.wait(5);
+        w.measure("m1", 0.01);
+    }
+    assert_eq!(w.run().stage.name, "europe");
+    assert_eq!(w.entry("m4").state, State::Pending);
+    // m4 becomes a canary, a stage already promoted.
+    w.cluster("m4")
+        .labels
+        .insert("stage".into(), "canary".into());
+    assert_eq!(pins(&w.step()), [pin("m4", V2)]);
+    assert_eq!(w.entry("m4").stage.as_deref(), Some("canary"));
+    w.until_done();
+    assert!(
+        w.state
+            .clusters
+            .iter()
+            .all(|c| c.revision.as_deref() == Some(V2))
+    );
+}
