@@ -83,7 +83,7 @@ pub struct RolloutStage {
     #[schemars(range(min = 1))]
     pub max_concurrent: Option<i32>,
     /// How long every cluster of the stage must stay Ready and healthy at the new revision
-    /// before the gates are evaluated. None when unset.
+    /// before the gates are evaluated. No soak when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::duration")]
     pub soak: Option<String>,
@@ -96,7 +96,7 @@ pub struct RolloutStage {
 /// The checks of one stage, on top of health.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))")
+#[x_kube(validation = Rule::new("!has(self.metrics) || self.metrics.all(m, self.metrics.exists_one(n, n.name == m.name))")
     .message("metric gate names must be unique within a stage"))]
 pub struct RolloutGates {
     /// PromQL checks through the fleet's Thanos Query, each evaluated per cluster of the stage.
