@@ -437,7 +437,7 @@ impl Machine<'_> {
             && self
                 .observed
                 .values()
-                .all(|c| c.applied_revision.as_deref() == Some(latest.as_str()));
+                .all(|c| c.runs(Some(latest.as_str())));
         if self.s.stable_revision.is_none() && all_there {
             self.s.stable_revision = Some(latest.clone());
             let now = self.now.clone();

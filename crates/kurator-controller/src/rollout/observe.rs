@@ -6,7 +6,10 @@ use jiff::SignedDuration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kurator_api::rollout::{StagedRolloutStatus, annotation};
 
-use super::gates::{MetricSample, PolicyCounts};
+use super::{
+    gates::{MetricSample, PolicyCounts},
+    pinning::same_revision,
+};
 
 /// Everything a step looks at besides its own state.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -37,12 +40,17 @@ pub struct ObservedCluster {
 }
 
 impl ObservedCluster {
-    /// Ready and healthy at `revision`.
+    /// Ready and healthy at `revision` (compared by digest: [`same_revision`]).
     pub fn healthy_at(&self, revision: Option<&str>) -> bool {
-        self.ready
-            && self.healthy
-            && revision.is_some()
-            && self.applied_revision.as_deref() == revision
+        self.ready && self.healthy && self.runs(revision)
+    }
+
+    /// Its Flux objects applied `revision`.
+    pub fn runs(&self, revision: Option<&str>) -> bool {
+        match (self.applied_revision.as_deref(), revision) {
+            (Some(applied), Some(wanted)) => same_revision(applied, wanted),
+            _ => false,
+        }
     }
 }
 

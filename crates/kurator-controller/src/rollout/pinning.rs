@@ -26,6 +26,19 @@ fn digest(revision: &str) -> Option<(&str, &str)> {
         .then_some((algorithm, hex))
 }
 
+/// Whether two artifact revisions name the same content. Flux spells one commit differently
+/// depending on the ref that fetched it (`main@sha1:<hex>`, `refs/heads/main@sha1:<hex>`,
+/// `sha1:<hex>`), so the tracking source and a pinned one are compared by digest; revisions
+/// without one (chart versions) must be equal.
+pub fn same_revision(a: &str, b: &str) -> bool {
+    match (digest(a), digest(b)) {
+        (Some((alg_a, hex_a)), Some((alg_b, hex_b))) => {
+            alg_a == alg_b && hex_a.eq_ignore_ascii_case(hex_b)
+        }
+        _ => a == b,
+    }
+}
+
 /// The commit a GitRepository revision names (`main@sha1:<hex>` → `<hex>`), for `ref.commit`.
 pub fn git_commit(revision: &str) -> Option<&str> {
     digest(revision)
@@ -122,6 +135,25 @@ mod tests {
             oci_digest(DIGEST).as_deref(),
             Some("sha256:89abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567")
         );
+    }
+
+    #[test]
+    fn revisions_compare_by_digest_whatever_the_ref() {
+        assert!(same_revision(
+            COMMIT,
+            "sha1:0123456789abcdef0123456789abcdef01234567"
+        ));
+        assert!(same_revision(
+            COMMIT,
+            "refs/heads/main@sha1:0123456789ABCDEF0123456789abcdef01234567"
+        ));
+        assert!(!same_revision(
+            COMMIT,
+            "main@sha1:1123456789abcdef0123456789abcdef01234567"
+        ));
+        assert!(!same_revision("main@sha1:abc", "main@sha256:abc"));
+        assert!(same_revision("1.2.3", "1.2.3"));
+        assert!(!same_revision("1.2.3", "1.2.4"));
     }
 
     #[test]

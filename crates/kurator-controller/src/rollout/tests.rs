@@ -238,3 +238,14 @@ fn a_cluster_past_its_deadline_fails_the_stage_and_resume_retries_it() {
     assert_eq!(w.entry("m1").state, State::Healthy);
     assert_eq!(w.run().stage.phase, StagePhase::Soaking);
 }
+
+#[test]
+fn a_pinned_source_spelling_the_commit_differently_still_counts_as_the_revision() {
+    let mut w = World::new(spec(OnFailure::Pause, false));
+    w.commit(V2);
+    w.step();
+    // The pinned GitRepository (ref.commit) names its artifact without the branch.
+    w.cluster("m1").applied_revision = Some("sha1:2222222222".into());
+    w.step();
+    assert_eq!(w.entry("m1").state, State::Healthy);
+}
