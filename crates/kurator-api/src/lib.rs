@@ -18,6 +18,7 @@ pub mod kubeconfig;
 pub mod labels;
 pub mod member;
 pub mod policy_report;
+pub mod rollout;
 mod schema;
 
 pub use apps::Application;

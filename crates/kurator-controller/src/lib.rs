@@ -14,6 +14,7 @@ pub mod member;
 pub mod metrics;
 pub mod plugins;
 pub mod requests;
+pub mod rollout;
 pub mod runtime;
 pub mod server;
 mod status;
