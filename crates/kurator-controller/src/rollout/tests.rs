@@ -181,12 +181,7 @@ fn a_restart_skips_no_gate_and_promotes_nothing_twice() {
 fn a_new_commit_supersedes_the_run_and_starts_again_at_the_canary() {
     let mut w = World::new(spec(OnFailure::Pause, false));
     w.commit(V2);
-    for _ in 0..3 {
-        w.flux_converges();
-        w.step();
-        w.wait(5);
-        w.measure("m1", 0.01);
-    }
+    w.advance_with_a_healthy_canary(3);
     assert_eq!(w.run().stage.name, "europe");
     assert_eq!(w.revision("m2"), Some(V2));
     w.commit(V3);

@@ -27,12 +27,7 @@ fn empty_stages_pass_through_and_joining_clusters_get_their_stage_revision() {
     );
     let mut w = World::new(spec);
     w.commit(V2);
-    for _ in 0..3 {
-        w.flux_converges();
-        w.step();
-        w.wait(5);
-        w.measure("m1", 0.01);
-    }
+    w.advance_with_a_healthy_canary(3);
     assert_eq!(w.run().stage.name, "europe");
     assert!(
         w.events
@@ -113,12 +108,7 @@ fn a_huge_stage_keeps_its_failures_within_the_status_bound() {
 fn a_cluster_relabelled_into_a_promoted_stage_gets_the_new_revision() {
     let mut w = World::new(spec(OnFailure::Pause, false));
     w.commit(V2);
-    for _ in 0..3 {
-        w.flux_converges();
-        w.step();
-        w.wait(5);
-        w.measure("m1", 0.01);
-    }
+    w.advance_with_a_healthy_canary(3);
     assert_eq!(w.run().stage.name, "europe");
     assert_eq!(w.entry("m4").state, State::Pending);
     // m4 becomes a canary, a stage already promoted.

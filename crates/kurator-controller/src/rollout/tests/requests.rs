@@ -13,12 +13,7 @@ use crate::rollout::{
 fn approval_holds_the_stage_until_promote_names_it() {
     let mut w = World::new(spec(OnFailure::Pause, true));
     w.commit(V2);
-    for _ in 0..5 {
-        w.flux_converges();
-        w.step();
-        w.wait(5);
-        w.measure("m1", 0.01);
-    }
+    w.advance_with_a_healthy_canary(5);
     assert_eq!(w.run().stage.name, "europe");
     assert_eq!(w.run().stage.phase, StagePhase::AwaitingApproval);
     assert!(
@@ -112,12 +107,7 @@ fn undo_rolls_out_the_previous_revision_as_a_new_run() {
 fn abort_after_a_supersede_returns_every_cluster_to_the_stable_revision() {
     let mut w = World::new(spec(OnFailure::Pause, false));
     w.commit(V2);
-    for _ in 0..3 {
-        w.flux_converges();
-        w.step();
-        w.wait(5);
-        w.measure("m1", 0.01);
-    }
+    w.advance_with_a_healthy_canary(3);
     assert_eq!(w.revision("m2"), Some(V2));
     w.commit(V3);
     w.step();

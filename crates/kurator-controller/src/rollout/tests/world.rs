@@ -192,6 +192,17 @@ impl World {
     }
 
     /// Steps, with Flux converging and a good canary measurement, until the run ends.
+    /// `steps` reconciles 5 s apart, Flux converging before each and the canary's metric
+    /// passing after each: enough steps take the run past the canary to "europe".
+    pub(super) fn advance_with_a_healthy_canary(&mut self, steps: usize) {
+        for _ in 0..steps {
+            self.flux_converges();
+            self.step();
+            self.wait(5);
+            self.measure("m1", 0.01);
+        }
+    }
+
     pub(super) fn until_done(&mut self) {
         for _ in 0..20 {
             self.flux_converges();
