@@ -9,18 +9,23 @@
 pub mod render;
 pub mod requests;
 
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     api::{ApiResource, DynamicObject, Patch, PatchParams},
 };
 use kurator_api::{
-    Application,
+    Application, AttachedCluster, Cluster, CustomCluster, Fleet, MemberCluster,
+    fleet::ClusterKind,
     rollout::{StagedRolloutSpec, StagedRolloutStatus},
+};
+use kurator_controller::{
+    application::targets::{self, ClusterInfo},
+    rollout::stages::DestinationCluster,
 };
 
 use requests::Verb;
@@ -179,5 +184,96 @@ async fn request(target: Target, verb: Verb) -> anyhow::Result<()> {
          follow with: kurator rollout status {} -n {}",
         request.what, request.annotation, request.token, target.app, rollout.namespace
     );
+    Ok(())
+}
+
+/// The clusters of an Application's destination fleets with their labels, as the controller
+/// resolves them (`targets::resolve`: fleet members carrying the fleet's label, filtered by
+/// the destination's selector, with a kubeconfig), each once.
+pub async fn destination_clusters(
+    client: Client,
+    namespace: &str,
+    app: &Application,
+) -> anyhow::Result<Vec<DestinationCluster>> {
+    let mut fleet_names: Vec<&str> = app
+        .spec
+        .sync_policies
+        .iter()
+        .filter_map(|p| p.destination.as_ref().or(app.spec.destination.as_ref()))
+        .map(|d| d.fleet.as_str())
+        .collect();
+    fleet_names.sort();
+    fleet_names.dedup();
+    let fleet_api: Api<Fleet> = Api::namespaced(client.clone(), namespace);
+    let mut fleets = BTreeMap::new();
+    for name in fleet_names {
+        if let Some(fleet) = fleet_api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("fleet {namespace}/{name}"))?
+        {
+            fleets.insert(name.to_string(), fleet);
+        }
+    }
+    let mut members: BTreeMap<(ClusterKind, String), ClusterInfo> = BTreeMap::new();
+    collect::<AttachedCluster>(
+        &client,
+        namespace,
+        ClusterKind::AttachedCluster,
+        &mut members,
+    )
+    .await?;
+    collect::<Cluster>(&client, namespace, ClusterKind::Cluster, &mut members).await?;
+    collect::<CustomCluster>(&client, namespace, ClusterKind::CustomCluster, &mut members).await?;
+    let resolved = targets::resolve(
+        app,
+        |name| fleets.get(name).cloned(),
+        |member| members.get(&(member.kind, member.name.clone())).cloned(),
+    );
+    let mut out: Vec<DestinationCluster> = Vec::new();
+    for target in resolved.policies.iter().flat_map(|p| &p.targets) {
+        if out.iter().any(|c| c.name == target.cluster_name) {
+            continue;
+        }
+        let labels = members
+            .get(&(target.cluster_kind, target.cluster_name.clone()))
+            .map(|m| m.labels.clone())
+            .unwrap_or_default();
+        out.push(DestinationCluster {
+            name: target.cluster_name.clone(),
+            labels,
+        });
+    }
+    Ok(out)
+}
+
+/// Every cluster object of kind `K` in `namespace`, as the controller's stores show it.
+async fn collect<K>(
+    client: &Client,
+    namespace: &str,
+    kind: ClusterKind,
+    into: &mut BTreeMap<(ClusterKind, String), ClusterInfo>,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + MemberCluster
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let list = Api::<K>::namespaced(client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .with_context(|| format!("listing {kind} in {namespace}"))?;
+    for object in list {
+        into.insert(
+            (kind, object.name_any()),
+            ClusterInfo {
+                labels: object.labels().clone(),
+                kubeconfig: object.kubeconfig_ref(),
+                ready: object.readiness().ready,
+            },
+        );
+    }
     Ok(())
 }
