@@ -1,93 +1,28 @@
 use super::*;
 use kurator_controller::rollout::stages::{DestinationCluster, assign};
 
-/// `spec.stagedRollout` of docs/rollout.md's example.
-const SPEC: &str = "
-onFailure: Rollback
-progressDeadline: 10m
-stages:
-  - name: canary
-    clusters: [member1]
-    soak: 5m
-    gates:
-      policy: true
-      metrics:
-        - name: error-rate
-          query: 'sum(rate(http_errors_total{cluster=\"$cluster\"}[2m])) / sum(rate(http_requests_total{cluster=\"$cluster\"}[2m]))'
-          comparison: '<'
-          threshold: 0.05
-  - name: europe
-    clusterSelector: {matchLabels: {region: eu}}
-    maxConcurrent: 2
-    soak: 10m
-    gates:
-      metrics:
-        - name: p99-latency
-          query: 'histogram_quantile(0.99, sum by (cluster, le) (rate(http_request_duration_seconds_bucket[5m])))'
-          comparison: '<='
-          threshold: 0.3
-      approval: true
-  - name: everything-else
-    rest: true
-    maxConcurrent: 10
-";
+/// docs/rollout.md: its examples are what these tests render, and its CLI section shows the
+/// output, so page and command cannot drift apart.
+const PAGE: &str = include_str!("../../../../docs/rollout.md");
 
-/// `status.stagedRollout` of docs/rollout.md's example: run 2 paused at canary.
-const PAUSED: &str = "
-stableRevision: main@sha1:1111111111111111111111111111111111111111
-observedSourceRevision: main@sha1:2222222222222222222222222222222222222222
-lastRunId: 2
-run:
-  id: 2
-  fromRevision: main@sha1:1111111111111111111111111111111111111111
-  toRevision: main@sha1:2222222222222222222222222222222222222222
-  phase: Paused
-  startedAt: 2026-12-02T04:00:00Z
-  paused:
-    reason: GateFailed
-    message: 'stage canary: error-rate on member1: 0.12 is not < 0.05'
-    since: 2026-12-02T04:06:00Z
-  stage:
-    index: 0
-    name: canary
-    phase: Verifying
-    startedAt: 2026-12-02T04:00:00Z
-    healthySince: 2026-12-02T04:01:00Z
-    verifyingSince: 2026-12-02T04:06:00Z
-    gates:
-      - gate: error-rate
-        cluster: member1
-        outcome: Failed
-        value: 0.12
-        comparison: '<'
-        threshold: 0.05
-        message: 0.12 is not < 0.05
-        evaluatedAt: 2026-12-02T04:06:05Z
-clusters:
-  - name: member1
-    stage: canary
-    revision: main@sha1:2222222222222222222222222222222222222222
-    state: Failed
-    since: 2026-12-02T04:06:05Z
-    policyFailuresAtStart: 0
-    message: 'error-rate: 0.12 is not < 0.05'
-  - name: member2
-    stage: everything-else
-    revision: main@sha1:1111111111111111111111111111111111111111
-    state: Pending
-    since: 2026-12-02T04:00:00Z
-history:
-  - id: 1
-    toRevision: main@sha1:1111111111111111111111111111111111111111
-    phase: Succeeded
-    startedAt: 2026-12-01T10:00:00Z
-    finishedAt: 2026-12-01T10:30:00Z
-    stage: everything-else
-handledRequests: {pause: '2026-12-02T03:00:00Z'}
-";
+/// The YAML block that follows `<!-- example: NAME -->` on the page.
+fn example(name: &str) -> &'static str {
+    let marker = format!("<!-- example: {name} -->");
+    let after = &PAGE[PAGE.find(&marker).expect("marker on the page") + marker.len()..];
+    let start = after.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let len = after[start..].find("```").expect("closed block");
+    &after[start..start + len]
+}
 
+/// The page's `status.stagedRollout` example: run 2 paused at canary.
+fn paused() -> &'static str {
+    example("status")
+}
+
+/// `spec.stagedRollout` of the page's example Application.
 fn spec() -> StagedRolloutSpec {
-    serde_saphyr::from_str(SPEC).unwrap()
+    let app: serde_json::Value = serde_saphyr::from_str(example("spec")).unwrap();
+    serde_json::from_value(app["spec"]["stagedRollout"].clone()).unwrap()
 }
 
 fn status(yaml: &str) -> StagedRolloutStatus {
@@ -96,7 +31,12 @@ fn status(yaml: &str) -> StagedRolloutStatus {
 
 #[test]
 fn the_docs_example_paused_on_a_failed_metric_gate() {
-    insta::assert_snapshot!(status_text(&spec(), Some(&status(PAUSED))), @r#"
+    let text = status_text(&spec(), Some(&status(paused())));
+    assert!(
+        PAGE.contains(&format!("```\n{text}```\n")),
+        "docs/rollout.md shows this output"
+    );
+    insta::assert_snapshot!(text, @r#"
         RUN 2  main@sha1:1111111 → main@sha1:2222222  Paused: GateFailed
                stage canary (1/3) started 2026-12-02T04:00:00Z: Verifying
                stage canary: error-rate on member1: 0.12 is not < 0.05
@@ -210,7 +150,12 @@ fn stages_of_a_destination() {
         cluster("us1", "us"),
     ];
     let spec = spec();
-    insta::assert_snapshot!(stages_text(&spec, &assign(&spec, &clusters)), @r#"
+    let text = stages_text(&spec, &assign(&spec, &clusters));
+    assert!(
+        PAGE.contains(&format!("```\n{text}```\n")),
+        "docs/rollout.md shows this output"
+    );
+    insta::assert_snapshot!(text, @r#"
         Staged rollout: onFailure Rollback, progressDeadline 10m
           #  STAGE            SELECTS           CLUSTERS     AT ONCE        SOAK  GATES
           1  canary           names member1     member1      all (1 batch)  5m    health, error-rate < 0.05, policy
