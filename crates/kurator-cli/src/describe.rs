@@ -384,6 +384,44 @@ mod tests {
     }
 
     #[test]
+    fn application_description_with_stages_before_the_conditions() {
+        use kurator_api::rollout::StagedRolloutSpec;
+        use kurator_controller::rollout::stages::DestinationCluster;
+        let mut app: Application = serde_saphyr::from_str(
+            "metadata: {name: shop, namespace: default}\nspec:\n  source:\n    gitRepository: {url: 'http://127.0.0.1:1/shop.git', interval: 1m}\n  destination: {fleet: quickstart}\n  syncPolicies:\n  - kustomization: {interval: 1m, prune: true}\n",
+        )
+        .unwrap();
+        app.metadata.creation_timestamp = Some(Time(Timestamp::from_second(0).unwrap()));
+        let spec: StagedRolloutSpec = serde_saphyr::from_str(
+            "stages:\n- {name: canary, clusters: [m1]}\n- {name: rest, rest: true, maxConcurrent: 1}\n",
+        )
+        .unwrap();
+        let clusters = ["m1", "m2", "m3"].map(|name| DestinationCluster {
+            name: name.into(),
+            labels: Default::default(),
+        });
+        let stages = render::stages_text(&spec, &assign(&spec, &clusters));
+        insta::assert_snapshot!(
+            application_text_with_stages(&app, Some(&stages), Timestamp::from_second(5).unwrap()),
+            @r#"
+            Name:       shop
+            Namespace:  default
+            Age:        5s
+            Source:     GitRepository http://127.0.0.1:1/shop.git
+            Revision:   -
+            Synced:     -
+            Clusters:
+              POLICY  FLEET  CLUSTER  KIND  SYNCED  REVISION  WHY
+            Staged rollout: onFailure Pause, progressDeadline 10m
+              #  STAGE   SELECTS   CLUSTERS  AT ONCE        SOAK  GATES
+              1  canary  names m1  m1        all (1 batch)  -     health
+              2  rest    the rest  m2,m3     1 (2 batches)  -     health
+            Conditions: none yet
+        "#
+        );
+    }
+
+    #[test]
     fn fleet_description_with_a_plugin_matrix() {
         use kurator_api::fleet::{FleetClusterStatus, FleetStatus};
         let mut fleet: Fleet = serde_saphyr::from_str(

@@ -21,11 +21,25 @@ fn outcome(o: GateOutcome) -> &'static str {
     }
 }
 
+/// A measured value short enough for a table: four decimals at most, tiny ones in scientific
+/// notation (a query's `0.30000000000000004` is `0.3`).
+fn value_text(value: f64) -> String {
+    if value != 0.0 && value.abs() < 0.001 {
+        return format!("{value:.2e}");
+    }
+    let text = format!("{value:.4}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
 /// `error-rate 0.12 (< 0.05) failed`; a result without a value says why it has none.
 fn gate_text(g: &GateResult) -> String {
     let mut out = g.gate.clone();
     if let Some(value) = g.value {
-        out.push_str(&format!(" {value}"));
+        out.push_str(&format!(" {}", value_text(value)));
     }
     match (g.comparison, g.threshold) {
         (Some(c), Some(t)) => out.push_str(&format!(" ({} {t})", c.as_str())),

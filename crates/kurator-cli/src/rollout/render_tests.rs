@@ -175,3 +175,14 @@ fn stages_of_a_destination() {
     "#
     );
 }
+
+#[test]
+fn values_are_short() {
+    assert_eq!(value_text(0.1 + 0.2), "0.3");
+    assert_eq!(value_text(0.12), "0.12");
+    assert_eq!(value_text(3.0), "3");
+    assert_eq!(value_text(1234.56789), "1234.5679");
+    assert_eq!(value_text(0.0), "0");
+    assert_eq!(value_text(0.000123), "1.23e-4");
+    assert_eq!(value_text(f64::NAN), "NaN");
+}
