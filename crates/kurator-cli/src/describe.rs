@@ -5,12 +5,20 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
-use kube::{Api, ResourceExt};
+use kube::{
+    Api, ResourceExt,
+    api::{ApiResource, DynamicObject},
+};
 use kurator_api::{
     Application, Fleet, fleet::PluginComponentStatus, policy_report::FleetPolicyReport,
 };
 
-use crate::tables::{age, short_revision};
+use kurator_controller::rollout::stages::assign;
+
+use crate::{
+    rollout::{self, render},
+    tables::{age, short_revision},
+};
 
 #[derive(Args, Debug)]
 pub struct DescribeArgs {
@@ -45,11 +53,27 @@ pub async fn run(args: DescribeArgs) -> anyhow::Result<()> {
             fleet_text(&fleet, now)
         }
         Describe::Application => {
-            let app = Api::<Application>::namespaced(client, &ns)
-                .get(&args.name)
-                .await
-                .with_context(|| format!("application {ns}/{}", args.name))?;
-            application_text(&app, now)
+            // As JSON first: `spec.stagedRollout` is read from it whether or not the typed
+            // Application carries the field.
+            let raw = Api::<DynamicObject>::namespaced_with(
+                client.clone(),
+                &ns,
+                &ApiResource::erase::<Application>(&()),
+            )
+            .get(&args.name)
+            .await
+            .with_context(|| format!("application {ns}/{}", args.name))?;
+            let what = || format!("application {ns}/{}", args.name);
+            let app: Application =
+                serde_json::from_value(serde_json::to_value(&raw)?).with_context(what)?;
+            let stages = match rollout::from_json(&raw.data).with_context(what)? {
+                Some((spec, _)) => {
+                    let clusters = rollout::destination_clusters(client, &ns, &app).await?;
+                    Some(render::stages_text(&spec, &assign(&spec, &clusters)))
+                }
+                None => None,
+            };
+            application_text_with_stages(&app, stages.as_deref(), now)
         }
     };
     print!("{text}");
@@ -217,8 +241,19 @@ fn plugins_text(plugins: &[PluginComponentStatus]) -> String {
     format!("Plugins:\n{}", table(&header, cells))
 }
 
-/// Pure: the text of `kurator describe application`.
+/// Pure: the text of `kurator describe application` for an Application without
+/// `spec.stagedRollout`.
 pub fn application_text(app: &Application, now: Timestamp) -> String {
+    application_text_with_stages(app, None, now)
+}
+
+/// Pure: the text of `kurator describe application`; `stages` is the rendered
+/// `spec.stagedRollout` ([`render::stages_text`]), shown before the conditions.
+pub fn application_text_with_stages(
+    app: &Application,
+    stages: Option<&str>,
+    now: Timestamp,
+) -> String {
     let status = app.status.clone().unwrap_or_default();
     let source = &app.spec.source;
     let (kind, url) = if let Some(g) = &source.git_repository {
@@ -269,6 +304,7 @@ pub fn application_text(app: &Application, now: Timestamp) -> String {
             rows
         )
     ));
+    out.push_str(stages.unwrap_or_default());
     out.push_str(&conditions_text(&status.conditions));
     out
 }
@@ -345,6 +381,44 @@ mod tests {
           TYPE   STATUS  REASON     MESSAGE
           Ready  False   NotSynced  1 of 2 not synced
         ");
+    }
+
+    #[test]
+    fn application_description_with_stages_before_the_conditions() {
+        use kurator_api::rollout::StagedRolloutSpec;
+        use kurator_controller::rollout::stages::DestinationCluster;
+        let mut app: Application = serde_saphyr::from_str(
+            "metadata: {name: shop, namespace: default}\nspec:\n  source:\n    gitRepository: {url: 'http://127.0.0.1:1/shop.git', interval: 1m}\n  destination: {fleet: quickstart}\n  syncPolicies:\n  - kustomization: {interval: 1m, prune: true}\n",
+        )
+        .unwrap();
+        app.metadata.creation_timestamp = Some(Time(Timestamp::from_second(0).unwrap()));
+        let spec: StagedRolloutSpec = serde_saphyr::from_str(
+            "stages:\n- {name: canary, clusters: [m1]}\n- {name: rest, rest: true, maxConcurrent: 1}\n",
+        )
+        .unwrap();
+        let clusters = ["m1", "m2", "m3"].map(|name| DestinationCluster {
+            name: name.into(),
+            labels: Default::default(),
+        });
+        let stages = render::stages_text(&spec, &assign(&spec, &clusters));
+        insta::assert_snapshot!(
+            application_text_with_stages(&app, Some(&stages), Timestamp::from_second(5).unwrap()),
+            @r#"
+            Name:       shop
+            Namespace:  default
+            Age:        5s
+            Source:     GitRepository http://127.0.0.1:1/shop.git
+            Revision:   -
+            Synced:     -
+            Clusters:
+              POLICY  FLEET  CLUSTER  KIND  SYNCED  REVISION  WHY
+            Staged rollout: onFailure Pause, progressDeadline 10m
+              #  STAGE   SELECTS   CLUSTERS  AT ONCE        SOAK  GATES
+              1  canary  names m1  m1        all (1 batch)  -     health
+              2  rest    the rest  m2,m3     1 (2 batches)  -     health
+            Conditions: none yet
+        "#
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `kurator` commands: controller, crds, get, describe, attach, detach, metrics, version,
-//! completion;
+//! `kurator` commands: controller, crds, get, describe, attach, detach, metrics, rollout,
+//! version, completion;
 //! with the `dev` feature (default) also the playground (`dev`) and the benchmarks (`bench`),
 //! which link the test environment.
 
@@ -17,6 +17,7 @@ pub mod get;
 pub mod manifest;
 pub mod metrics;
 pub mod policyreports;
+pub mod rollout;
 pub mod tables;
 pub mod version;
 
@@ -55,6 +56,10 @@ pub enum Command {
     /// Fleet-wide PromQL through the fleet's Thanos Query, by cluster.
     #[command(subcommand)]
     Metrics(metrics::MetricsCommand),
+    /// Staged rollout of an Application: status, and requests to the controller (promote,
+    /// pause, resume, abort, undo).
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// Print the client's version and the running controller's.
     Version(version::VersionArgs),
     /// Print a shell completion script (bash, zsh or fish).
@@ -90,6 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attach(args) => attach::run(args).await,
         Command::Detach(args) => detach::run(args).await,
         Command::Metrics(cmd) => metrics::run(cmd).await,
+        Command::Rollout(cmd) => rollout::run(cmd).await,
         Command::Version(args) => version::run(args).await,
         Command::Completion(args) => completion::run(args),
         #[cfg(feature = "dev")]

@@ -3,6 +3,9 @@
 //! so `kurator version` finds the controller's version on its Lease).
 
 mod common;
+// `kurator rollout` in this binary: each test binary costs CI a link.
+#[path = "attach/rollout.rs"]
+mod rollout;
 
 use std::{collections::BTreeMap, path::Path, process::Stdio, time::Duration};
 
