@@ -229,6 +229,8 @@ pub fn build_status(
             now,
         ),
         observed_generation: generation,
+        // Set by the rollout step (`rollout_status`) when the spec asks for a staged rollout.
+        staged_rollout: None,
     }
 }
 
