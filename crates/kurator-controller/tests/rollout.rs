@@ -4,13 +4,13 @@
 //! (no suspend: Flux keeps reconciling them); after the soak every member gets it. With an
 //! approval gate the run holds until the promote annotation names its stage.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use crate::common::{Harness, NS, apply, attached_fleet, until, wait_for};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams},
 };
 use kurator_api::{
     Application, Fleet, conditions,
@@ -221,4 +221,25 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
         git_repos.get_opt(&pinned(&v1)).await.unwrap().is_none()
     })
     .await;
+
+    // Every transition was announced on the Application.
+    let events: Api<Event> = h.api();
+    let reasons: BTreeSet<String> = events
+        .list(&ListParams::default().fields("regarding.name=shop"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in [
+        "RolloutStarted",
+        "ClusterUpdating",
+        "StageSoaking",
+        "StagePromoted",
+        "ApprovalRequired",
+        "RolloutSucceeded",
+    ] {
+        assert!(reasons.contains(reason), "no {reason} Event in {reasons:?}");
+    }
 }
