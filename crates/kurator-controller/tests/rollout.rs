@@ -28,12 +28,14 @@ fn configmap(value: &str) -> String {
     )
 }
 
-fn application(url: &str, canary_approval: bool) -> Application {
-    let gates = if canary_approval {
-        "\n        gates: {approval: true}"
-    } else {
-        ""
-    };
+/// The canary stage's gates, as YAML.
+const NO_GATES: &str = "";
+const APPROVAL: &str = "\n        gates: {approval: true}";
+/// A metric gate: no metric plugin runs here, so Thanos Query cannot be found and the gate
+/// fails with that reason.
+const METRIC: &str = "\n        gates: {metrics: [{name: error-rate, query: 'sum(rate(http_errors_total{cluster=\"$cluster\"}[1m]))', comparison: '<', threshold: 0.05}]}";
+
+fn application(url: &str, gates: &str) -> Application {
     serde_saphyr::from_str(&format!(
         "apiVersion: apps.kurator.dev/v1alpha1
 kind: Application
@@ -156,7 +158,7 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
 
     // Run 1, a first deployment: canary, soak, then the rest; v1 becomes stable.
     let apps: Api<Application> = h.api();
-    apply(&apps, "shop", &application(&repo.url(), false)).await;
+    apply(&apps, "shop", &application(&repo.url(), NO_GATES)).await;
     wait_for(&apps, "shop", WAIT, |a| finished(a, 1, &v1)).await;
     wait_members(&clients, ["v1", "v1", "v1"]).await;
 
@@ -198,7 +200,7 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
     );
 
     // Run 3 with an approval gate on the canary: held until promote names run 3's canary.
-    apply(&apps, "shop", &application(&repo.url(), true)).await;
+    apply(&apps, "shop", &application(&repo.url(), APPROVAL)).await;
     let v3 = repo
         .commit_files(&[("deploy/cm.yaml", &configmap("v3"))], "v3")
         .unwrap();
@@ -242,4 +244,42 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
     ] {
         assert!(reasons.contains(reason), "no {reason} Event in {reasons:?}");
     }
+
+    // Run 4 with a metric gate on the canary: measured after the soak; Thanos Query cannot be
+    // found, so the gate fails with that reason and the run pauses, the rest stay on v3.
+    apply(&apps, "shop", &application(&repo.url(), METRIC)).await;
+    let v4 = repo
+        .commit_files(&[("deploy/cm.yaml", &configmap("v4"))], "v4")
+        .unwrap();
+    let a = wait_for(&apps, "shop", WAIT, |a| {
+        rollout_reason(a).as_deref() == Some("GateFailed")
+    })
+    .await;
+    let run = a.status.unwrap().staged_rollout.unwrap().run.unwrap();
+    assert_eq!((run.id, run.phase), (4, RunPhase::Paused));
+    let gate = run
+        .stage
+        .gates
+        .iter()
+        .find(|g| g.gate == "error-rate")
+        .expect("the metric gate's result");
+    assert_eq!(gate.cluster.as_deref(), Some("kurator-member1"));
+    assert_eq!(gate.outcome, kurator_api::rollout::GateOutcome::Failed);
+    assert!(
+        gate.message.as_deref().is_some_and(
+            |m| m.contains("Thanos Query Service default/default-thanos-query not found")
+        ),
+        "{gate:?}"
+    );
+    assert_eq!(gate.threshold, Some(0.05));
+    wait_members(&clients, ["v4", "v3", "v3"]).await;
+    let ks = kustomizations(&h).await;
+    assert_eq!(
+        ks,
+        [
+            (pinned(&v4), true),
+            (pinned(&v3), true),
+            (pinned(&v3), true)
+        ]
+    );
 }

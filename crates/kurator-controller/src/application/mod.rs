@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod build;
 pub mod rollout_build;
+pub mod rollout_metrics;
 pub mod rollout_observe;
 pub mod rollout_step;
 pub mod status;

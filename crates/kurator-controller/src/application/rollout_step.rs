@@ -19,11 +19,13 @@ use kube::{
 };
 use kurator_api::{
     Application, Fleet, conditions,
-    rollout::{StagePhase, StagedRolloutSpec, StagedRolloutStatus},
+    rollout::{
+        GateOutcome, MetricGate, RunPhase, StagePhase, StagedRolloutSpec, StagedRolloutStatus,
+    },
 };
 use tracing::info;
 
-use super::{rollout_observe, targets::Resolved};
+use super::{rollout_metrics, rollout_observe, targets::Resolved};
 use crate::{
     context::Context,
     error::Error,
@@ -82,13 +84,23 @@ pub async fn step(
         },
         &fleets,
     );
-    let now = Time(Timestamp::now());
+    let mut observed = observed;
+    let mut now = Time(Timestamp::now());
     let previous = app
         .status
         .as_ref()
         .and_then(|s| s.staged_rollout.clone())
         .unwrap_or_default();
-    let (state, actions) = machine::step(spec, &previous, &observed, &now);
+    let (mut state, mut actions) = machine::step(spec, &previous, &observed, &now);
+    // Metric gates waiting for a measurement (just asked for, or after a restart): measure
+    // now, after `verifyingSince`, and step again with the results.
+    if let Some((gates, clusters)) = metrics_due(spec, &state) {
+        observed.metrics = rollout_metrics::measure(&ctx.client, namespace, gates, &clusters).await;
+        now = Time(Timestamp::now());
+        let (next, more) = machine::step(spec, &state, &observed, &now);
+        state = next;
+        actions.extend(more);
+    }
 
     if app.status.as_ref().and_then(|s| s.staged_rollout.as_ref()) != Some(&state) {
         // The state first: everything after it (pins, Events) is derived from what is written.
@@ -105,6 +117,37 @@ pub async fn step(
     }
     publish(ctx, app, &actions).await;
     Ok(state)
+}
+
+/// The current stage's metric gates and the clusters with a result still pending, when the
+/// run is verifying.
+fn metrics_due<'a>(
+    spec: &'a StagedRolloutSpec,
+    state: &StagedRolloutStatus,
+) -> Option<(&'a [MetricGate], Vec<String>)> {
+    let run = state
+        .run
+        .as_ref()
+        .filter(|r| r.phase == RunPhase::Progressing)?;
+    if run.stage.phase != StagePhase::Verifying {
+        return None;
+    }
+    let gates = &spec
+        .stages
+        .get(usize::try_from(run.stage.index).ok()?)?
+        .gates
+        .metrics;
+    let mut clusters: Vec<String> = run
+        .stage
+        .gates
+        .iter()
+        .filter(|g| g.outcome == GateOutcome::Pending)
+        .filter(|g| gates.iter().any(|m| m.name == g.gate))
+        .filter_map(|g| g.cluster.clone())
+        .collect();
+    clusters.sort();
+    clusters.dedup();
+    (!clusters.is_empty()).then_some((gates.as_slice(), clusters))
 }
 
 /// `existing` with the condition of `desired`'s type replaced (others kept as they are).
@@ -150,7 +193,7 @@ async fn publish(ctx: &Context, app: &Application, actions: &[Action]) {
                 }
             }
             Action::Pin { cluster, revision } => info!(%cluster, %revision, "cluster pinned"),
-            // Metric gates are not measured yet (issue 12 step 3): their results stay Pending.
+            // Measured in `step` (`metrics_due`), from the state, so a restart measures too.
             Action::EvaluateGates { stage, clusters } => {
                 info!(%stage, clusters = clusters.len(), "gates to evaluate")
             }
