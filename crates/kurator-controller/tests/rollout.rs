@@ -282,4 +282,29 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
             (pinned(&v3), true)
         ]
     );
+
+    // A commit during the (paused) run supersedes it: run 5 from the stable v3 to v5 starts at
+    // the canary (a pause by failure is not handed on), the others stay on v3.
+    let v5 = repo
+        .commit_files(&[("deploy/cm.yaml", &configmap("v5"))], "v5")
+        .unwrap();
+    let a = wait_for(&apps, "shop", WAIT, |a| {
+        let state = a.status.as_ref().and_then(|s| s.staged_rollout.as_ref());
+        state
+            .and_then(|s| s.run.as_ref())
+            .is_some_and(|r| r.id == 5)
+    })
+    .await;
+    let state = a.status.unwrap().staged_rollout.unwrap();
+    let superseded = &state.history[0];
+    assert_eq!((superseded.id, superseded.phase), (4, RunPhase::Superseded));
+    let run = state.run.unwrap();
+    assert!(same_revision(
+        run.from_revision.as_deref().unwrap(),
+        &format!("sha1:{v3}")
+    ));
+    assert!(same_revision(&run.to_revision, &format!("sha1:{v5}")));
+    assert_eq!(run.stage.name, "canary");
+    wait_members(&clients, ["v5", "v3", "v3"]).await;
+    assert_eq!(kustomizations(&h).await[0].0, pinned(&v5));
 }
