@@ -54,6 +54,10 @@ pub struct ApplicationSpec {
     /// Default destination for policies that do not name their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<ApplicationDestination>,
+    /// Deliver a new source revision stage by stage instead of to every cluster at once
+    /// (docs/rollout.md). Unset: every cluster gets a new revision at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_rollout: Option<crate::rollout::StagedRolloutSpec>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -279,6 +283,10 @@ pub struct ApplicationStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Where the staged rollout stands (with `spec.stagedRollout`): the controller's only
+    /// memory of a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_rollout: Option<crate::rollout::StagedRolloutStatus>,
 }
 
 /// Where one policy stands on one cluster.

@@ -1,9 +1,8 @@
 //! Staged rollout of an Application across the clusters of its fleets (issue 12): the spec
 //! (`spec.stagedRollout`) and the status the controller keeps (`status.stagedRollout`).
 //!
-//! Design only for now (docs/rollout.md): these types are not yet part of `ApplicationSpec` /
-//! `ApplicationStatus`, so the served CRD does not change before the controller acts on them.
-//! The status is also the rollout's whole memory: a controller killed at any instant resumes
+//! Served as `ApplicationSpec::staged_rollout` / `ApplicationStatus::staged_rollout`
+//! (docs/rollout.md). The status is also the rollout's whole memory: a controller killed at any instant resumes
 //! from it (which field makes which step idempotent is documented on the field).
 
 use std::collections::BTreeMap;

@@ -14,4 +14,5 @@ mod plugins_flux;
 mod policy_kyverno;
 mod policy_reports;
 mod rbac;
+mod rollout;
 mod triggers;

@@ -112,6 +112,9 @@ impl Source {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
     pub source: Source,
+    /// With a staged rollout: one GitRepository per revision in use, pinned by `ref.commit`
+    /// (`rollout_build`). Empty otherwise.
+    pub pinned_sources: Vec<GitRepository>,
     pub kustomizations: Vec<Kustomization>,
     pub helm_releases: Vec<HelmRelease>,
 }
@@ -120,6 +123,7 @@ impl Desired {
     /// Every object, source included.
     pub fn refs(&self) -> BTreeSet<FluxObjectRef> {
         let mut refs = BTreeSet::from([self.source.object_ref()]);
+        refs.extend(self.pinned_sources.iter().filter_map(FluxObjectRef::of));
         refs.extend(self.kustomizations.iter().filter_map(FluxObjectRef::of));
         refs.extend(self.helm_releases.iter().filter_map(FluxObjectRef::of));
         refs
@@ -417,6 +421,7 @@ pub fn build(app: &Application, policies: &[PolicyTargets]) -> Result<Desired, B
     }
     Ok(Desired {
         source,
+        pinned_sources: Vec::new(),
         kustomizations,
         helm_releases,
     })

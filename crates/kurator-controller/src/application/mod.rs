@@ -3,10 +3,16 @@
 //! reports where every cluster stands.
 //!
 //! Pipeline: dereference (`targets`, from the stores) → build (`build`, pure) → apply
-//! (`apply`) → status (`status`, pure).
+//! (`apply`) → status (`status`, pure). With `spec.stagedRollout`, a rollout step
+//! (`rollout_step`: observe, `rollout::machine::step`, status written first) runs between
+//! build and apply, and `rollout_build` pins each cluster's Kustomization to its revision.
 
 pub mod apply;
 pub mod build;
+pub mod rollout_build;
+pub mod rollout_metrics;
+pub mod rollout_observe;
+pub mod rollout_step;
 pub mod status;
 pub mod targets;
 
@@ -87,6 +93,7 @@ async fn reconcile_app(app: &Application, namespace: &str, ctx: &Context) -> Res
             &targets::Resolved::default(),
             &Observed::default(),
             Some(&Blocker::FluxNotInstalled),
+            kept_rollout(app),
         )
         .await?;
         return Ok(Action::requeue(FLUX_MISSING_RETRY));
@@ -106,10 +113,17 @@ async fn reconcile_app(app: &Application, namespace: &str, ctx: &Context) -> Res
     let objects: usize = resolved.policies.iter().map(|p| p.targets.len()).sum();
     let _held = ctx.fanout_budget.hold(objects).await;
     // build
-    let desired = match build::build(app, &resolved.policies) {
+    let built = build::build(app, &resolved.policies)
+        .map_err(|e| Blocker::InvalidSpec(e.to_string()))
+        .and_then(|desired| match &app.spec.staged_rollout {
+            Some(_) => rollout_build::supported(app)
+                .map(|()| desired)
+                .map_err(|e| Blocker::UnsupportedRolloutSource(e.to_string())),
+            None => Ok(desired),
+        });
+    let mut desired = match built {
         Ok(desired) => desired,
-        Err(e) => {
-            let blocker = Blocker::InvalidSpec(e.to_string());
+        Err(blocker) => {
             write_status(
                 app,
                 namespace,
@@ -117,13 +131,24 @@ async fn reconcile_app(app: &Application, namespace: &str, ctx: &Context) -> Res
                 &resolved,
                 &Observed::default(),
                 Some(&blocker),
+                kept_rollout(app),
             )
             .await?;
             return Ok(Action::await_change());
         }
     };
+    // staged rollout: step and write its state, then pin each cluster to its revision
+    let rollout = match &app.spec.staged_rollout {
+        Some(spec) => {
+            let state = rollout_step::step(app, spec, namespace, ctx, &resolved).await?;
+            rollout_build::pin(&app.name_any(), &mut desired, &state);
+            Some((spec, state))
+        }
+        None => None,
+    };
     // apply: bounded concurrency, so a large fan-out is not a chain of round trips
     let mut writes = apply_source(ctx, &desired.source).await? as usize;
+    writes += apply_all(ctx, &flux.git_repositories, &desired.pinned_sources).await?;
     writes += apply_all(ctx, &flux.kustomizations, &desired.kustomizations).await?;
     writes += apply_all(ctx, &flux.helm_releases, &desired.helm_releases).await?;
     let mut pruned = 0;
@@ -155,11 +180,26 @@ async fn reconcile_app(app: &Application, namespace: &str, ctx: &Context) -> Res
         &resolved,
         &observed(flux, namespace, &desired),
         None,
+        rollout.as_ref().map(|(_, state)| state),
     )
     .await?;
     // Flux object changes, fleet and cluster changes all trigger a reconcile; the long
-    // requeue only guards against a missed event.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // requeue only guards against a missed event. A rollout also moves by the clock (soak
+    // end, progress deadline).
+    Ok(Action::requeue(match &rollout {
+        Some((spec, state)) => rollout_step::requeue_after(spec, state, IDLE_REQUEUE),
+        None => IDLE_REQUEUE,
+    }))
+}
+
+/// Requeue of an Application with nothing due (guards against a missed event).
+const IDLE_REQUEUE: Duration = Duration::from_secs(300);
+
+/// The stored rollout state, kept as it is by a status write that does not step the rollout
+/// (server-side apply would otherwise drop the rollout's only memory).
+fn kept_rollout(app: &Application) -> Option<&kurator_api::rollout::StagedRolloutStatus> {
+    app.spec.staged_rollout.as_ref()?;
+    app.status.as_ref()?.staged_rollout.as_ref()
 }
 
 /// Deletes every Flux object the Application owns; Flux prunes the workloads from the
@@ -184,10 +224,36 @@ async fn write_status(
     resolved: &targets::Resolved,
     observed: &Observed,
     blocker: Option<&Blocker>,
+    rollout: Option<&kurator_api::rollout::StagedRolloutStatus>,
 ) -> Result<(), Error> {
-    let status = build_status(app, resolved, observed, blocker, Time(Timestamp::now()));
-    let api: Api<Application> = Api::namespaced(ctx.client.clone(), namespace);
+    let now = Time(Timestamp::now());
+    let mut status = build_status(app, resolved, observed, blocker, now.clone());
+    let rollout_condition = match (blocker, rollout) {
+        (Some(Blocker::UnsupportedRolloutSource(message)), _) => {
+            Some(kurator_api::conditions::Desired::new(
+                crate::rollout::condition::TYPE,
+                false,
+                status::reason::STAGED_ROLLOUT_UNSUPPORTED_SOURCE,
+                message.clone(),
+            ))
+        }
+        (_, Some(state)) => Some(crate::rollout::condition::condition(state)),
+        _ => None,
+    };
+    status.staged_rollout = rollout.cloned();
     let previous = app.status.as_ref();
+    if let Some(condition) = rollout_condition {
+        let before = previous
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        let merged = rollout_step::with_condition(before, condition, app.metadata.generation, now);
+        status.conditions.extend(
+            merged
+                .into_iter()
+                .filter(|c| c.type_ == crate::rollout::condition::TYPE),
+        );
+    }
+    let api: Api<Application> = Api::namespaced(ctx.client.clone(), namespace);
     if apply_status(ctx, &api, app, previous, &status).await? {
         let before = previous
             .map(|s| s.conditions.as_slice())

@@ -36,6 +36,8 @@ pub mod reason {
     pub const CLUSTER_NOT_READY: &str = "ClusterNotReady";
     pub const PROGRESSING: &str = "Progressing";
     pub const OUTDATED_REVISION: &str = "OutdatedRevision";
+    /// `spec.stagedRollout` with a Helm or OCI source: refused (git sources only for now).
+    pub const STAGED_ROLLOUT_UNSUPPORTED_SOURCE: &str = "StagedRolloutUnsupportedSource";
 }
 
 /// At most this many entries are named in a condition message.
@@ -49,6 +51,8 @@ const QUOTED_MESSAGE_CHARS: usize = 300;
 pub enum Blocker {
     FluxNotInstalled,
     InvalidSpec(String),
+    /// `spec.stagedRollout` on a source it does not handle yet: nothing is applied.
+    UnsupportedRolloutSource(String),
 }
 
 /// Flux's view: the source's status and each per-cluster object's (generation, status), by name.
@@ -196,6 +200,12 @@ pub fn build_status(
             reason::INVALID_SPEC,
             message.clone(),
         ),
+        Some(Blocker::UnsupportedRolloutSource(message)) => Condition::new(
+            conditions::READY,
+            false,
+            reason::STAGED_ROLLOUT_UNSUPPORTED_SOURCE,
+            message.clone(),
+        ),
         None if !resolved.problems.is_empty() => Condition::new(
             conditions::READY,
             false,
@@ -229,6 +239,8 @@ pub fn build_status(
             now,
         ),
         observed_generation: generation,
+        // Set by the rollout step (`rollout_status`) when the spec asks for a staged rollout.
+        staged_rollout: None,
     }
 }
 
@@ -260,7 +272,13 @@ fn entry(
     };
     let readiness = flux::readiness(*generation, Some(status));
     let current = readiness.is_ready();
-    let at_latest = helm || (applied.is_some() && applied.as_deref() == source_revision);
+    // By digest: a cluster pinned by a staged rollout applies `sha1:<hex>` where the tracking
+    // source says `main@sha1:<hex>` for the same commit.
+    let at_latest = helm
+        || applied
+            .as_deref()
+            .zip(source_revision)
+            .is_some_and(|(a, s)| crate::rollout::pinning::same_revision(a, s));
     // A member that is not Ready cannot confirm what it runs, whatever Flux last applied.
     let ready = current && at_latest && cluster_ready;
     let (reason, message) = if ready {

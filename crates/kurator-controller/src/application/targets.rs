@@ -30,6 +30,8 @@ pub struct Resolved {
     pub policies: Vec<PolicyTargets>,
     /// Readiness of each targeted cluster, by (kind, name).
     pub cluster_ready: BTreeMap<(ClusterKind, String), bool>,
+    /// Labels of each targeted cluster, by (kind, name): what staged rollout stages select.
+    pub cluster_labels: BTreeMap<(ClusterKind, String), BTreeMap<String, String>>,
     /// Human-readable problems (missing fleet, cluster without kubeconfig ...).
     pub problems: Vec<String>,
     /// False when a destination could not be read: nothing may be pruned then, or a
@@ -99,6 +101,9 @@ pub fn resolve(
             resolved
                 .cluster_ready
                 .insert((member.kind, member.name.clone()), info.ready);
+            resolved
+                .cluster_labels
+                .insert((member.kind, member.name.clone()), info.labels.clone());
             targets.targets.push(Target {
                 fleet: destination.fleet.clone(),
                 cluster_name: member.name.clone(),

@@ -47,6 +47,7 @@ fn resolved(clusters: &[(&str, bool)]) -> Resolved {
             .collect(),
         problems: vec![],
         complete: true,
+        ..Resolved::default()
     }
 }
 
