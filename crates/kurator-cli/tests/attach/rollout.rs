@@ -3,7 +3,6 @@
 //! `status.stagedRollout` the test writes through the status subresource (no controller: the
 //! commands only read status and write request annotations).
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api,
     api::{ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams},
@@ -20,34 +19,6 @@ use kurator_testenv::TestEnv;
 use serde_json::json;
 
 use super::{NS, entry, kurator};
-
-/// The CRDs, with `spec.stagedRollout` and `status.stagedRollout` kept by the API server even
-/// where the Application CRD does not declare them yet (the typed field lands separately; once
-/// it has, the declared schema is used as is).
-fn crds_keeping_staged_rollout() -> String {
-    let keep = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
-    kurator_api::crds::all()
-        .into_iter()
-        .map(|crd| {
-            if crd.spec.names.kind != "Application" {
-                return crd;
-            }
-            let mut value = serde_json::to_value(&crd).unwrap();
-            for version in value["spec"]["versions"].as_array_mut().unwrap() {
-                let properties = &mut version["schema"]["openAPIV3Schema"]["properties"];
-                for part in ["spec", "status"] {
-                    let fields = properties[part]["properties"].as_object_mut().unwrap();
-                    fields
-                        .entry("stagedRollout")
-                        .or_insert_with(|| keep.clone());
-                }
-            }
-            serde_json::from_value::<CustomResourceDefinition>(value).unwrap()
-        })
-        .map(|crd| kurator_api::crds::to_yaml(&crd))
-        .collect::<Vec<_>>()
-        .join("---\n")
-}
 
 /// A line of a table whose cells, split on whitespace, start with `row`'s words.
 fn has_row(text: &str, row: &str) -> bool {
@@ -112,7 +83,7 @@ fn status_at(phase: &str) -> serde_json::Value {
 #[tokio::test]
 async fn rollout_status_promote_and_describe_stages() {
     let env = TestEnv::builder()
-        .crds(vec![crds_keeping_staged_rollout()])
+        .crds(vec![kurator_api::crds::all_yaml()])
         .start()
         .await
         .expect("test environment starts");
