@@ -14,11 +14,9 @@
 //! 3. by its default name, `<namespace>-thanos-query`.
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::core::v1::Service;
 use kube::{Api, Client, ResourceExt, api::ListParams};
-use kurator_controller::plugins::render::{
-    THANOS_QUERY_PORT, component, resource_name, thanos_query_service,
-};
+use kurator_controller::plugins::render::{component, resource_name, thanos_query_service};
 
 /// The label the bitnami charts set to the Helm release's name.
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
@@ -148,28 +146,8 @@ pub async fn thanos_query(host: &Client, namespace: &str) -> anyhow::Result<Endp
     })
 }
 
-/// The port to proxy to: the one named `http` (the chart's), else the one numbered 9090,
-/// else the first; by name when it has one.
-pub fn query_port(service: &Service) -> Option<String> {
-    let ports: &[ServicePort] = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.as_deref())
-        .unwrap_or_default();
-    let port = ports
-        .iter()
-        .find(|p| p.name.as_deref() == Some("http"))
-        .or_else(|| {
-            ports
-                .iter()
-                .find(|p| p.port == i32::from(THANOS_QUERY_PORT))
-        })
-        .or_else(|| ports.first())?;
-    Some(match port.name.as_deref().filter(|n| !n.is_empty()) {
-        Some(name) => name.to_string(),
-        None => port.port.to_string(),
-    })
-}
+/// The port to proxy to (the controller's rule, which its metric gates use too).
+pub use kurator_controller::plugins::render::thanos_query_port as query_port;
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,7 @@ use kurator_api::rollout::MetricGate;
 use serde::Deserialize;
 
 use crate::{
-    plugins::render::{THANOS_QUERY_PORT, thanos_query_service},
+    plugins::render::{thanos_query_port, thanos_query_service},
     rollout::{
         gates::{MetricSample, per_cluster, query_for, split_by_cluster},
         observe::MetricObservation,
@@ -48,21 +48,8 @@ pub async fn thanos_query(client: &Client, namespace: &str) -> Result<String, St
         }
         Err(_) => return Err(format!("reading Service {namespace}/{name} timed out")),
     };
-    let ports = service.spec.and_then(|s| s.ports).unwrap_or_default();
-    let port = ports
-        .iter()
-        .find(|p| p.name.as_deref() == Some("http"))
-        .or_else(|| {
-            ports
-                .iter()
-                .find(|p| p.port == i32::from(THANOS_QUERY_PORT))
-        })
-        .or_else(|| ports.first())
+    let port = thanos_query_port(&service)
         .ok_or_else(|| format!("Thanos Query Service {namespace}/{name} has no ports"))?;
-    let port = match port.name.as_deref().filter(|n| !n.is_empty()) {
-        Some(name) => name.to_string(),
-        None => port.port.to_string(),
-    };
     Ok(format!(
         "/api/v1/namespaces/{namespace}/services/{name}:{port}/proxy"
     ))

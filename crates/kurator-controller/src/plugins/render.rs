@@ -191,6 +191,30 @@ pub fn thanos_query_service(namespace: &str) -> String {
     format!("{namespace}-{THANOS_QUERY_SERVICE}")
 }
 
+/// The Thanos Query Service's port to reach it on through the service proxy: the one named
+/// `http` (the chart's), else the one numbered [`THANOS_QUERY_PORT`], else the first; by name
+/// when it has one. `None` for a Service without ports.
+pub fn thanos_query_port(service: &k8s_openapi::api::core::v1::Service) -> Option<String> {
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
+    let port = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .or_else(|| {
+            ports
+                .iter()
+                .find(|p| p.port == i32::from(THANOS_QUERY_PORT))
+        })
+        .or_else(|| ports.first())?;
+    Some(match port.name.as_deref().filter(|n| !n.is_empty()) {
+        Some(name) => name.to_string(),
+        None => port.port.to_string(),
+    })
+}
+
 /// The labels of a component's objects (upstream's). The fleet name is shortened the way
 /// Application labels are when it exceeds 63 characters ([`label_value`]).
 pub fn labels(fleet: &str, plugin: Plugin, component: &str) -> BTreeMap<String, String> {
