@@ -67,7 +67,7 @@ pub async fn step(
         })
         .map(|f| (*f).clone())
         .collect();
-    let observed = rollout_observe::observations(
+    let mut observed = rollout_observe::observations(
         app,
         resolved,
         latest_revision,
@@ -84,7 +84,6 @@ pub async fn step(
         },
         &fleets,
     );
-    let mut observed = observed;
     let mut now = Time(Timestamp::now());
     let previous = app
         .status
