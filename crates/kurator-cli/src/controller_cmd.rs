@@ -49,6 +49,17 @@ pub struct ControllerArgs {
     /// Repeatable; the first matching prefix wins.
     #[arg(long = "chart-mirror", value_name = "FROM=TO", value_parser = parse_mirror)]
     pub chart_mirrors: Vec<(String, String)>,
+
+    /// Thanos Query's URL for staged-rollout metric gates, instead of the fleet's Thanos Query
+    /// Service through the host API server's service proxy: for a controller running outside
+    /// the host's network (the playground records it in KURATOR_THANOS_URL). Serves every
+    /// fleet.
+    #[arg(long, env = crate::metrics::discover::THANOS_URL_ENV, value_parser = parse_thanos_url)]
+    pub thanos_url: Option<String>,
+}
+
+fn parse_thanos_url(text: &str) -> Result<String, String> {
+    crate::metrics::discover::checked_url(text).map_err(|e| e.to_string())
 }
 
 fn parse_mirror(text: &str) -> Result<(String, String), String> {
@@ -109,6 +120,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         probe_timeout: args.probe_timeout,
         concurrency: args.concurrency,
         chart_mirrors: ChartMirrors(args.chart_mirrors.clone()),
+        thanos_url: args.thanos_url.clone(),
     };
     let shutdown = shutdown_signal();
     if !args.leader_elect {

@@ -38,6 +38,11 @@ pub struct Settings {
     pub concurrency: u16,
     /// Chart repository rewrites (`--chart-mirror FROM=TO`).
     pub chart_mirrors: ChartMirrors,
+    /// Thanos Query's base URL for staged-rollout metric gates (`--thanos-url`), instead of the
+    /// fleet's Thanos Query Service through the host API server's service proxy: for a
+    /// controller outside the host's network, or a Thanos Query on loopback, which the API
+    /// server refuses to proxy to (the playground, the tests). It serves every fleet.
+    pub thanos_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -47,6 +52,7 @@ impl Default for Settings {
             probe_timeout: Duration::from_secs(10),
             concurrency: 16,
             chart_mirrors: ChartMirrors::default(),
+            thanos_url: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Metric gates: the stage's PromQL checks through the fleet's Thanos Query, reached through
 //! the host API server's service proxy (the Service the metric plugin's thanos release
-//! creates, `<namespace>-thanos-query`, read with one GET: no LIST from a reconcile).
+//! creates, `<namespace>-thanos-query`, read with one GET: no LIST from a reconcile), or at
+//! the URL the controller was given (`--thanos-url`).
 //! Bounded: a few queries at once, each within [`QUERY_TIMEOUT`]. Anything short of an
 //! answer (no Service, a proxy error, a PromQL error) is the sample's error, which fails the
 //! gate with that reason (`rollout::gates`).
@@ -55,15 +56,35 @@ pub async fn thanos_query(client: &Client, namespace: &str) -> Result<String, St
     ))
 }
 
+/// A client and path prefix for Thanos Query at `url`, queried directly (kube's client as a
+/// plain HTTP(S) client: it holds no credentials; the URL's path is kept as a prefix).
+fn direct(url: &str) -> Result<(Client, String), String> {
+    let uri = url
+        .parse()
+        .map_err(|_| format!("--thanos-url {url} is not a URL"))?;
+    let mut config = kube::Config::new(uri);
+    // A 503 is Thanos Query's own timeout: retrying would only run the query again.
+    config.default_retry = false;
+    let client = Client::try_from(config).map_err(|e| shortened(&format!("--thanos-url: {e}")))?;
+    Ok((client, String::new()))
+}
+
 /// Measures every metric gate of a stage for `clusters`: with the `$cluster` placeholder once
-/// per cluster, else once for the stage, split by the `cluster` label.
+/// per cluster, else once for the stage, split by the `cluster` label. Through `thanos_url`
+/// when set, else through the fleet's Thanos Query Service in `namespace`.
 pub async fn measure(
     client: &Client,
+    thanos_url: Option<&str>,
     namespace: &str,
     gates: &[MetricGate],
     clusters: &[String],
 ) -> BTreeMap<(String, String), MetricObservation> {
-    let prefix = thanos_query(client, namespace).await;
+    let endpoint = match thanos_url {
+        Some(url) => direct(url),
+        None => thanos_query(client, namespace)
+            .await
+            .map(|prefix| (client.clone(), prefix)),
+    };
     // (gate, cluster or none for a stage-wide query, query)
     let mut queries: Vec<(String, Option<String>, String)> = Vec::new();
     for gate in gates {
@@ -81,10 +102,10 @@ pub async fn measure(
     }
     let answers: Vec<_> = stream::iter(queries)
         .map(|(gate, cluster, query)| {
-            let prefix = prefix.clone();
+            let endpoint = endpoint.clone();
             async move {
-                let answer = match prefix {
-                    Ok(prefix) => instant_query(client, &prefix, &query).await,
+                let answer = match endpoint {
+                    Ok((client, prefix)) => instant_query(&client, &prefix, &query).await,
                     Err(e) => Err(e),
                 };
                 (gate, cluster, answer)

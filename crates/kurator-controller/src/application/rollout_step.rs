@@ -94,7 +94,14 @@ pub async fn step(
     // Metric gates waiting for a measurement (just asked for, or after a restart): measure
     // now, after `verifyingSince`, and step again with the results.
     if let Some((gates, clusters)) = metrics_due(spec, &state) {
-        observed.metrics = rollout_metrics::measure(&ctx.client, namespace, gates, &clusters).await;
+        observed.metrics = rollout_metrics::measure(
+            &ctx.client,
+            ctx.settings.thanos_url.as_deref(),
+            namespace,
+            gates,
+            &clusters,
+        )
+        .await;
         now = Time(Timestamp::now());
         let (next, more) = machine::step(spec, &state, &observed, &now);
         state = next;
