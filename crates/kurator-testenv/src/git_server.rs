@@ -2,8 +2,9 @@
 //! served by running `git http-backend` (CGI) once per request.
 //!
 //! go-git (inside source-controller) speaks smart HTTP only, which `git http-backend`
-//! provides, including the shallow clones Flux makes. Pushing over HTTP is off: tests commit
-//! into the bare repositories on disk with [`GitRepo::commit_files`].
+//! provides, including the shallow clones Flux makes. Pushing over HTTP is off for tests (they
+//! commit into the bare repositories on disk with [`GitRepo::commit_files`]); the playground's
+//! server takes pushes ([`Push::Allowed`]), so a user can `git push` a new revision.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,7 +43,9 @@ impl GitServer {
             .canonicalize()
             .map_err(|e| Error::io("resolving", &root, e))?;
         let serve_root = root.clone();
-        let server = BackgroundServer::start("kurator-git-server", move |l| serve(serve_root, l))?;
+        let server = BackgroundServer::start("kurator-git-server", move |l| {
+            serve(serve_root, l, Push::Refused)
+        })?;
         tracing::info!(url = %server.url(), root = %root.display(), "git server listening");
         Ok(GitServer { root, server })
     }
@@ -298,22 +301,39 @@ fn git(dir: Option<&Path>, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Whether the server takes `git push` (receive-pack).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Push {
+    Refused,
+    /// Anyone on loopback may push: for the playground only.
+    Allowed,
+}
+
+struct Served {
+    root: PathBuf,
+    push: Push,
+}
+
 /// Serves the bare repositories under `root` over smart HTTP on `listener` until the
 /// future is dropped (or accepting fails). Each request runs `git http-backend`.
 ///
 /// For running the server as a background process of the CLI: bind a
 /// [`tokio::net::TcpListener`] and await this.
-pub async fn serve(root: PathBuf, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+pub async fn serve(
+    root: PathBuf,
+    listener: tokio::net::TcpListener,
+    push: Push,
+) -> std::io::Result<()> {
     let app = axum::Router::new()
         .fallback(handle)
-        .with_state(Arc::new(root));
+        .with_state(Arc::new(Served { root, push }));
     axum::serve(listener, app).await
 }
 
-async fn handle(State(root): State<Arc<PathBuf>>, req: Request) -> Response {
+async fn handle(State(served): State<Arc<Served>>, req: Request) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    match cgi(&root, req).await {
+    match cgi(&served.root, served.push, req).await {
         Ok(resp) => {
             tracing::debug!(%method, %path, status = %resp.status(), "git request");
             resp
@@ -328,7 +348,7 @@ async fn handle(State(root): State<Arc<PathBuf>>, req: Request) -> Response {
 }
 
 /// Runs `git http-backend` for one request and turns its CGI output into a response.
-async fn cgi(root: &Path, req: Request) -> std::result::Result<Response, String> {
+async fn cgi(root: &Path, push: Push, req: Request) -> std::result::Result<Response, String> {
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, MAX_REQUEST_BODY)
         .await
@@ -360,6 +380,11 @@ async fn cgi(root: &Path, req: Request) -> std::result::Result<Response, String>
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if push == Push::Allowed {
+        // http-backend serves receive-pack to authenticated users only; there is no
+        // authentication here, the user is named so that it does.
+        cmd.env("REMOTE_USER", "playground");
+    }
     if let Some(v) = header("content-type") {
         cmd.env("CONTENT_TYPE", v);
     }

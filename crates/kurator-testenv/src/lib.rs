@@ -121,7 +121,7 @@ pub use flux_binaries::{
     FLUX_HELM_VERSION, FLUX_KUSTOMIZE_VERSION, FLUX_SOURCE_VERSION, FluxBinaries,
     PREBUILT_FLUX_CRDS_DIR, ensure_flux_binaries,
 };
-pub use git_server::{FileChange, GIT_BRANCH, GitRepo, GitServer, serve as serve_git};
+pub use git_server::{FileChange, GIT_BRANCH, GitRepo, GitServer, Push, serve as serve_git};
 pub use helm_repo::{HelmRepo, serve_static as serve_helm_repo, write_chart, write_index};
 pub use kurator_chart::{
     KuratorRelease, add_kurator_chart, chart_dir_files, flux_api, flux_ready, helm_releases,

@@ -127,6 +127,61 @@ async fn git_server_serves_commits_over_smart_http() -> Result<()> {
 
     ensure!(server.create_repo("fleet").is_err(), "duplicate repository");
     ensure!(server.create_repo("../escape").is_err(), "invalid name");
+
+    // The tests' server refuses pushes; the clone's commit stays local.
+    let push = |target: String, file: &'static str| {
+        let message = format!("--message=add {file}");
+        tokio::task::spawn_blocking(move || -> Result<std::process::Output> {
+            std::fs::write(format!("{target}/{file}"), "new\n")?;
+            let work = ["-C", target.as_str()];
+            for args in [
+                &["add", file][..],
+                &[
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@example.invalid",
+                    "commit",
+                    "--quiet",
+                    message.as_str(),
+                ],
+            ] {
+                let out = git(&[&work[..], args].concat())?;
+                ensure!(
+                    out.status.success(),
+                    "git {args:?}: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            git(&[&work[..], &["push", "--quiet", "origin", "master"]].concat())
+        })
+    };
+    let target = clone.display().to_string();
+    let out = push(target.clone(), "REFUSED").await??;
+    ensure!(!out.status.success(), "the tests' server took a push");
+    ensure!(repo.head()?.as_deref() == Some(second.as_str()));
+
+    // The playground's (Push::Allowed) takes it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let playground = tokio::spawn(kurator_testenv::serve_git(
+        server.root().to_path_buf(),
+        listener,
+        kurator_testenv::Push::Allowed,
+    ));
+    let url = format!("http://127.0.0.1:{port}/fleet.git");
+    let out = git(&["-C", &target, "remote", "set-url", "origin", &url])?;
+    ensure!(out.status.success());
+    let out = push(target.clone(), "PUSHED").await??;
+    ensure!(
+        out.status.success(),
+        "push to the playground's server: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = repo.head()?.context("a head after the push")?;
+    ensure!(head != second, "the push moved master");
+    playground.abort();
     drop(server);
     std::fs::remove_dir_all(&dir)?;
     Ok(())

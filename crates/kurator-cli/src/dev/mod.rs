@@ -112,7 +112,7 @@ pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
         DevCommand::Env => print_env(&state),
         DevCommand::ServeGit { root, addr } => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
-            kurator_testenv::serve_git(root, listener).await?;
+            kurator_testenv::serve_git(root, listener, kurator_testenv::Push::Allowed).await?;
             Ok(())
         }
         DevCommand::Prepare => {
