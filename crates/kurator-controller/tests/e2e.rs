@@ -15,4 +15,5 @@ mod policy_kyverno;
 mod policy_reports;
 mod rbac;
 mod rollout;
+mod rollout_metrics;
 mod triggers;

@@ -149,6 +149,7 @@ async fn fleet_metrics_reach_thanos_query_through_members_coming_and_going() {
         pool: pool.clone(),
         state_dir: &state,
         scrape_interval: Duration::from_secs(5),
+        extra_scrape_targets: Default::default(),
         detached: false,
         timeout: Duration::from_secs(120),
     })

@@ -20,7 +20,10 @@
 //! [`HostThanosQuery`] a real Thanos Query on the host reading its endpoints from a file
 //! ([`HostThanosStore`]: a store gateway on the object store). [`MetricsStandIn`] runs them
 //! for a fleet's metric plugin from what the controller rendered, standing in for the kubelet
-//! that would run the charts' Pods; [`run_load_balancer_pool_simulator`] gives each
+//! that would run the charts' Pods; [`AppExporter`] serves a test application's
+//! `http_requests_total` with the error rate of the ConfigMap the application deployed in a
+//! member, standing in for the application's container, as an extra scrape target
+//! ([`ScrapeTarget`]) of that member's Prometheus; [`run_load_balancer_pool_simulator`] gives each
 //! LoadBalancer Service its own address, forwarded to a loopback one ([`LoadBalancerPool`]).
 //! [`wait::until`] is the one way to wait for something (with a deadline and a message naming
 //! what was awaited and the last thing seen), for the tests and for this crate itself.
@@ -70,6 +73,7 @@
 //! `run/*.pid` (detached only).
 
 mod apiserver;
+mod app_exporter;
 mod binaries;
 mod certs;
 mod cluster;
@@ -108,6 +112,9 @@ mod thanos_query;
 mod thanos_store;
 pub mod wait;
 
+pub use app_exporter::{
+    APP_JOB, AppExporter, AppExporterParams, Counters, ERROR_RATE_KEY, REQUESTS_METRIC,
+};
 pub use binaries::{
     BIN_DIR_ENV, Binaries, CACHE_ENV, ETCD_VERSION, GO_ENV, KUBERNETES_VERSION, KWOK_VERSION,
     cache_dir, ensure_binaries,
@@ -149,7 +156,7 @@ pub use plugin_charts::{
     write_plugin_charts,
 };
 pub use process::ProcessInfo;
-pub use prometheus::APISERVER_JOB;
+pub use prometheus::{APISERVER_JOB, ScrapeTarget};
 pub use storage::DEFAULT_STORAGE_CLASS;
 pub use thanos::SIDECAR_GRPC_PORT;
 pub use thanos_binaries::{

@@ -1,6 +1,7 @@
 //! A member's metrics stack as local processes, standing in for the kubelet that would run
 //! the kube-prometheus chart's Prometheus Pod with its Thanos sidecar container: a real
-//! Prometheus (Debian's package) scraping the member's kube-apiserver, and a real Thanos
+//! Prometheus (Debian's package) scraping the member's kube-apiserver (and any extra targets
+//! given, e.g. an application's [`crate::AppExporter`]), and a real Thanos
 //! sidecar serving its data over gRPC on an address the caller chooses (the loopback IP the
 //! load-balancer simulator gave the member's sidecar Service, port 10901).
 //!
@@ -22,7 +23,7 @@ use crate::health::http_get_ok;
 use crate::process::{
     Proc, ProcessInfo, ProcessSpec, WaitError, lost_port_race, start_on_free_port, wait_ready,
 };
-use crate::prometheus::{self, PrometheusFiles, ScrapeSettings};
+use crate::prometheus::{self, PrometheusFiles, ScrapeSettings, ScrapeTarget};
 use crate::thanos::{self, SidecarFlags};
 use crate::thanos_binaries::{ensure_thanos_binary, prometheus_binary};
 use crate::thanos_query::LoopbackHttp;
@@ -67,6 +68,8 @@ pub struct MemberMetricsParams<'a> {
     /// The sidecar's `--objstore.config-file` content (e.g. a FILESYSTEM bucket), if any.
     pub objstore_config: Option<String>,
     pub scrape_interval: Duration,
+    /// Scraped besides the member's kube-apiserver (e.g. an [`crate::AppExporter`]).
+    pub extra_targets: Vec<ScrapeTarget>,
     /// Detached (playground): the processes outlive this one and record their pids.
     pub detached: bool,
     pub timeout: Duration,
@@ -84,13 +87,15 @@ impl std::fmt::Debug for MemberMetricsParams<'_> {
                 &self.objstore_config.as_ref().map(|_| ".."),
             )
             .field("scrape_interval", &self.scrape_interval)
+            .field("extra_targets", &self.extra_targets)
             .field("detached", &self.detached)
             .finish_non_exhaustive()
     }
 }
 
 impl<'a> MemberMetricsParams<'a> {
-    /// Defaults: no object store, a 5 s scrape interval, attached, 60 s to become ready.
+    /// Defaults: no object store, a 5 s scrape interval, no extra targets, attached, 60 s to
+    /// become ready.
     pub fn new(
         binaries: &'a MetricsBinaries,
         cluster: &'a ClusterHandle,
@@ -106,6 +111,7 @@ impl<'a> MemberMetricsParams<'a> {
             sidecar_grpc,
             objstore_config: None,
             scrape_interval: Duration::from_secs(5),
+            extra_targets: Vec::new(),
             detached: false,
             timeout: Duration::from_secs(60),
         }
@@ -154,6 +160,7 @@ impl MemberMetrics {
                 external_labels: &p.external_labels,
                 apiserver: &apiserver,
                 interval: p.scrape_interval,
+                extra_targets: &p.extra_targets,
             },
         )?;
         write_file(&files.config, &config, 0o644)?;

@@ -5,7 +5,9 @@
 //!
 //! - per member whose `prometheus-<cluster>` HelmRelease is Ready on the host: a
 //!   [`MemberMetrics`] (Prometheus + Thanos sidecar) with the external labels of the
-//!   release's values (`prometheus.externalLabels`), the object-store configuration of the
+//!   release's values (`prometheus.externalLabels`), scraping the member's kube-apiserver
+//!   and the member's extra targets given to the stand-in (an application's
+//!   [`crate::AppExporter`], standing in for its Pods), the object-store configuration of the
 //!   member's copied Secret (`prometheus.thanos.objectStorageConfig.{secretName,secretKey}`
 //!   in the release's target namespace), and the sidecar listening where the simulated
 //!   network forwards the member's sidecar Service's load-balancer address
@@ -36,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::load_balancer::LoadBalancerPool;
 use crate::metrics::{MemberMetrics, MemberMetricsParams, MetricsBinaries};
 use crate::process::ProcessInfo;
+use crate::prometheus::ScrapeTarget;
 use crate::thanos_query::{HostThanosQuery, HostThanosQueryParams};
 
 /// The headless Service on the host whose EndpointSlices list the member sidecars.
@@ -64,6 +67,9 @@ pub struct MetricsStandInParams<'a> {
     pub pool: LoadBalancerPool,
     pub state_dir: &'a Path,
     pub scrape_interval: Duration,
+    /// Per member (the fleet's name for it), what its Prometheus scrapes besides its
+    /// kube-apiserver, e.g. an [`crate::AppExporter`]'s [`crate::AppExporter::scrape_target`].
+    pub extra_scrape_targets: BTreeMap<String, Vec<ScrapeTarget>>,
     /// Detached (playground): the processes outlive this one.
     pub detached: bool,
     /// How long one process may take to become ready.
@@ -260,7 +266,7 @@ impl<'a> MetricsStandIn<'a> {
                     tracing::info!(%cluster, "labels or address changed: restarting");
                     old.metrics.stop().await.ok();
                 }
-                match self.start_member(handle, &wanted).await {
+                match self.start_member(cluster, handle, &wanted).await {
                     Ok(metrics) => {
                         tracing::info!(%cluster, sidecar = %wanted.sidecar,
                             labels = ?wanted.external_labels,
@@ -280,6 +286,7 @@ impl<'a> MetricsStandIn<'a> {
 
     async fn start_member(
         &self,
+        cluster: &str,
         handle: &ClusterHandle,
         wanted: &MemberWanted,
     ) -> Result<MemberMetrics> {
@@ -292,6 +299,12 @@ impl<'a> MetricsStandIn<'a> {
         );
         p.objstore_config = wanted.objstore.clone();
         p.scrape_interval = self.params.scrape_interval;
+        p.extra_targets = self
+            .params
+            .extra_scrape_targets
+            .get(cluster)
+            .cloned()
+            .unwrap_or_default();
         p.detached = self.params.detached;
         p.timeout = self.params.timeout;
         MemberMetrics::start(p).await

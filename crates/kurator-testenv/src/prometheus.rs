@@ -1,6 +1,7 @@
 //! A member's Prometheus as the kube-prometheus chart's Prometheus resource would run it,
 //! as a local process: its `prometheus.yml` (external labels, the member's own kube-apiserver
-//! `/metrics` scraped over https with the cluster's admin client certificate) and its flags
+//! `/metrics` scraped over https with the cluster's admin client certificate, and any extra
+//! plain-HTTP targets, e.g. an application's [`crate::AppExporter`]) and its flags
 //! (the 2 h block durations the Prometheus operator sets when a Thanos sidecar uploads blocks,
 //! `--web.enable-lifecycle`, a loopback port).
 
@@ -38,6 +39,15 @@ impl PrometheusFiles {
     }
 }
 
+/// One more scrape job of a member's Prometheus: plain HTTP `GET /metrics` at `address`
+/// (`host:port`), as a ServiceMonitor selecting an application's Pods would add. Its series
+/// get the member's external labels like every other (the `cluster` label in Thanos Query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScrapeTarget {
+    pub job: String,
+    pub address: String,
+}
+
 /// What the scrape configuration says.
 #[derive(Debug, Clone)]
 pub(crate) struct ScrapeSettings<'a> {
@@ -45,12 +55,31 @@ pub(crate) struct ScrapeSettings<'a> {
     /// `127.0.0.1:<port>` of the member's kube-apiserver.
     pub apiserver: &'a str,
     pub interval: Duration,
+    /// Jobs besides the apiserver's.
+    pub extra_targets: &'a [ScrapeTarget],
 }
 
-/// The `prometheus.yml` text (pure: the certificate files are only named).
+/// The `prometheus.yml` text (pure: the certificate files are only named). Job names must
+/// be unique (Prometheus refuses the file otherwise).
 pub(crate) fn render_config(files: &PrometheusFiles, s: &ScrapeSettings<'_>) -> Result<String> {
     let interval = format!("{}s", s.interval.as_secs().max(1));
-    let config = serde_json::json!({
+    let mut jobs = std::collections::BTreeSet::from([APISERVER_JOB]);
+    for target in s.extra_targets {
+        if !jobs.insert(target.job.as_str()) {
+            return Err(Error::Usage(format!(
+                "scrape job {} given twice in a member's Prometheus",
+                target.job
+            )));
+        }
+    }
+    let extra = s.extra_targets.iter().map(|t| {
+        serde_json::json!({
+            "job_name": t.job,
+            "metrics_path": "/metrics",
+            "static_configs": [{ "targets": [t.address] }],
+        })
+    });
+    let mut config = serde_json::json!({
         "global": {
             "scrape_interval": interval,
             "evaluation_interval": interval,
@@ -68,6 +97,9 @@ pub(crate) fn render_config(files: &PrometheusFiles, s: &ScrapeSettings<'_>) -> 
             "static_configs": [{ "targets": [s.apiserver] }],
         }],
     });
+    if let Some(jobs) = config["scrape_configs"].as_array_mut() {
+        jobs.extend(extra);
+    }
     serde_saphyr::to_string(&config)
         .map_err(|e| Error::Usage(format!("rendering prometheus.yml: {e}")))
 }
@@ -145,10 +177,12 @@ mod tests {
                 external_labels: &labels,
                 apiserver: "127.0.0.1:6443",
                 interval: Duration::from_secs(5),
+                extra_targets: &[],
             },
         )
         .expect("render");
         let config: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
+        assert_eq!(config["scrape_configs"].as_array().map(Vec::len), Some(1));
         assert_eq!(config["global"]["external_labels"]["cluster"], "member1");
         assert_eq!(config["global"]["scrape_interval"], "5s");
         let job = &config["scrape_configs"][0];
@@ -170,6 +204,59 @@ mod tests {
         ] {
             assert!(flags.iter().any(|f| f == flag), "{flag}: {flags:?}");
         }
+    }
+
+    #[test]
+    fn extra_targets_are_plain_http_jobs_under_the_same_external_labels() {
+        let files = PrometheusFiles::in_dir(Path::new("/state/metrics/member1"));
+        let labels = BTreeMap::from([("cluster".to_string(), "kurator-member1".to_string())]);
+        let app = ScrapeTarget {
+            job: "app".into(),
+            address: "127.0.0.1:4567".into(),
+        };
+        let settings = |extra: &[ScrapeTarget]| {
+            render_config(
+                &files,
+                &ScrapeSettings {
+                    external_labels: &labels,
+                    apiserver: "127.0.0.1:6443",
+                    interval: Duration::from_secs(2),
+                    extra_targets: extra,
+                },
+            )
+        };
+        let text = settings(std::slice::from_ref(&app)).expect("render");
+        let config: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
+        assert_eq!(
+            config["global"]["external_labels"]["cluster"],
+            "kurator-member1"
+        );
+        let jobs = config["scrape_configs"].as_array().expect("jobs");
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0]["job_name"], APISERVER_JOB);
+        assert_eq!(
+            jobs[1],
+            serde_json::json!({
+                "job_name": "app",
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": ["127.0.0.1:4567"]}],
+            }),
+            "no scheme (http) and no client certificate for the app"
+        );
+
+        let twice = settings(&[app.clone(), app]).expect_err("a job twice");
+        assert!(
+            twice.to_string().contains("scrape job app given twice"),
+            "{twice}"
+        );
+        let apiserver = ScrapeTarget {
+            job: APISERVER_JOB.into(),
+            address: "127.0.0.1:1".into(),
+        };
+        assert!(
+            settings(&[apiserver]).is_err(),
+            "the apiserver's job name is taken"
+        );
     }
 
     #[test]

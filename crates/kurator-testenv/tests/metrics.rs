@@ -3,7 +3,11 @@
 //! loopback IP at port 10901 (as the load-balancer simulator will hand them out), and a real
 //! Thanos Query on the host that finds the sidecars through a file-SD file.
 //!
-//! Checked through Query's HTTP API: both clusters answer `count by (cluster) (up)`; a
+//! member1 also runs a test application's [`AppExporter`] (its error rate from the ConfigMap
+//! created there) as an extra scrape target of its Prometheus.
+//!
+//! Checked through Query's HTTP API: both clusters answer `count by (cluster) (up)`; the
+//! app's `http_requests_total` answers for member1 only, 500s included; a
 //! stopped Prometheus takes its cluster's series out of instant queries (its sidecar fails
 //! the read and Query answers with the others plus a warning) and back when it runs again;
 //! a sidecar restarted with another object-store configuration uses the new bucket; and a
@@ -14,10 +18,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Api, api::PostParams};
 use kurator_testenv::{
-    ControllerManagerMode, HostThanosQuery, HostThanosQueryParams, HostThanosStore,
-    HostThanosStoreParams, InstantVector, MemberMetrics, MemberMetricsParams, SIDECAR_GRPC_PORT,
-    TestEnv, ensure_metrics_binaries, wait,
+    AppExporter, AppExporterParams, ControllerManagerMode, HostThanosQuery, HostThanosQueryParams,
+    HostThanosStore, HostThanosStoreParams, InstantVector, MemberMetrics, MemberMetricsParams,
+    SIDECAR_GRPC_PORT, TestEnv, ensure_metrics_binaries, wait,
 };
 
 /// Prometheus scrapes every 5 s; Thanos Query re-reads its endpoints every 5 s. Generous for
@@ -95,6 +101,19 @@ async fn prometheus_sidecars_and_query_answer_by_cluster() -> Result<()> {
         .await?;
     let state = env.state_dir().to_path_buf();
 
+    // member1 runs an application (its ConfigMap says half its requests fail), whose
+    // exporter member1's Prometheus scrapes besides the apiserver.
+    let member1 = env.members()[0].client().await?;
+    let app_config: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "shop"},
+        "data": {kurator_testenv::ERROR_RATE_KEY: "0.5"},
+    }))?;
+    Api::<ConfigMap>::namespaced(member1, "default")
+        .create(&PostParams::default(), &app_config)
+        .await?;
+    let app =
+        AppExporter::start(AppExporterParams::new(&env.members()[0], "default", "shop")).await?;
+
     let mut members = Vec::new();
     for (index, cluster) in env.members().iter().enumerate() {
         let labels = BTreeMap::from([("cluster".to_string(), cluster.name().to_string())]);
@@ -106,6 +125,9 @@ async fn prometheus_sidecars_and_query_answer_by_cluster() -> Result<()> {
             sidecar_address(index + 1),
         );
         params.objstore_config = Some(filesystem_bucket(&state.join("bucket-a")));
+        if index == 0 {
+            params.extra_targets = vec![app.scrape_target()];
+        }
         members.push(MemberMetrics::start(params).await?);
     }
     let sidecars: Vec<String> = members
@@ -138,10 +160,46 @@ async fn prometheus_sidecars_and_query_answer_by_cluster() -> Result<()> {
         "both clusters answered after {:.1}s",
         t.elapsed().as_secs_f64()
     );
+    let apiservers = query
+        .instant_query(r#"count by (cluster) (up{job="apiserver"})"#)
+        .await?;
     ensure!(
-        both.by_label("cluster").values().all(|v| v == "1"),
-        "one apiserver target per cluster: {both:?}"
+        apiservers.by_label("cluster").len() == 2
+            && apiservers.by_label("cluster").values().all(|v| v == "1"),
+        "one apiserver target per cluster: {apiservers:?} (all targets: {both:?})"
     );
+    // The app's series reach Query with member1's external label, 500s among them once the
+    // exporter follows the ConfigMap.
+    let app_errors = format!(
+        r#"sum by (cluster) ({}{{job="{}",code="500"}})"#,
+        kurator_testenv::REQUESTS_METRIC,
+        kurator_testenv::APP_JOB
+    );
+    wait::until(
+        format!("`{app_errors}` above 0 for member1 only"),
+        WAIT,
+        || async {
+            match query.instant_query(&app_errors).await {
+                Ok(v) => {
+                    let by_cluster = v.by_label("cluster");
+                    let above_zero = by_cluster
+                        .get("member1")
+                        .and_then(|x| x.parse::<f64>().ok())
+                        .is_some_and(|x| x > 0.0);
+                    if above_zero && by_cluster.len() == 1 {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{by_cluster:?}, the exporter at {:?}",
+                            app.error_rate()
+                        ))
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await?;
     let up = query.instant_query(r#"up{job="apiserver"}"#).await?;
     ensure!(
         up.samples.iter().all(|s| s.value == "1"),

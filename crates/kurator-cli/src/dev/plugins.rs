@@ -189,6 +189,7 @@ pub async fn serve(p: Serve<'_>) -> anyhow::Result<()> {
                 pool: pool.clone(),
                 state_dir: p.env_dir,
                 scrape_interval: SCRAPE_INTERVAL,
+                extra_scrape_targets: Default::default(),
                 detached: false,
                 timeout: PROCESS_TIMEOUT,
             })

@@ -27,8 +27,14 @@ pub const NS: &str = "default";
 pub struct Harness {
     pub env: TestEnv,
     pub client: Client,
-    stop: Option<oneshot::Sender<()>>,
-    controller: Option<tokio::task::JoinHandle<()>>,
+    /// Behind a lock so that [`Harness::start_controller`] takes `&self`: a stand-in
+    /// borrowing `env` (e.g. `MetricsStandIn`) can start before the controllers it configures.
+    controller: std::sync::Mutex<Option<RunningController>>,
+}
+
+struct RunningController {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Harness {
@@ -79,9 +85,31 @@ impl Harness {
         controller_client: Client,
         settings: Settings,
     ) -> Harness {
+        let h = Self::without_controller(env).await;
+        h.start_controller_as(controller_client, settings);
+        h
+    }
+
+    /// `env` without the controllers yet: [`Harness::start_controller`] starts them.
+    pub async fn without_controller(env: TestEnv) -> Harness {
         let client = env.host().client().await.expect("host client");
+        Harness {
+            env,
+            client,
+            controller: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Starts the controllers against the host as its admin, once.
+    pub fn start_controller(&self, settings: Settings) {
+        self.start_controller_as(self.client.clone(), settings);
+    }
+
+    fn start_controller_as(&self, controller_client: Client, settings: Settings) {
+        let mut running = self.controller.lock().unwrap();
+        assert!(running.is_none(), "the controllers run already");
         let (stop, stopped) = oneshot::channel::<()>();
-        let controller = tokio::spawn(runtime::run(
+        let task = tokio::spawn(runtime::run(
             controller_client,
             settings,
             Arc::new(Metrics::default()),
@@ -89,17 +117,16 @@ impl Harness {
                 let _ = stopped.await;
             },
         ));
-        Harness {
-            env,
-            client,
-            stop: Some(stop),
-            controller: Some(controller),
-        }
+        *running = Some(RunningController { stop, task });
     }
 
     /// Whether the controllers are still running (they stop only on shutdown).
     pub fn controller_running(&self) -> bool {
-        self.controller.as_ref().is_some_and(|t| !t.is_finished())
+        self.controller
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|c| !c.task.is_finished())
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -174,11 +201,10 @@ impl Harness {
             .collect()
     }
 
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
+    pub async fn shutdown(self) {
+        let running = self.controller.lock().unwrap().take();
+        if let Some(RunningController { stop, task }) = running {
             let _ = stop.send(());
-        }
-        if let Some(task) = self.controller.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
     }
@@ -186,8 +212,13 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        if let Some(task) = self.controller.take() {
-            task.abort();
+        let running = self
+            .controller
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(c) = running {
+            c.task.abort();
         }
     }
 }
