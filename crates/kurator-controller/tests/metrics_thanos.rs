@@ -25,8 +25,8 @@ use kube::{
 use kurator_api::Fleet;
 use kurator_controller::{Settings, plugins::render::ChartMirrors};
 use kurator_testenv::{
-    HelmRepo, LoadBalancerPool, MetricsStandIn, MetricsStandInParams, add_plugin_charts,
-    ensure_metrics_binaries, run_load_balancer_pool_simulator, run_load_balancer_simulator,
+    LoadBalancerPool, MetricsStandIn, MetricsStandInParams, run_load_balancer_pool_simulator,
+    run_load_balancer_simulator,
 };
 
 /// Flux installs, Prometheus scrapes every 5 s and Query re-reads its SD file every 5 s:
@@ -101,13 +101,7 @@ async fn sidecar_buckets(stand_in: &MetricsStandIn<'_>, cluster: &str) -> BTreeS
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_metrics_reach_thanos_query_through_members_coming_and_going() {
     let started = Instant::now();
-    let binaries = tokio::task::spawn_blocking(ensure_metrics_binaries)
-        .await
-        .unwrap()
-        .expect("Prometheus and Thanos binaries");
-    let charts_dir = tempfile::tempdir().expect("temporary directory");
-    let charts = HelmRepo::start(charts_dir.path().join("charts")).expect("chart repository");
-    add_plugin_charts(&charts).expect("the real metric and grafana charts");
+    let (binaries, _charts_dir, charts) = crate::common::metric_charts().await;
     let settings = Settings {
         health_interval: Duration::from_secs(10),
         chart_mirrors: ChartMirrors(vec![(BITNAMI.to_string(), charts.url())]),

@@ -6,7 +6,11 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use crate::common::{Harness, NS, apply, attached_fleet, until, wait_for};
+use crate::common::{
+    Harness, NS, apply, attached_fleet,
+    rollout::{kustomizations, pinned},
+    until, wait_for,
+};
 use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
 use kube::{
     Api, Client,
@@ -14,7 +18,7 @@ use kube::{
 };
 use kurator_api::{
     Application, Fleet, conditions,
-    flux::{GitRepository, Kustomization},
+    flux::GitRepository,
     rollout::{RunPhase, StagePhase, annotation},
 };
 use kurator_controller::rollout::{observe::promote_token, pinning::same_revision};
@@ -57,30 +61,6 @@ spec:
 "
     ))
     .expect("application")
-}
-
-fn kustomization_name(member: &str) -> String {
-    format!("shop-0-attachedcluster-{member}")
-}
-
-fn pinned(sha: &str) -> String {
-    format!("shop-r-{}", &sha[..10])
-}
-
-/// Each member's Kustomization: its sourceRef and whether it is Ready at its generation.
-async fn kustomizations(h: &Harness) -> Vec<(String, bool)> {
-    let api: Api<Kustomization> = h.api();
-    let mut out = Vec::new();
-    for member in MEMBERS {
-        let Some(k) = api.get_opt(&kustomization_name(member)).await.expect("get") else {
-            out.push((String::new(), false));
-            continue;
-        };
-        let ready =
-            kurator_api::flux::readiness(k.metadata.generation, k.status.as_ref()).is_ready();
-        out.push((k.spec.source_ref.name.clone(), ready));
-    }
-    out
 }
 
 async fn member_value(client: &Client) -> Option<String> {
@@ -167,7 +147,7 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
         .commit_files(&[("deploy/cm.yaml", &configmap("v2"))], "v2")
         .unwrap();
     until("the canary alone on v2", WAIT, || async {
-        let ks = kustomizations(&h).await;
+        let ks = kustomizations(&h, &MEMBERS).await;
         let want = [
             (pinned(&v2), true),
             (pinned(&v1), true),
@@ -273,7 +253,7 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
     );
     assert_eq!(gate.threshold, Some(0.05));
     wait_members(&clients, ["v4", "v3", "v3"]).await;
-    let ks = kustomizations(&h).await;
+    let ks = kustomizations(&h, &MEMBERS).await;
     assert_eq!(
         ks,
         [
@@ -306,5 +286,5 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
     assert!(same_revision(&run.to_revision, &format!("sha1:{v5}")));
     assert_eq!(run.stage.name, "canary");
     wait_members(&clients, ["v5", "v3", "v3"]).await;
-    assert_eq!(kustomizations(&h).await[0].0, pinned(&v5));
+    assert_eq!(kustomizations(&h, &MEMBERS).await[0].0, pinned(&v5));
 }

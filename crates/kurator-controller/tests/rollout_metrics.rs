@@ -27,7 +27,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Harness, NS, apply, put_objstore, until, wait_for};
+use crate::common::{
+    Harness, NS, apply, put_objstore,
+    rollout::{kustomizations, pinned},
+    until, wait_for,
+};
 use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
 use kube::{
     Api, Client,
@@ -35,7 +39,6 @@ use kube::{
 };
 use kurator_api::{
     Application, Fleet, conditions,
-    flux::Kustomization,
     rollout::{
         ClusterRolloutState, Comparison, GateOutcome, GateResult, RunPhase, StagePhase,
         StagedRolloutStatus, annotation,
@@ -47,8 +50,7 @@ use kurator_controller::{
     rollout::{observe::promote_token, pinning::same_revision},
 };
 use kurator_testenv::{
-    AppExporter, AppExporterParams, HelmRepo, LoadBalancerPool, MetricsStandIn,
-    MetricsStandInParams, add_plugin_charts, ensure_metrics_binaries,
+    AppExporter, AppExporterParams, LoadBalancerPool, MetricsStandIn, MetricsStandInParams,
     run_load_balancer_pool_simulator,
 };
 
@@ -146,33 +148,9 @@ spec:
     .expect("application")
 }
 
-fn kustomization_name(member: &str) -> String {
-    format!("shop-0-attachedcluster-{member}")
-}
-
-fn pinned(sha: &str) -> String {
-    format!("shop-r-{}", &sha[..10])
-}
-
-/// Each member's Kustomization: its sourceRef and whether it is Ready at its generation.
-async fn kustomizations(h: &Harness) -> Vec<(String, bool)> {
-    let api: Api<Kustomization> = h.api();
-    let mut out = Vec::new();
-    for member in MEMBERS {
-        let Some(k) = api.get_opt(&kustomization_name(member)).await.expect("get") else {
-            out.push((String::new(), false));
-            continue;
-        };
-        let ready =
-            kurator_api::flux::readiness(k.metadata.generation, k.status.as_ref()).is_ready();
-        out.push((k.spec.source_ref.name.clone(), ready));
-    }
-    out
-}
-
 async fn wait_kustomizations(h: &Harness, want: [(String, bool); 2]) {
     until(format!("Kustomizations at {want:?}"), WAIT, || async {
-        let got = kustomizations(h).await;
+        let got = kustomizations(h, &MEMBERS).await;
         if got == want {
             Ok(())
         } else {
@@ -261,13 +239,7 @@ fn sample_versions(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metric_gate_passes_through_thanos_then_a_bad_release_is_rolled_back() {
     let started = Instant::now();
-    let binaries = tokio::task::spawn_blocking(ensure_metrics_binaries)
-        .await
-        .unwrap()
-        .expect("Prometheus and Thanos binaries");
-    let charts_dir = tempfile::tempdir().expect("temporary directory");
-    let charts = HelmRepo::start(charts_dir.path().join("charts")).expect("chart repository");
-    add_plugin_charts(&charts).expect("the real metric charts");
+    let (binaries, _charts_dir, charts) = crate::common::metric_charts().await;
     let h = Harness::without_controller(Harness::environment(2, true).await).await;
     let git = kurator_testenv::GitServer::start(h.env.state_dir().join("git")).unwrap();
     let repo = git.create_repo("shop").unwrap();

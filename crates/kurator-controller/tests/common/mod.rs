@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod rollout;
+
 use std::{collections::BTreeMap, fmt::Debug, sync::Arc, time::Duration};
 
 use k8s_openapi::{
@@ -326,4 +328,22 @@ pub async fn put_objstore(h: &Harness, config: &str) {
         ..Default::default()
     };
     apply(&h.api::<Secret>(), "thanos-objstore", &secret).await;
+}
+
+/// The metric plugin's binaries (Prometheus, Thanos) and a chart repository serving the real
+/// metric and grafana charts; keep the directory as long as the repository.
+pub async fn metric_charts() -> (
+    kurator_testenv::MetricsBinaries,
+    tempfile::TempDir,
+    kurator_testenv::HelmRepo,
+) {
+    let binaries = tokio::task::spawn_blocking(kurator_testenv::ensure_metrics_binaries)
+        .await
+        .unwrap()
+        .expect("Prometheus and Thanos binaries");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let charts =
+        kurator_testenv::HelmRepo::start(dir.path().join("charts")).expect("chart repository");
+    kurator_testenv::add_plugin_charts(&charts).expect("the real metric and grafana charts");
+    (binaries, dir, charts)
 }
