@@ -23,13 +23,21 @@ use crate::tables;
 
 const MEMBERS: usize = 2;
 
+/// `dev up`'s wait for each step without `--timeout`.
+const UP_TIMEOUT: Duration = Duration::from_secs(180);
+/// With `--plugins`: nine Helm releases from the real charts (a CI run's share of two cores
+/// once took longer than 180 s for them).
+const UP_TIMEOUT_WITH_PLUGINS: Duration = Duration::from_secs(420);
+
 #[derive(Subcommand, Debug)]
 pub enum DevCommand {
     /// Start (or check) the playground and apply the quickstart fleet.
     Up {
-        /// How long to wait for the fleet to become ready.
-        #[arg(long, default_value = "180s", value_parser = crate::controller_cmd::parse_duration)]
-        timeout: Duration,
+        /// How long to wait for each step (fleet ready, application synced, ...). Default 180s,
+        /// or 420s with --plugins: Flux then installs nine Helm releases from the real charts,
+        /// which takes minutes on a busy two-core machine.
+        #[arg(long, value_parser = crate::controller_cmd::parse_duration)]
+        timeout: Option<Duration>,
         /// Also enable the metric, grafana and policy plugins on the quickstart fleet.
         #[arg(long)]
         plugins: bool,
@@ -88,7 +96,14 @@ fn env_dir(state: &std::path::Path) -> PathBuf {
 pub async fn run(cmd: DevCommand) -> anyhow::Result<()> {
     let state = state_dir()?;
     match cmd {
-        DevCommand::Up { timeout, plugins } => up(&state, timeout, plugins).await,
+        DevCommand::Up { timeout, plugins } => {
+            let timeout = timeout.unwrap_or(if plugins {
+                UP_TIMEOUT_WITH_PLUGINS
+            } else {
+                UP_TIMEOUT
+            });
+            up(&state, timeout, plugins).await
+        }
         DevCommand::ServePlugins {
             dir,
             addr,
