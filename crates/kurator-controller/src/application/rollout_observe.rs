@@ -120,12 +120,16 @@ fn observe_cluster(name: String, objects: &[Option<FluxObject>]) -> ObservedClus
     }
 }
 
-/// Failed policy results per member, from the fleets' aggregated reports.
+/// Failed policy results per member, from the fleets' aggregated reports. A member whose
+/// reports were never read, or cannot exist (the wgpolicyk8s.io CRDs are not installed: no
+/// Kyverno yet), shows zero failures without being stale; it has no counts, so the gate waits
+/// instead of passing on a cluster nothing checks.
 fn policy_counts(fleets: &[Fleet]) -> BTreeMap<String, PolicyCounts> {
     fleets
         .iter()
         .filter_map(|f| f.status.as_ref()?.policy_report.as_ref())
         .flat_map(|report| &report.clusters)
+        .filter(|c| c.stale || (c.last_seen.is_some() && c.message.is_none()))
         .map(|c| {
             (
                 c.name.clone(),
@@ -173,6 +177,32 @@ mod tests {
         let c = observe_cluster("m1".into(), &[ready_at(a), None]);
         assert!(!c.ready);
         assert_eq!(c.message.as_deref(), Some("no Flux object yet"));
+    }
+
+    #[test]
+    fn members_without_readable_reports_have_no_policy_counts() {
+        let fleet: Fleet = serde_json::from_value(serde_json::json!({
+            "apiVersion": "fleet.kurator.dev/v1alpha1",
+            "kind": "Fleet",
+            "metadata": {"name": "f", "namespace": "default"},
+            "spec": {"clusters": []},
+            "status": {"policyReport": {"clusters": [
+                {"name": "current", "fail": 2, "lastSeen": "2026-12-02T04:00:00Z", "stale": false},
+                {"name": "stale", "fail": 1, "lastSeen": "2026-12-02T04:00:00Z", "stale": true,
+                    "staleSince": "2026-12-02T04:01:00Z", "message": "unreachable since …"},
+                {"name": "no-kyverno", "fail": 0, "lastSeen": "2026-12-02T04:00:00Z", "stale": false,
+                    "message": "the wgpolicyk8s.io CRDs are not installed (no Kyverno yet)"},
+                {"name": "never-read", "fail": 0, "stale": false,
+                    "message": "connection refused"},
+            ]}},
+        }))
+        .expect("fleet");
+        let counts = policy_counts(&[fleet]);
+        let counted = |failed, stale| Some(PolicyCounts { failed, stale });
+        assert_eq!(counts.get("current").copied(), counted(2, false));
+        assert_eq!(counts.get("stale").copied(), counted(1, true));
+        assert_eq!(counts.get("no-kyverno"), None);
+        assert_eq!(counts.get("never-read"), None);
     }
 
     #[test]
