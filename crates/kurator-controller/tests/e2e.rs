@@ -1,7 +1,7 @@
 //! kurator-controller's integration tests, in one test binary: as a binary each, every file
 //! compiled and linked the shared harness (`common`) again, about 20 s of the test build per
-//! file. Each file is a module; `scripts/test` selects by module path (`policy_kyverno::` runs
-//! in the other lane), as does `cargo test --test e2e policy_kyverno::`.
+//! file. Each file is a module; `scripts/test` selects by module path (`policy_kyverno::` and
+//! `rollout_policy::` run in the other lane), as does `cargo test --test e2e policy_kyverno::`.
 
 mod common;
 
@@ -16,4 +16,5 @@ mod policy_reports;
 mod rbac;
 mod rollout;
 mod rollout_metrics;
+mod rollout_policy;
 mod triggers;
