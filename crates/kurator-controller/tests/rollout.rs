@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use crate::common::{
     Harness, NS, apply, attached_fleet,
-    rollout::{kustomizations, pinned},
+    rollout::{ended, kustomizations, pinned},
     until, wait_for,
 };
 use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
@@ -93,22 +93,6 @@ fn rollout_reason(a: &Application) -> Option<String> {
     conditions::find(&s.conditions, "StagedRollout").map(|c| c.reason.clone())
 }
 
-/// The last run is `id`, finished with `phase`, and the stable revision is `sha`'s.
-fn finished(a: &Application, id: i64, sha: &str) -> bool {
-    let Some(state) = a.status.as_ref().and_then(|s| s.staged_rollout.as_ref()) else {
-        return false;
-    };
-    state.run.is_none()
-        && state
-            .history
-            .first()
-            .is_some_and(|h| h.id == id && h.phase == RunPhase::Succeeded)
-        && state
-            .stable_revision
-            .as_deref()
-            .is_some_and(|r| same_revision(r, &format!("sha1:{sha}")))
-}
-
 #[tokio::test]
 async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
     let h = Harness::start_with(3, Duration::from_secs(10), true).await;
@@ -139,7 +123,10 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
     // Run 1, a first deployment: canary, soak, then the rest; v1 becomes stable.
     let apps: Api<Application> = h.api();
     apply(&apps, "shop", &application(&repo.url(), NO_GATES)).await;
-    wait_for(&apps, "shop", WAIT, |a| finished(a, 1, &v1)).await;
+    wait_for(&apps, "shop", WAIT, |a| {
+        ended(a, 1, RunPhase::Succeeded, &v1)
+    })
+    .await;
     wait_members(&clients, ["v1", "v1", "v1"]).await;
 
     // Run 2: v2 reaches the canary only; the others stay on v1's pinned source, Ready.
@@ -172,7 +159,10 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
         Some(v2.as_str())
     );
     // After the soak: all on v2, run 2 in history, Succeeded.
-    wait_for(&apps, "shop", WAIT, |a| finished(a, 2, &v2)).await;
+    wait_for(&apps, "shop", WAIT, |a| {
+        ended(a, 2, RunPhase::Succeeded, &v2)
+    })
+    .await;
     wait_members(&clients, ["v2", "v2", "v2"]).await;
     assert_eq!(
         rollout_reason(&apps.get("shop").await.unwrap()).as_deref(),
@@ -196,7 +186,10 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
     apps.patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    wait_for(&apps, "shop", WAIT, |a| finished(a, 3, &v3)).await;
+    wait_for(&apps, "shop", WAIT, |a| {
+        ended(a, 3, RunPhase::Succeeded, &v3)
+    })
+    .await;
     wait_members(&clients, ["v3", "v3", "v3"]).await;
     // v1 is no longer in use (not stable, not the last run's from: undo's target): pruned.
     until("v1's pinned source pruned", WAIT, || async {

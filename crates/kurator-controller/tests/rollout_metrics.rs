@@ -29,7 +29,7 @@ use std::{
 
 use crate::common::{
     Harness, NS, apply, put_objstore,
-    rollout::{kustomizations, pinned},
+    rollout::{ended, kustomizations, pinned, rollout},
     until, wait_for,
 };
 use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
@@ -40,8 +40,7 @@ use kube::{
 use kurator_api::{
     Application, Fleet, conditions,
     rollout::{
-        ClusterRolloutState, Comparison, GateOutcome, GateResult, RunPhase, StagePhase,
-        StagedRolloutStatus, annotation,
+        ClusterRolloutState, Comparison, GateOutcome, GateResult, RunPhase, StagePhase, annotation,
     },
 };
 use kurator_controller::{
@@ -185,28 +184,9 @@ async fn wait_members(clients: &[Client], want: [&str; 2]) {
     .await
 }
 
-fn rollout(a: &Application) -> Option<&StagedRolloutStatus> {
-    a.status.as_ref()?.staged_rollout.as_ref()
-}
-
 fn rollout_reason(a: &Application) -> Option<String> {
     let s = a.status.as_ref()?;
     conditions::find(&s.conditions, "StagedRollout").map(|c| c.reason.clone())
-}
-
-/// The last run is `id`, ended with `phase`, and the stable revision is `sha`'s.
-fn ended(a: &Application, id: i64, phase: RunPhase, sha: &str) -> bool {
-    rollout(a).is_some_and(|state| {
-        state.run.is_none()
-            && state
-                .history
-                .first()
-                .is_some_and(|h| h.id == id && h.phase == phase)
-            && state
-                .stable_revision
-                .as_deref()
-                .is_some_and(|r| same_revision(r, &format!("sha1:{sha}")))
-    })
 }
 
 fn error_rate_gate(gates: &[GateResult]) -> GateResult {

@@ -14,14 +14,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Harness, NS, apply, until, wait_for};
+use crate::common::{
+    Harness, NS, apply,
+    rollout::{ended, kustomizations, pinned, rollout},
+    until, wait_for,
+};
 use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
 use kube::{Api, Client, api::ListParams};
 use kurator_api::{
     Application, Fleet, conditions,
-    flux::Kustomization,
     policy_report::FleetPolicyReport,
-    rollout::{ClusterRolloutState, GateOutcome, RunPhase, StagedRolloutStatus},
+    rollout::{ClusterRolloutState, GateOutcome, RunPhase},
 };
 use kurator_controller::{
     Settings,
@@ -106,30 +109,9 @@ fn policy_fleet() -> Fleet {
     serde_json::from_value(value).unwrap()
 }
 
-fn pinned(sha: &str) -> String {
-    format!("{APP}-r-{}", &sha[..10])
-}
-
-fn rollout(a: &Application) -> Option<&StagedRolloutStatus> {
-    a.status.as_ref()?.staged_rollout.as_ref()
-}
-
 fn rollout_condition(a: &Application) -> Option<(String, String)> {
     let c = conditions::find(&a.status.as_ref()?.conditions, "StagedRollout")?;
     Some((c.reason.clone(), c.message.clone()))
-}
-
-/// The last run is `id`, it succeeded, and `sha` is the stable revision.
-fn succeeded(a: &Application, id: i64, sha: &str) -> bool {
-    rollout(a).is_some_and(|s| {
-        s.run.is_none()
-            && s.history
-                .first()
-                .is_some_and(|h| h.id == id && h.phase == RunPhase::Succeeded)
-            && s.stable_revision
-                .as_deref()
-                .is_some_and(|r| same_revision(r, &format!("sha1:{sha}")))
-    })
 }
 
 fn report(f: &Fleet) -> Option<&FleetPolicyReport> {
@@ -140,23 +122,6 @@ fn report(f: &Fleet) -> Option<&FleetPolicyReport> {
 fn current_failures(f: &Fleet, member: &str) -> Option<i64> {
     let c = report(f)?.clusters.iter().find(|c| c.name == member)?;
     (!c.stale && c.message.is_none() && c.last_seen.is_some()).then_some(c.fail)
-}
-
-/// Each member's Kustomization: its sourceRef and whether it is Ready at its generation.
-async fn kustomizations(h: &Harness) -> Vec<(String, bool)> {
-    let api: Api<Kustomization> = h.api();
-    let mut out = Vec::new();
-    for member in MEMBERS {
-        let name = format!("{APP}-0-attachedcluster-{member}");
-        match api.get_opt(&name).await.expect("get") {
-            Some(k) => out.push((
-                k.spec.source_ref.name.clone(),
-                kurator_api::flux::readiness(k.metadata.generation, k.status.as_ref()).is_ready(),
-            )),
-            None => out.push((String::new(), false)),
-        }
-    }
-    out
 }
 
 /// A member's workload: the version label of its Pod template and whether it is privileged.
@@ -202,7 +167,7 @@ async fn wait_kustomizations(h: &Harness, want: [&str; 2]) {
         format!("Kustomizations on {want:?}, Ready"),
         WAIT,
         || async {
-            let ks = kustomizations(h).await;
+            let ks = kustomizations(h, &MEMBERS).await;
             if ks.iter().zip(want).all(|((s, ready), w)| s == w && *ready) {
                 Ok(())
             } else {
@@ -280,7 +245,7 @@ async fn policy_gate_passes_a_compliant_revision_and_pauses_a_privileged_one_at_
         stand_in.wait_running(WAIT).await.expect("Kyverno runs");
     }
     eprintln!("[{:?}] Kyverno running in both members", started.elapsed());
-    wait_for(&apps, APP, WAIT, |a| succeeded(a, 1, &v1)).await;
+    wait_for(&apps, APP, WAIT, |a| ended(a, 1, RunPhase::Succeeded, &v1)).await;
     wait_for(&fleets, FLEET, WAIT, |f| {
         MEMBERS.iter().all(|m| current_failures(f, m) == Some(0))
     })
@@ -294,7 +259,7 @@ async fn policy_gate_passes_a_compliant_revision_and_pauses_a_privileged_one_at_
         .unwrap();
     wait_kustomizations(&h, [&pinned(&v2), &pinned(&v1)]).await;
     wait_workloads(&members, [("v2", false), ("v1", false)]).await;
-    let a = wait_for(&apps, APP, WAIT, |a| succeeded(a, 2, &v2)).await;
+    let a = wait_for(&apps, APP, WAIT, |a| ended(a, 2, RunPhase::Succeeded, &v2)).await;
     eprintln!("[{:?}] run 2 (v2) succeeded", started.elapsed());
     let canary = rollout(&a)
         .unwrap()
@@ -401,7 +366,7 @@ async fn policy_gate_passes_a_compliant_revision_and_pauses_a_privileged_one_at_
     // The later stage stays on v2: its Kustomization on v2's pinned source, Ready, and its
     // workload unchanged.
     assert_eq!(
-        kustomizations(&h).await,
+        kustomizations(&h, &MEMBERS).await,
         [(pinned(&v3), true), (pinned(&v2), true)]
     );
     assert_eq!(workload(&members[1]).await, Some(("v2".into(), false)));

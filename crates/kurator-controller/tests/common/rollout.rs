@@ -1,7 +1,12 @@
 //! Staged-rollout test helpers for an Application `shop` with one Kustomization policy.
 
 use kube::Api;
-use kurator_api::flux::Kustomization;
+use kurator_api::{
+    Application,
+    flux::Kustomization,
+    rollout::{RunPhase, StagedRolloutStatus},
+};
+use kurator_controller::rollout::pinning::same_revision;
 
 use super::Harness;
 
@@ -29,4 +34,24 @@ pub async fn kustomizations(h: &Harness, members: &[&str]) -> Vec<(String, bool)
         out.push((k.spec.source_ref.name.clone(), ready));
     }
     out
+}
+
+/// The Application's staged-rollout status.
+pub fn rollout(a: &Application) -> Option<&StagedRolloutStatus> {
+    a.status.as_ref()?.staged_rollout.as_ref()
+}
+
+/// The last run is `id`, ended with `phase`, and the stable revision is `sha`'s.
+pub fn ended(a: &Application, id: i64, phase: RunPhase, sha: &str) -> bool {
+    rollout(a).is_some_and(|state| {
+        state.run.is_none()
+            && state
+                .history
+                .first()
+                .is_some_and(|h| h.id == id && h.phase == phase)
+            && state
+                .stable_revision
+                .as_deref()
+                .is_some_and(|r| same_revision(r, &format!("sha1:{sha}")))
+    })
 }
