@@ -97,6 +97,14 @@ impl Source {
         }
     }
 
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Source::Git(s) => &mut s.metadata,
+            Source::Helm(s) => &mut s.metadata,
+            Source::Oci(s) => &mut s.metadata,
+        }
+    }
+
     pub fn object_ref(&self) -> FluxObjectRef {
         let meta = self.metadata();
         FluxObjectRef {
@@ -112,9 +120,9 @@ impl Source {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
     pub source: Source,
-    /// With a staged rollout: one GitRepository per revision in use, pinned by `ref.commit`
-    /// (`rollout_build`). Empty otherwise.
-    pub pinned_sources: Vec<GitRepository>,
+    /// With a staged rollout: one copy of the source per revision in use, of the same kind,
+    /// pinned by `ref.commit` (git) or `ref.digest` (OCI) (`rollout_build`). Empty otherwise.
+    pub pinned_sources: Vec<Source>,
     pub kustomizations: Vec<Kustomization>,
     pub helm_releases: Vec<HelmRelease>,
 }
@@ -123,7 +131,7 @@ impl Desired {
     /// Every object, source included.
     pub fn refs(&self) -> BTreeSet<FluxObjectRef> {
         let mut refs = BTreeSet::from([self.source.object_ref()]);
-        refs.extend(self.pinned_sources.iter().filter_map(FluxObjectRef::of));
+        refs.extend(self.pinned_sources.iter().map(Source::object_ref));
         refs.extend(self.kustomizations.iter().filter_map(FluxObjectRef::of));
         refs.extend(self.helm_releases.iter().filter_map(FluxObjectRef::of));
         refs

@@ -148,7 +148,7 @@ async fn reconcile_app(app: &Application, namespace: &str, ctx: &Context) -> Res
     };
     // apply: bounded concurrency, so a large fan-out is not a chain of round trips
     let mut writes = apply_source(ctx, &desired.source).await? as usize;
-    writes += apply_all(ctx, &flux.git_repositories, &desired.pinned_sources).await?;
+    writes += apply_pinned(ctx, &desired.pinned_sources).await?;
     writes += apply_all(ctx, &flux.kustomizations, &desired.kustomizations).await?;
     writes += apply_all(ctx, &flux.helm_releases, &desired.helm_releases).await?;
     let mut pruned = 0;
@@ -306,6 +306,22 @@ where
         .try_collect()
         .await?;
     Ok(written.into_iter().filter(|w| *w).count())
+}
+
+/// Applies a staged rollout's pinned sources (each of the tracking source's kind).
+async fn apply_pinned(ctx: &Context, pinned: &[Source]) -> Result<usize, Error> {
+    let flux = &ctx.stores.flux;
+    let (mut git, mut oci) = (Vec::new(), Vec::new());
+    for source in pinned {
+        match source {
+            Source::Git(s) => git.push(s.clone()),
+            Source::Oci(s) => oci.push(s.clone()),
+            // A HelmRepository is an index of every version: never pinned (`rollout_build`).
+            Source::Helm(_) => {}
+        }
+    }
+    Ok(apply_all(ctx, &flux.git_repositories, &git).await?
+        + apply_all(ctx, &flux.oci_repositories, &oci).await?)
 }
 
 async fn apply_source(ctx: &Context, source: &Source) -> Result<bool, Error> {

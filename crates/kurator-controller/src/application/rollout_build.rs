@@ -1,19 +1,22 @@
 //! Pure: the Flux objects of a staged rollout, from `status.stagedRollout` (docs/rollout.md,
-//! "Revision pinning"). The tracking GitRepository `<app>` stays as built; one GitRepository
-//! `<app>-r-<id>` pinned by `ref.commit` per revision in use is added; each cluster's
-//! Kustomization points at the pinned source of its revision, and a cluster without a revision
-//! yet (first deployment, stage not reached) gets no Kustomization.
+//! "Revision pinning"). The tracking source `<app>` stays as built; one copy of it per
+//! revision in use, `<app>-r-<id>`, is added, pinned by `ref.commit` (GitRepository) or
+//! `ref.digest` (OCIRepository); each cluster's Kustomization points at the pinned source of its
+//! revision, and a cluster without a revision yet (first deployment, stage not reached) gets no
+//! Kustomization.
 
 use std::collections::BTreeMap;
 
 use kurator_api::{
     Application,
-    flux::{GitRepository, GitRepositoryRef},
+    flux::{GitRepositoryRef, OciRepositoryRef},
     rollout::StagedRolloutStatus,
 };
 
 use super::build::{Desired, Source, label, label_value};
-use crate::rollout::pinning::{git_commit, pinned_source_name, revision_id, revisions_in_use};
+use crate::rollout::pinning::{
+    git_commit, oci_digest, pinned_source_name, revision_id, revisions_in_use,
+};
 
 /// Label on a pinned source: the revision id it is pinned to.
 pub const REVISION_LABEL: &str = "apps.kurator.dev/revision";
@@ -22,59 +25,80 @@ pub const REVISION_LABEL: &str = "apps.kurator.dev/revision";
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RolloutBuildError {
     #[error(
-        "staged rollout supports git sources only for now; Helm and OCI sources are refused (docs/rollout.md)"
+        "staged rollout does not support helmRepository sources yet: a chart version cannot be pinned yet (docs/rollout.md)"
     )]
-    UnsupportedSource,
+    HelmRepositorySource,
+    #[error(
+        "staged rollout does not support helm sync policies yet: a HelmRelease cannot be pinned yet (docs/rollout.md)"
+    )]
+    HelmPolicy,
 }
 
-/// Whether a staged rollout can handle `app`'s source (git only, for now).
+/// Whether a staged rollout can handle `app`'s source: a GitRepository or an OCIRepository,
+/// with Kustomization policies.
 pub fn supported(app: &Application) -> Result<(), RolloutBuildError> {
-    let source = &app.spec.source;
-    let helm_policy = app.spec.sync_policies.iter().any(|p| p.helm.is_some());
-    if source.git_repository.is_some() && !helm_policy {
-        Ok(())
-    } else {
-        Err(RolloutBuildError::UnsupportedSource)
+    if app.spec.source.helm_repository.is_some() {
+        return Err(RolloutBuildError::HelmRepositorySource);
     }
+    if app.spec.sync_policies.iter().any(|p| p.helm.is_some()) {
+        return Err(RolloutBuildError::HelmPolicy);
+    }
+    Ok(())
+}
+
+/// The copy of `tracking` pinned to `revision`, named `<app>-r-<id>`; `None` when the revision
+/// does not name a commit (git) or digest (OCI), or the source kind cannot be pinned.
+fn pinned_source(app_name: &str, tracking: &Source, revision: &str) -> Option<Source> {
+    let mut source = match tracking {
+        Source::Git(git) => {
+            let mut git = git.clone();
+            // `commit` alone: it takes precedence over every other ref field anyway.
+            git.spec.reference = Some(GitRepositoryRef {
+                commit: Some(git_commit(revision)?.to_string()),
+                ..GitRepositoryRef::default()
+            });
+            Source::Git(git)
+        }
+        Source::Oci(oci) => {
+            let mut oci = oci.clone();
+            // `digest` alone: it takes precedence over `tag` and `semver` anyway.
+            oci.spec.reference = Some(OciRepositoryRef {
+                digest: Some(oci_digest(revision)?),
+                ..OciRepositoryRef::default()
+            });
+            Source::Oci(oci)
+        }
+        Source::Helm(_) => return None,
+    };
+    let meta = source.metadata_mut();
+    meta.name = Some(pinned_source_name(app_name, revision));
+    meta.labels
+        .get_or_insert_with(Default::default)
+        .insert(REVISION_LABEL.into(), revision_id(revision));
+    Some(source)
 }
 
 /// Rewrites `desired` (as `build::build` made it) for the rollout `state`.
 pub fn pin(app_name: &str, desired: &mut Desired, state: &StagedRolloutStatus) {
-    let Source::Git(tracking) = &desired.source else {
-        return;
-    };
-    let mut pinned: BTreeMap<String, GitRepository> = BTreeMap::new();
+    // Revision → its pinned source's name, for the revisions that can be pinned.
+    let mut pinned: BTreeMap<String, Source> = BTreeMap::new();
+    let mut name_of: BTreeMap<String, String> = BTreeMap::new();
     for revision in revisions_in_use(state) {
-        let Some(commit) = git_commit(&revision) else {
+        let Some(source) = pinned_source(app_name, &desired.source, &revision) else {
             continue;
         };
-        let name = pinned_source_name(app_name, &revision);
-        let mut source = tracking.clone();
-        source.metadata.name = Some(name.clone());
-        source
-            .metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(REVISION_LABEL.into(), revision_id(&revision));
-        // `commit` alone: it takes precedence over every other ref field anyway.
-        source.spec.reference = Some(GitRepositoryRef {
-            commit: Some(commit.to_string()),
-            ..GitRepositoryRef::default()
-        });
+        let name = source.metadata().name.clone().unwrap_or_default();
+        name_of.insert(revision, name.clone());
         pinned.insert(name, source);
     }
     desired.pinned_sources = pinned.into_values().collect();
 
     // Cluster label value → the pinned source of its revision.
-    let source_of: BTreeMap<String, Option<String>> = state
+    let source_of: BTreeMap<String, Option<&String>> = state
         .clusters
         .iter()
         .map(|c| {
-            let source = c
-                .revision
-                .as_deref()
-                .filter(|r| git_commit(r).is_some())
-                .map(|r| pinned_source_name(app_name, r));
+            let source = c.revision.as_ref().and_then(|r| name_of.get(r));
             (label_value(&c.name), source)
         })
         .collect();
@@ -88,7 +112,7 @@ pub fn pin(app_name: &str, desired: &mut Desired, state: &StagedRolloutStatus) {
             .unwrap_or_default();
         match source_of.get(&cluster) {
             Some(Some(source)) => {
-                k.spec.source_ref.name = source.clone();
+                k.spec.source_ref.name = source.to_string();
                 true
             }
             _ => false,

@@ -206,6 +206,20 @@ mod tests {
     }
 
     #[test]
+    fn oci_revisions_agree_by_digest() {
+        // A Kustomization on a pinned OCIRepository applies `sha256:…`; on the tracking one
+        // (before the first pin) `<tag>@sha256:…`.
+        let hex = "3".repeat(64);
+        let tracked = format!("latest@sha256:{hex}");
+        let pinned = format!("sha256:{hex}");
+        let c = observe_cluster("m1".into(), &[ready_at(&pinned), ready_at(&tracked)]);
+        assert_eq!(c.applied_revision.as_deref(), Some(pinned.as_str()));
+        assert!(c.healthy_at(Some(&tracked)));
+        let other = format!("latest@sha256:{}", "4".repeat(64));
+        assert!(!c.healthy_at(Some(&other)));
+    }
+
+    #[test]
     fn an_object_not_observed_at_its_generation_is_not_ready() {
         let mut object = ready_at("sha1:11").expect("object");
         object.0 = Some(3);

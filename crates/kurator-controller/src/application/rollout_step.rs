@@ -49,9 +49,7 @@ pub async fn step(
     resolved: &Resolved,
 ) -> Result<StagedRolloutStatus, Error> {
     let flux = &ctx.stores.flux;
-    let tracking = Key::new(Kind::GitRepository, namespace, &app.name_any());
-    let latest_revision = stored(&flux.git_repositories, &tracking)
-        .and_then(|s| s.status.as_ref()?.artifact.as_ref()?.revision.clone());
+    let latest_revision = tracking_revision(ctx, app, namespace);
     let fleet_names: BTreeSet<&str> = resolved
         .policies
         .iter()
@@ -123,6 +121,32 @@ pub async fn step(
     }
     publish(ctx, app, &actions).await;
     Ok(state)
+}
+
+/// The tracking source's artifact revision (`main@sha1:…`, `latest@sha256:…`): the latest
+/// revision a run rolls out.
+fn tracking_revision(ctx: &Context, app: &Application, namespace: &str) -> Option<String> {
+    let flux = &ctx.stores.flux;
+    let name = app.name_any();
+    let source = &app.spec.source;
+    let status = if source.git_repository.is_some() {
+        stored(
+            &flux.git_repositories,
+            &Key::new(Kind::GitRepository, namespace, &name),
+        )?
+        .status
+        .clone()
+    } else if source.oci_repository.is_some() {
+        stored(
+            &flux.oci_repositories,
+            &Key::new(Kind::OciRepository, namespace, &name),
+        )?
+        .status
+        .clone()
+    } else {
+        None
+    };
+    status?.artifact?.revision
 }
 
 /// The current stage's metric gates and the clusters with a result still pending, when the

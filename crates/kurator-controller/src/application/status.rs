@@ -36,7 +36,7 @@ pub mod reason {
     pub const CLUSTER_NOT_READY: &str = "ClusterNotReady";
     pub const PROGRESSING: &str = "Progressing";
     pub const OUTDATED_REVISION: &str = "OutdatedRevision";
-    /// `spec.stagedRollout` with a Helm or OCI source: refused (git sources only for now).
+    /// `spec.stagedRollout` on what it cannot pin yet (`rollout_build::supported`): refused.
     pub const STAGED_ROLLOUT_UNSUPPORTED_SOURCE: &str = "StagedRolloutUnsupportedSource";
 }
 

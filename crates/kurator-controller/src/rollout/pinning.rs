@@ -47,9 +47,11 @@ pub fn git_commit(revision: &str) -> Option<&str> {
 }
 
 /// The digest an OCIRepository revision names (`latest@sha256:<hex>` → `sha256:<hex>`), for
-/// `ref.digest`.
+/// `ref.digest`. OCI digests are never SHA-1 (a git commit is not an OCI revision).
 pub fn oci_digest(revision: &str) -> Option<String> {
-    digest(revision).map(|(a, h)| format!("{a}:{h}"))
+    digest(revision)
+        .filter(|(a, _)| *a != "sha1")
+        .map(|(a, h)| format!("{a}:{h}"))
 }
 
 /// The short id of a revision in a pinned source's name: the first 10 hex digits of its
@@ -135,6 +137,13 @@ mod tests {
             oci_digest(DIGEST).as_deref(),
             Some("sha256:89abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567")
         );
+        // A pinned OCIRepository reports the digest alone.
+        assert_eq!(
+            oci_digest("sha256:89abcdef").as_deref(),
+            Some("sha256:89abcdef")
+        );
+        assert_eq!(oci_digest(COMMIT), None);
+        assert_eq!(oci_digest("latest"), None);
     }
 
     #[test]
@@ -152,6 +161,20 @@ mod tests {
             "main@sha1:1123456789abcdef0123456789abcdef01234567"
         ));
         assert!(!same_revision("main@sha1:abc", "main@sha256:abc"));
+        // OCI: the tracking source says `<tag>@sha256:…`, a pinned one `sha256:…`.
+        assert!(same_revision(
+            DIGEST,
+            "sha256:89abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567"
+        ));
+        assert!(same_revision(
+            DIGEST,
+            "1.2.3@sha256:89ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef01234567"
+        ));
+        assert!(!same_revision(
+            DIGEST,
+            "latest@sha256:99abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567"
+        ));
+        assert!(!same_revision(DIGEST, "latest@sha512:89abcdef"));
         assert!(same_revision("1.2.3", "1.2.3"));
         assert!(!same_revision("1.2.3", "1.2.4"));
     }

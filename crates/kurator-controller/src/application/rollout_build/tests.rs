@@ -79,6 +79,9 @@ fn each_cluster_points_at_its_revisions_pinned_source() {
         .pinned_sources
         .iter()
         .map(|s| {
+            let Source::Git(s) = s else {
+                panic!("a pinned GitRepository: {s:?}");
+            };
             (
                 s.metadata.name.clone().unwrap(),
                 s.spec.reference.as_ref().and_then(|r| r.commit.clone()),
@@ -93,7 +96,11 @@ fn each_cluster_points_at_its_revisions_pinned_source() {
         ]
     );
     assert_eq!(
-        desired.pinned_sources[0].metadata.labels.as_ref().unwrap()[REVISION_LABEL],
+        desired.pinned_sources[0]
+            .metadata()
+            .labels
+            .as_ref()
+            .unwrap()[REVISION_LABEL],
         "1111111111"
     );
     let refs: Vec<(String, String)> = desired
@@ -131,11 +138,166 @@ fn each_cluster_points_at_its_revisions_pinned_source() {
     );
 }
 
+const D1: &str = "latest@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+fn oci_app() -> Application {
+    let mut app: Application = serde_saphyr::from_str(
+        "
+metadata: {name: shop, namespace: default, uid: u1}
+spec:
+  source:
+    ociRepository: {url: 'oci://127.0.0.1:5000/shop', interval: 1m, ref: {tag: latest}}
+  destination: {fleet: quickstart}
+  syncPolicies:
+    - kustomization: {interval: 1m, prune: true, path: ./}
+  stagedRollout:
+    stages: [{name: all, rest: true}]
+",
+    )
+    .expect("fixture");
+    app.metadata.uid = Some("u1".into());
+    app
+}
+
+/// Every object as the API server would receive it: tracking source, pinned, Kustomizations.
+fn objects(d: &Desired) -> Vec<serde_json::Value> {
+    let source = |s: &Source| match s {
+        Source::Git(s) => serde_json::to_value(s),
+        Source::Helm(s) => serde_json::to_value(s),
+        Source::Oci(s) => serde_json::to_value(s),
+    };
+    std::iter::once(&d.source)
+        .chain(&d.pinned_sources)
+        .map(|s| source(s).unwrap())
+        .chain(
+            d.kustomizations
+                .iter()
+                .map(|k| serde_json::to_value(k).unwrap()),
+        )
+        .chain(
+            d.helm_releases
+                .iter()
+                .map(|h| serde_json::to_value(h).unwrap()),
+        )
+        .collect()
+}
+
 #[test]
-fn helm_and_oci_sources_are_refused() {
+fn oci_clusters_point_at_oci_repositories_pinned_by_digest() {
+    let app = oci_app();
+    assert_eq!(supported(&app), Ok(()));
+    let mut desired = build(&app, &targets(&["m1", "m2", "m3"])).expect("built");
+    // m1 on the new digest (as a pinned source reports it), m2 on the stable one (as the
+    // tracking source reported it), m3 not reached yet.
+    let state = StagedRolloutStatus {
+        stable_revision: Some(D1.into()),
+        clusters: vec![
+            cluster("m1", Some(D2)),
+            cluster("m2", Some(D1)),
+            cluster("m3", None),
+        ],
+        ..Default::default()
+    };
+    pin("shop", &mut desired, &state);
+    let Source::Oci(tracking) = &desired.source else {
+        panic!("oci source");
+    };
+    // The tracking source stays as the user wrote it: it tells the latest digest of the tag.
+    assert_eq!(
+        tracking
+            .spec
+            .reference
+            .as_ref()
+            .and_then(|r| r.tag.as_deref()),
+        Some("latest")
+    );
+    let pinned: Vec<(String, Option<String>, Option<String>)> = desired
+        .pinned_sources
+        .iter()
+        .map(|s| {
+            let Source::Oci(s) = s else {
+                panic!("a pinned OCIRepository: {s:?}");
+            };
+            let r = s.spec.reference.clone().unwrap_or_default();
+            (s.metadata.name.clone().unwrap(), r.digest, r.tag)
+        })
+        .collect();
+    assert_eq!(
+        pinned,
+        [
+            (
+                "shop-r-1111111111".into(),
+                Some(format!("sha256:{}", "1".repeat(64))),
+                None
+            ),
+            (
+                "shop-r-2222222222".into(),
+                Some(format!("sha256:{}", "2".repeat(64))),
+                None
+            ),
+        ]
+    );
+    let refs: Vec<(String, String, String)> = desired
+        .kustomizations
+        .iter()
+        .map(|k| {
+            (
+                k.metadata.name.clone().unwrap(),
+                k.spec.source_ref.kind.clone(),
+                k.spec.source_ref.name.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            (
+                "shop-0-attachedcluster-m1".into(),
+                "OCIRepository".into(),
+                "shop-r-2222222222".into()
+            ),
+            (
+                "shop-0-attachedcluster-m2".into(),
+                "OCIRepository".into(),
+                "shop-r-1111111111".into()
+            ),
+        ]
+    );
+    insta::assert_yaml_snapshot!(objects(&desired));
+}
+
+#[test]
+fn a_revision_that_names_no_digest_pins_nothing() {
+    // A git revision left in the status after the source was switched to OCI: no OCIRepository
+    // can be pinned to a commit, so that cluster gets no Kustomization until it is re-pinned.
+    let app = oci_app();
+    let mut desired = build(&app, &targets(&["m1", "m2"])).expect("built");
+    let state = StagedRolloutStatus {
+        clusters: vec![cluster("m1", Some(V1)), cluster("m2", Some(D2))],
+        ..Default::default()
+    };
+    pin("shop", &mut desired, &state);
+    assert_eq!(desired.pinned_sources.len(), 1);
+    let names: Vec<&str> = desired
+        .kustomizations
+        .iter()
+        .filter_map(|k| k.metadata.name.as_deref())
+        .collect();
+    assert_eq!(names, ["shop-0-attachedcluster-m2"]);
+}
+
+#[test]
+fn helm_repositories_and_helm_policies_are_refused() {
     let mut app = app();
     assert_eq!(supported(&app), Ok(()));
-    app.spec.source.git_repository = None;
-    app.spec.source.oci_repository = Some(Default::default());
-    assert_eq!(supported(&app), Err(RolloutBuildError::UnsupportedSource));
+    app.spec.sync_policies[0].helm = Some(Default::default());
+    assert_eq!(supported(&app), Err(RolloutBuildError::HelmPolicy));
+    let mut app = oci_app();
+    app.spec.source.oci_repository = None;
+    app.spec.source.helm_repository = Some(Default::default());
+    assert_eq!(
+        supported(&app),
+        Err(RolloutBuildError::HelmRepositorySource)
+    );
 }
