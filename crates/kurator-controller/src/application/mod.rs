@@ -414,11 +414,21 @@ fn observed(flux: &FluxStores, namespace: &str, desired: &Desired) -> Observed {
             objects.insert(n, (found.metadata.generation, status));
         }
     }
+    let mut pinned_revision_ids = BTreeMap::new();
     for h in &desired.helm_releases {
         let (n, ns) = key(&h.name_any());
-        if let Some(found) = flux.helm_releases.get(&ObjectRef::new(&n).within(&ns))
-            && let Some(status) = found.status.clone()
+        let Some(found) = flux.helm_releases.get(&ObjectRef::new(&n).within(&ns)) else {
+            continue;
+        };
+        if let Some(id) = found
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(rollout_build::REVISION_LABEL))
         {
+            pinned_revision_ids.insert(n.clone(), id.clone());
+        }
+        if let Some(status) = found.status.clone() {
             objects.insert(n, (found.metadata.generation, status));
         }
     }
@@ -426,5 +436,6 @@ fn observed(flux: &FluxStores, namespace: &str, desired: &Desired) -> Observed {
         source,
         source_generation,
         objects,
+        pinned_revision_ids,
     }
 }

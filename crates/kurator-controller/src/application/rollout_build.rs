@@ -1,9 +1,11 @@
 //! Pure: the Flux objects of a staged rollout, from `status.stagedRollout` (docs/rollout.md,
 //! "Revision pinning"). The tracking source `<app>` stays as built; one copy of it per
 //! revision in use, `<app>-r-<id>`, is added, pinned by `ref.commit` (GitRepository) or
-//! `ref.digest` (OCIRepository); each cluster's Kustomization points at the pinned source of its
-//! revision, and a cluster without a revision yet (first deployment, stage not reached) gets no
-//! Kustomization.
+//! `ref.digest` (OCIRepository); each cluster's Kustomization (`sourceRef`) and HelmRelease
+//! (`chart.spec.sourceRef` or `chartRef`) points at the pinned source of its revision, and a
+//! cluster without a revision yet (first deployment, stage not reached) gets neither. A pinned
+//! HelmRelease also carries the revision id as a label: Flux reports only a chart version for
+//! a chart from git, so the label is how the observation tells which revision it runs.
 
 use std::collections::BTreeMap;
 
@@ -28,20 +30,13 @@ pub enum RolloutBuildError {
         "staged rollout does not support helmRepository sources yet: a chart version cannot be pinned yet (docs/rollout.md)"
     )]
     HelmRepositorySource,
-    #[error(
-        "staged rollout does not support helm sync policies yet: a HelmRelease cannot be pinned yet (docs/rollout.md)"
-    )]
-    HelmPolicy,
 }
 
 /// Whether a staged rollout can handle `app`'s source: a GitRepository or an OCIRepository,
-/// with Kustomization policies.
+/// whatever its policies (Kustomizations, HelmReleases with a chart from that source).
 pub fn supported(app: &Application) -> Result<(), RolloutBuildError> {
     if app.spec.source.helm_repository.is_some() {
         return Err(RolloutBuildError::HelmRepositorySource);
-    }
-    if app.spec.sync_policies.iter().any(|p| p.helm.is_some()) {
-        return Err(RolloutBuildError::HelmPolicy);
     }
     Ok(())
 }
@@ -93,30 +88,44 @@ pub fn pin(app_name: &str, desired: &mut Desired, state: &StagedRolloutStatus) {
     }
     desired.pinned_sources = pinned.into_values().collect();
 
-    // Cluster label value → the pinned source of its revision.
-    let source_of: BTreeMap<String, Option<&String>> = state
+    // Cluster label value → the pinned source of its revision and the revision's id.
+    let source_of: BTreeMap<String, Option<(&String, String)>> = state
         .clusters
         .iter()
         .map(|c| {
-            let source = c.revision.as_ref().and_then(|r| name_of.get(r));
+            let source = c
+                .revision
+                .as_ref()
+                .and_then(|r| Some((name_of.get(r)?, revision_id(r))));
             (label_value(&c.name), source)
         })
         .collect();
+    let pinned_for = |labels: &Option<BTreeMap<String, String>>| {
+        let cluster = labels.as_ref().and_then(|l| l.get(label::CLUSTER));
+        cluster.and_then(|c| source_of.get(c).cloned().flatten())
+    };
     desired.kustomizations.retain_mut(|k| {
-        let cluster = k
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(label::CLUSTER))
-            .cloned()
-            .unwrap_or_default();
-        match source_of.get(&cluster) {
-            Some(Some(source)) => {
-                k.spec.source_ref.name = source.to_string();
-                true
-            }
-            _ => false,
+        let Some((source, _)) = pinned_for(&k.metadata.labels) else {
+            return false;
+        };
+        k.spec.source_ref.name = source.clone();
+        true
+    });
+    desired.helm_releases.retain_mut(|h| {
+        let Some((source, id)) = pinned_for(&h.metadata.labels) else {
+            return false;
+        };
+        if let Some(chart) = &mut h.spec.chart {
+            chart.spec.source_ref.name = source.clone();
         }
+        if let Some(chart_ref) = &mut h.spec.chart_ref {
+            chart_ref.name = source.clone();
+        }
+        h.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(REVISION_LABEL.into(), id);
+        true
     });
 }
 

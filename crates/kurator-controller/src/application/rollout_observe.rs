@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use kurator_api::{
     Application, Fleet,
     fleet::ClusterKind,
-    flux::{self, FluxReadiness, FluxStatus},
+    flux::{self, FluxKind, FluxReadiness, FluxStatus},
 };
 
 use super::{
@@ -18,35 +18,91 @@ use super::{
 use crate::rollout::{
     gates::PolicyCounts,
     observe::{Observations, ObservedCluster, Requests},
-    pinning::same_revision,
+    pinning::{git_commit, revision_id, revisions_in_use, same_revision},
 };
 
-/// A per-cluster Flux object as the store shows it: `metadata.generation` and status.
-pub type FluxObject = (Option<i64>, Option<FluxStatus>);
+/// A per-cluster Flux object as the store shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FluxObject {
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    pub status: Option<FluxStatus>,
+    /// The `apps.kurator.dev/revision` label of a pinned HelmRelease: the id of the revision
+    /// whose pinned source its spec names (label and spec are written in one patch).
+    pub pinned_revision_id: Option<String>,
+}
+
+/// How a policy's objects tell the revision they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RevisionFrom {
+    /// A Kustomization: the source revision it last applied (else attempted).
+    Kustomization,
+    /// A HelmRelease on an OCIRepository (`chartRef`): the digest Flux records it attempted
+    /// (`status.lastAttemptedRevisionDigest`).
+    OciChart,
+    /// A HelmRelease with a chart from a GitRepository: Flux records only the chart version,
+    /// so the revision is the one of the source its spec names (the pinned source of its
+    /// revision label; before the first pin, the tracking source's latest), once it is Ready
+    /// at its generation. `revision_strategy`: the chart version then carries the commit
+    /// (`<version>+<12 hex>`), which must agree.
+    GitChart { revision_strategy: bool },
+}
 
 /// The observations of one step. `latest_revision` is the tracking source's artifact
-/// revision; `flux_object` looks a Kustomization / HelmRelease up by name in the
+/// revision; `flux_object` looks a Kustomization / HelmRelease up by kind and name in the
 /// Application's namespace; `fleets` are the destination fleets (for their policy reports).
 /// Metric samples are not filled here (the gate evaluator's job).
 pub fn observations(
     app: &Application,
     resolved: &Resolved,
     latest_revision: Option<String>,
-    flux_object: impl Fn(&str) -> Option<FluxObject>,
+    flux_object: impl Fn(FluxKind, &str) -> Option<FluxObject>,
     fleets: &[Fleet],
 ) -> Observations {
     let policy_counts = policy_counts(fleets);
+    // Revision id (a pinned HelmRelease's label) → the revision, from the stored state.
+    let by_id: BTreeMap<String, String> = app
+        .status
+        .as_ref()
+        .and_then(|s| s.staged_rollout.as_ref())
+        .map(revisions_in_use)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (revision_id(&r), r))
+        .collect();
+    let oci = app.spec.source.oci_repository.is_some();
     // Every policy's object of a cluster, grouped by cluster name (the rollout's identity).
-    let mut per_cluster: BTreeMap<String, (ClusterKind, Vec<Option<FluxObject>>)> = BTreeMap::new();
+    let mut per_cluster: BTreeMap<String, (ClusterKind, Vec<Option<Seen>>)> = BTreeMap::new();
     for (index, targets) in resolved.policies.iter().enumerate() {
         let policy = policy_name(app, index);
+        let helm = app
+            .spec
+            .sync_policies
+            .get(index)
+            .and_then(|p| p.helm.as_ref());
+        let (kind, from) = match helm {
+            None => (FluxKind::Kustomization, RevisionFrom::Kustomization),
+            Some(_) if oci => (FluxKind::HelmRelease, RevisionFrom::OciChart),
+            Some(h) => (
+                FluxKind::HelmRelease,
+                RevisionFrom::GitChart {
+                    revision_strategy: h.chart.spec.reconcile_strategy.as_deref()
+                        == Some("Revision"),
+                },
+            ),
+        };
         for target in &targets.targets {
             let name = resource_name(&policy, target.cluster_kind, &target.cluster_name);
+            let seen = flux_object(kind, &name).map(|object| Seen {
+                revision: revision(&object, from, &by_id, latest_revision.as_deref()),
+                generation: object.generation,
+                status: object.status,
+            });
             per_cluster
                 .entry(target.cluster_name.clone())
                 .or_insert_with(|| (target.cluster_kind, Vec::new()))
                 .1
-                .push(flux_object(&name));
+                .push(seen);
         }
     }
     let clusters = per_cluster
@@ -71,21 +127,78 @@ pub fn observations(
     }
 }
 
+/// One Flux object and the source revision it runs, as far as its kind tells.
+struct Seen {
+    generation: Option<i64>,
+    status: Option<FluxStatus>,
+    revision: Option<String>,
+}
+
+/// The revision `object` runs ([`RevisionFrom`]). `by_id` maps revision ids to revisions;
+/// `latest` is the tracking source's revision.
+fn revision(
+    object: &FluxObject,
+    from: RevisionFrom,
+    by_id: &BTreeMap<String, String>,
+    latest: Option<&str>,
+) -> Option<String> {
+    let status = object.status.as_ref()?;
+    match from {
+        RevisionFrom::Kustomization => status
+            .last_applied_revision
+            .clone()
+            .or_else(|| status.last_attempted_revision.clone()),
+        RevisionFrom::OciChart => status
+            .rest
+            .get("lastAttemptedRevisionDigest")
+            .and_then(|d| d.as_str())
+            .filter(|d| !d.is_empty())
+            .map(str::to_string),
+        RevisionFrom::GitChart { revision_strategy } => {
+            // Only a verdict on the current generation says which source the release used.
+            if !flux::readiness(object.generation, Some(status)).is_ready() {
+                return None;
+            }
+            let revision = match &object.pinned_revision_id {
+                Some(id) => by_id.get(id)?.clone(),
+                None => latest?.to_string(),
+            };
+            let agrees = !revision_strategy
+                || chart_version_names(status.last_attempted_revision.as_deref(), &revision);
+            agrees.then_some(revision)
+        }
+    }
+}
+
+/// Whether a chart version built with `reconcileStrategy: Revision` from a git source
+/// (`<version>+<first 12 hex of the commit>[.<generation>]`) names `revision`'s commit.
+fn chart_version_names(version: Option<&str>, revision: &str) -> bool {
+    let metadata = version
+        .and_then(|v| v.split_once('+'))
+        .map(|(_, m)| m.split('.').next().unwrap_or_default());
+    match (metadata, git_commit(revision)) {
+        (Some(short), Some(commit)) if !short.is_empty() => commit
+            .to_ascii_lowercase()
+            .starts_with(&short.to_ascii_lowercase()),
+        _ => false,
+    }
+}
+
 /// One cluster from its Flux objects: Ready when every one is Ready at its generation (with
 /// `wait: true` Flux's Ready includes the workloads' health), at a revision when they all
-/// applied the same one.
-fn observe_cluster(name: String, objects: &[Option<FluxObject>]) -> ObservedCluster {
+/// run the same one.
+fn observe_cluster(name: String, objects: &[Option<Seen>]) -> ObservedCluster {
     let mut ready = !objects.is_empty();
     let mut message = None;
     let mut revisions = Vec::new();
     for object in objects {
-        let Some((generation, status)) = object else {
+        let Some(seen) = object else {
             ready = false;
             message.get_or_insert_with(|| "no Flux object yet".to_string());
             revisions.push(None);
             continue;
         };
-        match flux::readiness(*generation, status.as_ref()) {
+        match flux::readiness(seen.generation, seen.status.as_ref()) {
             FluxReadiness::Ready => {}
             FluxReadiness::NotReady { message: m, .. }
             | FluxReadiness::Progressing { message: m, .. } => {
@@ -93,11 +206,7 @@ fn observe_cluster(name: String, objects: &[Option<FluxObject>]) -> ObservedClus
                 message.get_or_insert(m);
             }
         }
-        revisions.push(status.as_ref().and_then(|s| {
-            s.last_applied_revision
-                .clone()
-                .or_else(|| s.last_attempted_revision.clone())
-        }));
+        revisions.push(seen.revision.clone());
     }
     let applied_revision = match revisions.split_first() {
         Some((Some(first), rest))
@@ -143,88 +252,4 @@ fn policy_counts(fleets: &[Fleet]) -> BTreeMap<String, PolicyCounts> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(json: serde_json::Value) -> Option<FluxStatus> {
-        Some(serde_json::from_value(json).expect("flux status"))
-    }
-
-    fn ready_at(revision: &str) -> Option<FluxObject> {
-        Some((
-            Some(2),
-            status(serde_json::json!({
-                "observedGeneration": 2,
-                "lastAppliedRevision": revision,
-                "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded",
-                    "message": "", "lastTransitionTime": "2026-12-02T04:00:00Z"}],
-            })),
-        ))
-    }
-
-    #[test]
-    fn a_cluster_is_at_a_revision_only_when_all_its_objects_agree() {
-        let a = "main@sha1:1111111111111111111111111111111111111111";
-        let same = "sha1:1111111111111111111111111111111111111111";
-        let c = observe_cluster("m1".into(), &[ready_at(a), ready_at(same)]);
-        assert!(c.ready && c.healthy);
-        assert_eq!(c.applied_revision.as_deref(), Some(a));
-
-        let b = "main@sha1:2222222222222222222222222222222222222222";
-        let c = observe_cluster("m1".into(), &[ready_at(a), ready_at(b)]);
-        assert_eq!(c.applied_revision, None);
-
-        let c = observe_cluster("m1".into(), &[ready_at(a), None]);
-        assert!(!c.ready);
-        assert_eq!(c.message.as_deref(), Some("no Flux object yet"));
-    }
-
-    #[test]
-    fn members_without_readable_reports_have_no_policy_counts() {
-        let fleet: Fleet = serde_json::from_value(serde_json::json!({
-            "apiVersion": "fleet.kurator.dev/v1alpha1",
-            "kind": "Fleet",
-            "metadata": {"name": "f", "namespace": "default"},
-            "spec": {"clusters": []},
-            "status": {"policyReport": {"clusters": [
-                {"name": "current", "fail": 2, "lastSeen": "2026-12-02T04:00:00Z", "stale": false},
-                {"name": "stale", "fail": 1, "lastSeen": "2026-12-02T04:00:00Z", "stale": true,
-                    "staleSince": "2026-12-02T04:01:00Z", "message": "unreachable since …"},
-                {"name": "no-kyverno", "fail": 0, "lastSeen": "2026-12-02T04:00:00Z", "stale": false,
-                    "message": "the wgpolicyk8s.io CRDs are not installed (no Kyverno yet)"},
-                {"name": "never-read", "fail": 0, "stale": false,
-                    "message": "connection refused"},
-            ]}},
-        }))
-        .expect("fleet");
-        let counts = policy_counts(&[fleet]);
-        let counted = |failed, stale| Some(PolicyCounts { failed, stale });
-        assert_eq!(counts.get("current").copied(), counted(2, false));
-        assert_eq!(counts.get("stale").copied(), counted(1, true));
-        assert_eq!(counts.get("no-kyverno"), None);
-        assert_eq!(counts.get("never-read"), None);
-    }
-
-    #[test]
-    fn oci_revisions_agree_by_digest() {
-        // A Kustomization on a pinned OCIRepository applies `sha256:…`; on the tracking one
-        // (before the first pin) `<tag>@sha256:…`.
-        let hex = "3".repeat(64);
-        let tracked = format!("latest@sha256:{hex}");
-        let pinned = format!("sha256:{hex}");
-        let c = observe_cluster("m1".into(), &[ready_at(&pinned), ready_at(&tracked)]);
-        assert_eq!(c.applied_revision.as_deref(), Some(pinned.as_str()));
-        assert!(c.healthy_at(Some(&tracked)));
-        let other = format!("latest@sha256:{}", "4".repeat(64));
-        assert!(!c.healthy_at(Some(&other)));
-    }
-
-    #[test]
-    fn an_object_not_observed_at_its_generation_is_not_ready() {
-        let mut object = ready_at("sha1:11").expect("object");
-        object.0 = Some(3);
-        let c = observe_cluster("m1".into(), &[Some(object)]);
-        assert!(!c.ready);
-        assert!(c.message.is_some());
-    }
-}
+mod tests;

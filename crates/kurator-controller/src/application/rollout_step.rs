@@ -19,13 +19,19 @@ use kube::{
 };
 use kurator_api::{
     Application, Fleet, conditions,
+    flux::FluxKind,
     rollout::{
         GateOutcome, MetricGate, RunPhase, StagePhase, StagedRolloutSpec, StagedRolloutStatus,
     },
 };
 use tracing::info;
 
-use super::{rollout_metrics, rollout_observe, targets::Resolved};
+use super::{
+    rollout_build::REVISION_LABEL,
+    rollout_metrics,
+    rollout_observe::{self, FluxObject},
+    targets::Resolved,
+};
 use crate::{
     context::Context,
     error::Error,
@@ -69,16 +75,28 @@ pub async fn step(
         app,
         resolved,
         latest_revision,
-        |name| {
-            let key = ObjectRef::new(name).within(namespace);
-            flux.kustomizations
-                .get(&key)
-                .map(|k| (k.metadata.generation, k.status.clone()))
-                .or_else(|| {
-                    flux.helm_releases
-                        .get(&ObjectRef::new(name).within(namespace))
-                        .map(|h| (h.metadata.generation, h.status.clone()))
-                })
+        |kind, name| match kind {
+            FluxKind::Kustomization => flux
+                .kustomizations
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|k| FluxObject {
+                    generation: k.metadata.generation,
+                    status: k.status.clone(),
+                    pinned_revision_id: None,
+                }),
+            _ => flux
+                .helm_releases
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|h| FluxObject {
+                    generation: h.metadata.generation,
+                    status: h.status.clone(),
+                    pinned_revision_id: h
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(REVISION_LABEL))
+                        .cloned(),
+                }),
         },
         &fleets,
     );

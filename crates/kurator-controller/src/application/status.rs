@@ -20,6 +20,7 @@ use super::{
     build::{policy_name, resource_name},
     targets::Resolved,
 };
+use crate::rollout::pinning::{revision_id, same_revision};
 
 /// Condition types and reasons (documented in docs/conditions.md).
 pub mod reason {
@@ -62,6 +63,9 @@ pub struct Observed {
     /// The source object's `metadata.generation`.
     pub source_generation: Option<i64>,
     pub objects: BTreeMap<String, (Option<i64>, FluxStatus)>,
+    /// Pinned HelmReleases (staged rollout) by name: the revision id of their label, i.e. of
+    /// the pinned source their spec names (Flux reports only a chart version for them).
+    pub pinned_revision_ids: BTreeMap<String, String>,
 }
 
 pub fn build_status(
@@ -98,7 +102,14 @@ pub fn build_status(
                 .get(&(target.cluster_kind, target.cluster_name.clone()))
                 .copied()
                 .unwrap_or(true);
-            let entry = entry(flux, helm, source_revision.as_deref(), cluster_ready);
+            let pinned = observed.pinned_revision_ids.get(&name).map(String::as_str);
+            let entry = entry(
+                flux,
+                helm,
+                pinned,
+                source_revision.as_deref(),
+                cluster_ready,
+            );
             if let Some((_, status)) = flux {
                 let raw = serde_json::to_value(status).ok();
                 sync_status.push(ApplicationSyncStatus {
@@ -254,6 +265,7 @@ struct Entry {
 fn entry(
     flux: Option<&(Option<i64>, FluxStatus)>,
     helm: bool,
+    pinned_revision_id: Option<&str>,
     source_revision: Option<&str>,
     cluster_ready: bool,
 ) -> Entry {
@@ -273,12 +285,17 @@ fn entry(
     let readiness = flux::readiness(*generation, Some(status));
     let current = readiness.is_ready();
     // By digest: a cluster pinned by a staged rollout applies `sha1:<hex>` where the tracking
-    // source says `main@sha1:<hex>` for the same commit.
-    let at_latest = helm
-        || applied
+    // source says `main@sha1:<hex>` for the same commit. A HelmRelease reports a chart
+    // version: unpinned, Ready at its generation is at the latest; pinned, its label says
+    // which revision's source it names.
+    let at_latest = match (helm, pinned_revision_id) {
+        (true, None) => true,
+        (true, Some(id)) => source_revision.is_some_and(|s| revision_id(s) == id),
+        (false, _) => applied
             .as_deref()
             .zip(source_revision)
-            .is_some_and(|(a, s)| crate::rollout::pinning::same_revision(a, s));
+            .is_some_and(|(a, s)| same_revision(a, s)),
+    };
     // A member that is not Ready cannot confirm what it runs, whatever Flux last applied.
     let ready = current && at_latest && cluster_ready;
     let (reason, message) = if ready {
@@ -301,11 +318,17 @@ fn entry(
         });
         (Some(reason::CLUSTER_NOT_READY.to_string()), Some(message))
     } else if current && !at_latest {
+        let at = match pinned_revision_id {
+            Some(id) => format!(
+                "revision {id} (chart {})",
+                applied.as_deref().unwrap_or("none")
+            ),
+            None => applied.as_deref().unwrap_or("none").to_string(),
+        };
         (
             Some(reason::OUTDATED_REVISION.to_string()),
             Some(format!(
-                "at {}, source at {}",
-                applied.as_deref().unwrap_or("none"),
+                "at {at}, source at {}",
                 source_revision.unwrap_or("unknown")
             )),
         )

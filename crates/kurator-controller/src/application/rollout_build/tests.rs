@@ -288,16 +288,124 @@ fn a_revision_that_names_no_digest_pins_nothing() {
 }
 
 #[test]
-fn helm_repositories_and_helm_policies_are_refused() {
-    let mut app = app();
-    assert_eq!(supported(&app), Ok(()));
-    app.spec.sync_policies[0].helm = Some(Default::default());
-    assert_eq!(supported(&app), Err(RolloutBuildError::HelmPolicy));
+fn helm_repositories_are_refused() {
     let mut app = oci_app();
+    app.spec.sync_policies[0].helm = Some(Default::default());
+    assert_eq!(supported(&app), Ok(()));
     app.spec.source.oci_repository = None;
     app.spec.source.helm_repository = Some(Default::default());
     assert_eq!(
         supported(&app),
         Err(RolloutBuildError::HelmRepositorySource)
+    );
+}
+
+fn helm_app(source: &str) -> Application {
+    let mut app: Application = serde_saphyr::from_str(&format!(
+        "
+metadata: {{name: shop, namespace: default, uid: u1}}
+spec:
+  source: {source}
+  destination: {{fleet: quickstart}}
+  syncPolicies:
+    - helm:
+        interval: 1m
+        chart: {{spec: {{chart: ./charts/shop}}}}
+  stagedRollout:
+    stages: [{{name: all, rest: true}}]
+"
+    ))
+    .expect("fixture");
+    app.metadata.uid = Some("u1".into());
+    app
+}
+
+/// Each HelmRelease: (name, where its chart comes from, its revision label).
+fn releases(d: &Desired) -> Vec<(String, String, Option<String>)> {
+    d.helm_releases
+        .iter()
+        .map(|h| {
+            let from = match (&h.spec.chart, &h.spec.chart_ref) {
+                (Some(c), None) => {
+                    format!(
+                        "chart {}/{}",
+                        c.spec.source_ref.kind, c.spec.source_ref.name
+                    )
+                }
+                (None, Some(r)) => format!("chartRef {}/{}", r.kind, r.name),
+                _ => panic!("exactly one of chart and chartRef: {h:?}"),
+            };
+            let label = h
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_LABEL))
+                .cloned();
+            (h.metadata.name.clone().unwrap(), from, label)
+        })
+        .collect()
+}
+
+#[test]
+fn git_charts_point_at_the_pinned_git_repository_of_their_revision() {
+    let app = helm_app(
+        "{gitRepository: {url: 'http://127.0.0.1/shop.git', interval: 1m, ref: {branch: main}}}",
+    );
+    assert_eq!(supported(&app), Ok(()));
+    let mut desired = build(&app, &targets(&["m1", "m2", "m3"])).expect("built");
+    let state = StagedRolloutStatus {
+        stable_revision: Some(V1.into()),
+        clusters: vec![
+            cluster("m1", Some(V2)),
+            cluster("m2", Some(V1)),
+            cluster("m3", None),
+        ],
+        ..Default::default()
+    };
+    pin("shop", &mut desired, &state);
+    assert_eq!(
+        releases(&desired),
+        [
+            (
+                "shop-0-attachedcluster-m1".into(),
+                "chart GitRepository/shop-r-2222222222".into(),
+                Some("2222222222".into())
+            ),
+            (
+                "shop-0-attachedcluster-m2".into(),
+                "chart GitRepository/shop-r-1111111111".into(),
+                Some("1111111111".into())
+            ),
+        ]
+    );
+    assert_eq!(desired.pinned_sources.len(), 2);
+    insta::assert_yaml_snapshot!(objects(&desired));
+}
+
+#[test]
+fn oci_charts_point_at_the_pinned_oci_repository_by_chart_ref() {
+    let app = helm_app(
+        "{ociRepository: {url: 'oci://127.0.0.1:5000/charts/shop', interval: 1m, ref: {semver: '>=1.0.0'}}}",
+    );
+    let mut desired = build(&app, &targets(&["m1", "m2"])).expect("built");
+    let state = StagedRolloutStatus {
+        clusters: vec![cluster("m1", Some(D2)), cluster("m2", Some(D1))],
+        ..Default::default()
+    };
+    pin("shop", &mut desired, &state);
+    assert_eq!(
+        releases(&desired),
+        [
+            (
+                "shop-0-attachedcluster-m1".into(),
+                "chartRef OCIRepository/shop-r-2222222222".into(),
+                Some("2222222222".into())
+            ),
+            (
+                "shop-0-attachedcluster-m2".into(),
+                "chartRef OCIRepository/shop-r-1111111111".into(),
+                Some("1111111111".into())
+            ),
+        ]
     );
 }

@@ -92,6 +92,7 @@ fn observed(source: &str, objects: Vec<(&str, (Option<i64>, FluxStatus))>) -> Ob
             .into_iter()
             .map(|(n, s)| (n.to_string(), s))
             .collect(),
+        pinned_revision_ids: BTreeMap::new(),
     }
 }
 
@@ -276,6 +277,7 @@ fn objects_flux_has_not_seen_yet_are_progressing() {
         source: None,
         source_generation: None,
         objects: BTreeMap::new(),
+        pinned_revision_ids: BTreeMap::new(),
     };
     let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
     assert_eq!(ready(&s).1, reason::SOURCE_NOT_READY);
@@ -335,6 +337,47 @@ spec:
 }
 
 #[test]
+fn a_pinned_helm_release_is_synced_only_at_the_latest_revision() {
+    // A staged rollout pins the release to a GitRepository `<app>-r-<id>` and labels it with
+    // the id; Flux itself reports only the chart version.
+    let app = app("
+metadata: {name: demo, namespace: default}
+spec:
+  source:
+    gitRepository: {url: 'http://127.0.0.1/demo.git', interval: 1m}
+  destination: {fleet: quickstart}
+  syncPolicies:
+    - helm: {interval: 1m, chart: {spec: {chart: ./charts/demo}}}
+");
+    let release = (
+        Some(3),
+        flux(serde_json::json!({
+            "observedGeneration": 3,
+            "lastAttemptedRevision": "0.1.0",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "UpgradeSucceeded"}]
+        })),
+    );
+    let latest = "main@sha1:2222222222222222222222222222222222222222";
+    let mut seen = observed(latest, vec![(M1, release)]);
+    seen.pinned_revision_ids
+        .insert(M1.into(), "1111111111".into());
+    let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
+    assert_eq!(ready(&s).1, reason::NOT_SYNCED);
+    assert_eq!(
+        s.clusters[0].reason.as_deref(),
+        Some(reason::OUTDATED_REVISION)
+    );
+    assert_eq!(
+        s.clusters[0].message.as_deref(),
+        Some(format!("at revision 1111111111 (chart 0.1.0), source at {latest}").as_str())
+    );
+    seen.pinned_revision_ids
+        .insert(M1.into(), "2222222222".into());
+    let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
+    assert_eq!(ready(&s).1, reason::ALL_CLUSTERS_SYNCED);
+}
+
+#[test]
 fn identical_inputs_give_an_identical_status() {
     let mut app = app(DEMO);
     let seen = observed("r1", vec![(M1, applied("r1"))]);
@@ -390,6 +433,7 @@ fn a_failing_source_says_why() {
         source: Some(source),
         source_generation: None,
         objects: BTreeMap::new(),
+        pinned_revision_ids: BTreeMap::new(),
     };
     let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
     let c = conditions::find(&s.conditions, reason::SOURCE_READY).unwrap();
