@@ -15,6 +15,7 @@ mod policy_kyverno;
 mod policy_reports;
 mod rbac;
 mod rollout;
+mod rollout_helm;
 mod rollout_metrics;
 mod rollout_policy;
 mod triggers;

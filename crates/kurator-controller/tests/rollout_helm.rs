@@ -1,0 +1,259 @@
+//! Staged rollouts of Helm charts (docs/rollout.md, "Revision pinning"): real Flux (source
+//! and helm controllers), two members, stages `canary` (by name, with an approval gate) then
+//! `rest`.
+//! - A chart kept in git: each member's HelmRelease takes its chart from the GitRepository
+//!   pinned to its revision; with `reconcileStrategy: Revision` Flux puts the commit into the
+//!   chart version, which the controller checks against the pinned revision.
+
+use std::time::Duration;
+
+use crate::common::{Harness, NS, apply, attached_fleet, ready_reason, until, wait_for};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use kurator_api::{
+    Application, Fleet, conditions,
+    flux::{GitRepository, HelmRelease},
+    rollout::{RunPhase, StagePhase, annotation},
+};
+use kurator_controller::rollout::{observe::promote_token, pinning::same_revision};
+
+const WAIT: Duration = Duration::from_secs(60);
+const MEMBERS: [&str; 2] = ["kurator-member1", "kurator-member2"];
+
+/// The chart's files at `value` (the ConfigMap the release installs says it).
+fn chart(value: &str) -> [(&'static str, String); 2] {
+    [
+        (
+            "charts/greeter/Chart.yaml",
+            "apiVersion: v2\nname: greeter\nversion: 0.1.0\ntype: application\n".into(),
+        ),
+        (
+            "charts/greeter/templates/cm.yaml",
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeter\n  namespace: default\ndata:\n  version: {value}\n"
+            ),
+        ),
+    ]
+}
+
+fn commit(repo: &kurator_testenv::GitRepo, value: &str) -> String {
+    let files = chart(value);
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    repo.commit_files(&files, value).unwrap()
+}
+
+fn application(url: &str, gates: &str) -> Application {
+    serde_saphyr::from_str(&format!(
+        "apiVersion: apps.kurator.dev/v1alpha1
+kind: Application
+metadata: {{name: greeter, namespace: default}}
+spec:
+  source:
+    gitRepository: {{url: '{url}', interval: 2s, ref: {{branch: master}}}}
+  destination: {{fleet: quickstart}}
+  syncPolicies:
+    - helm:
+        interval: 1m
+        chart:
+          spec: {{chart: ./charts/greeter, reconcileStrategy: Revision, interval: 2s}}
+        install: {{disableWait: true}}
+        upgrade: {{disableWait: true}}
+  stagedRollout:
+    progressDeadline: 45s
+    stages:
+      - name: canary
+        clusters: [kurator-member1]
+        soak: 2s{gates}
+      - name: rest
+        rest: true
+"
+    ))
+    .expect("application")
+}
+
+fn pinned(sha: &str) -> String {
+    format!("greeter-r-{}", &sha[..10])
+}
+
+/// Each member's HelmRelease: the GitRepository its chart comes from, and whether it is Ready
+/// at its generation.
+async fn releases(h: &Harness) -> Vec<(String, bool)> {
+    release_charts(h, |chart| chart.source_ref.name).await
+}
+
+/// Each member's HelmRelease: `what` of its chart, and whether it is Ready at its generation.
+async fn release_charts(
+    h: &Harness,
+    what: impl Fn(kurator_api::flux::HelmChartTemplateSpec) -> String,
+) -> Vec<(String, bool)> {
+    let api: Api<HelmRelease> = h.api();
+    let mut out = Vec::new();
+    for member in MEMBERS {
+        let name = format!("greeter-0-attachedcluster-{member}");
+        let Some(hr) = api.get_opt(&name).await.expect("get") else {
+            out.push((String::new(), false));
+            continue;
+        };
+        let ready =
+            kurator_api::flux::readiness(hr.metadata.generation, hr.status.as_ref()).is_ready();
+        let source = hr.spec.chart.map(|c| what(c.spec)).unwrap_or_default();
+        out.push((source, ready));
+    }
+    out
+}
+
+async fn member_value(client: &Client) -> Option<String> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    cms.get_opt("greeter")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|cm| cm.data?.get("version").cloned())
+}
+
+async fn wait_members(clients: &[Client], want: [&str; 2]) {
+    until(format!("members at {want:?}"), WAIT, || async {
+        let mut got = Vec::new();
+        for c in clients {
+            got.push(member_value(c).await.unwrap_or_default());
+        }
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("members hold {got:?}"))
+        }
+    })
+    .await
+}
+
+fn rollout_reason(a: &Application) -> Option<String> {
+    let s = a.status.as_ref()?;
+    conditions::find(&s.conditions, "StagedRollout").map(|c| c.reason.clone())
+}
+
+/// The last run is `id`, finished with `Succeeded`, and the stable revision is `sha`'s.
+fn finished(a: &Application, id: i64, sha: &str) -> bool {
+    finished_at(a, id, |r| same_revision(r, &format!("sha1:{sha}")))
+}
+
+/// The last run is `id`, finished with `Succeeded`, and the stable revision is `stable`.
+fn finished_at(a: &Application, id: i64, stable: impl Fn(&str) -> bool) -> bool {
+    let Some(state) = a.status.as_ref().and_then(|s| s.staged_rollout.as_ref()) else {
+        return false;
+    };
+    state.run.is_none()
+        && state
+            .history
+            .first()
+            .is_some_and(|h| h.id == id && h.phase == RunPhase::Succeeded)
+        && state.stable_revision.as_deref().is_some_and(stable)
+}
+
+#[tokio::test]
+async fn a_git_chart_reaches_the_canary_then_after_approval_the_rest() {
+    let h = Harness::start_with(2, Duration::from_secs(10), true).await;
+    let git = kurator_testenv::GitServer::start(h.env.state_dir().join("git")).unwrap();
+    let repo = git.create_repo("greeter").unwrap();
+    let v1 = commit(&repo, "v1");
+    for (i, name) in MEMBERS.iter().enumerate() {
+        h.attach_member(name, i + 1).await;
+    }
+    let fleets: Api<Fleet> = h.api();
+    apply(
+        &fleets,
+        "quickstart",
+        &attached_fleet("quickstart", &MEMBERS),
+    )
+    .await;
+    wait_for(&fleets, "quickstart", WAIT, |f| {
+        f.status.as_ref().is_some_and(|s| s.ready_clusters == 2)
+    })
+    .await;
+    let clients = h.member_clients().await;
+
+    // Run 1, a first deployment: the canary, then the rest; v1 becomes stable.
+    let apps: Api<Application> = h.api();
+    apply(&apps, "greeter", &application(&repo.url(), "")).await;
+    wait_for(&apps, "greeter", WAIT, |a| finished(a, 1, &v1)).await;
+    wait_members(&clients, ["v1", "v1"]).await;
+
+    // Run 2 with an approval gate: v2 reaches the canary only; member2's release stays on
+    // v1's pinned source, Ready (Flux keeps reconciling it), so the Application is not Ready.
+    apply(
+        &apps,
+        "greeter",
+        &application(&repo.url(), "\n        gates: {approval: true}"),
+    )
+    .await;
+    let v2 = commit(&repo, "v2");
+    let a = wait_for(&apps, "greeter", WAIT, |a| {
+        rollout_reason(a).as_deref() == Some("AwaitingApproval")
+    })
+    .await;
+    wait_members(&clients, ["v2", "v1"]).await;
+    until("the canary alone on v2", WAIT, || async {
+        let got = releases(&h).await;
+        let want = [(pinned(&v2), true), (pinned(&v1), true)];
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+    let state = a.status.as_ref().unwrap().staged_rollout.clone().unwrap();
+    let run = state.run.expect("run 2 in progress");
+    assert_eq!((run.id, run.stage.phase), (2, StagePhase::AwaitingApproval));
+    let git_repos: Api<GitRepository> = h.api();
+    let pin = git_repos.get(&pinned(&v2)).await.unwrap();
+    assert_eq!(
+        pin.spec.reference.and_then(|r| r.commit).as_deref(),
+        Some(v2.as_str())
+    );
+    // Flux built the canary's chart from v2's commit: the version carries it.
+    let canary: Api<HelmRelease> = h.api();
+    let canary = canary
+        .get("greeter-0-attachedcluster-kurator-member1")
+        .await
+        .unwrap();
+    let version = canary
+        .status
+        .and_then(|s| s.last_attempted_revision)
+        .unwrap_or_default();
+    assert_eq!(version, format!("0.1.0+{}", &v2[..12]));
+    let a = wait_for(&apps, "greeter", WAIT, |a| {
+        a.status
+            .as_ref()
+            .is_some_and(|s| ready_reason(&s.conditions).as_deref() == Some("NotSynced"))
+    })
+    .await;
+    let member2 = a.status.unwrap().clusters;
+    let member2 = member2
+        .iter()
+        .find(|c| c.cluster == "kurator-member2")
+        .expect("member2's entry");
+    assert_eq!(member2.reason.as_deref(), Some("OutdatedRevision"));
+
+    // Approved: the rest gets v2, the run succeeds and the Application is Ready again.
+    let token = promote_token(run.id, "canary", "e2e");
+    let patch = serde_json::json!({"metadata": {"annotations": {annotation::PROMOTE: token}}});
+    apps.patch("greeter", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for(&apps, "greeter", WAIT, |a| finished(a, 2, &v2)).await;
+    wait_members(&clients, ["v2", "v2"]).await;
+    wait_for(&apps, "greeter", WAIT, |a| {
+        a.status
+            .as_ref()
+            .is_some_and(|s| ready_reason(&s.conditions).as_deref() == Some("AllClustersSynced"))
+    })
+    .await;
+    assert_eq!(
+        releases(&h).await,
+        [(pinned(&v2), true), (pinned(&v2), true)]
+    );
+    h.shutdown().await;
+}
