@@ -14,7 +14,10 @@ use kube::{
 };
 use kurator_api::{
     Application, AttachedCluster, Cluster, CustomCluster, Fleet,
-    flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository, StatusView},
+    flux::{
+        GitRepository, HelmChart, HelmRelease, HelmRepository, Kustomization, OCIRepository,
+        StatusView,
+    },
 };
 
 use tokio::sync::watch;
@@ -79,6 +82,8 @@ pub struct FluxStores {
     pub git_repositories: Store<StatusView<GitRepository>>,
     pub helm_repositories: Store<StatusView<HelmRepository>>,
     pub oci_repositories: Store<StatusView<OCIRepository>>,
+    /// Staged rollouts' tracking HelmCharts (`<app>-track`).
+    pub helm_charts: Store<StatusView<HelmChart>>,
     pub kustomizations: Store<StatusView<Kustomization>>,
     pub helm_releases: Store<StatusView<HelmRelease>>,
     /// One gate per Flux watch.

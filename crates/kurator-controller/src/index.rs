@@ -31,6 +31,8 @@ pub enum Kind {
     GitRepository,
     HelmRepository,
     OciRepository,
+    /// A staged rollout's tracking HelmChart.
+    HelmChart,
     Kustomization,
     HelmRelease,
     /// A PolicyReport or ClusterPolicyReport in a member (watched by the collector).
@@ -38,7 +40,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::AttachedCluster,
         Kind::Cluster,
         Kind::CustomCluster,
@@ -48,6 +50,7 @@ impl Kind {
         Kind::GitRepository,
         Kind::HelmRepository,
         Kind::OciRepository,
+        Kind::HelmChart,
         Kind::Kustomization,
         Kind::HelmRelease,
         Kind::MemberPolicyReport,
@@ -267,6 +270,10 @@ impl Indexed for kurator_api::flux::StatusView<kurator_api::flux::HelmRepository
 
 impl Indexed for kurator_api::flux::StatusView<kurator_api::flux::OCIRepository> {
     const KIND: Kind = Kind::OciRepository;
+}
+
+impl Indexed for kurator_api::flux::StatusView<kurator_api::flux::HelmChart> {
+    const KIND: Kind = Kind::HelmChart;
 }
 
 impl Indexed for kurator_api::flux::StatusView<kurator_api::flux::Kustomization> {

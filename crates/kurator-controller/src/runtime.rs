@@ -16,7 +16,10 @@ use kube::{
 };
 use kurator_api::{
     Application, AttachedCluster, Cluster, CustomCluster, Fleet,
-    flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository, StatusView},
+    flux::{
+        GitRepository, HelmChart, HelmRelease, HelmRepository, Kustomization, OCIRepository,
+        StatusView,
+    },
     labels::MANAGED_BY,
 };
 use tracing::{info, warn};
@@ -58,6 +61,7 @@ pub async fn run(
     let git = Watch::<StatusView<GitRepository>>::new();
     let helm_repos = Watch::<StatusView<HelmRepository>>::new();
     let oci = Watch::<StatusView<OCIRepository>>::new();
+    let helm_charts = Watch::<StatusView<HelmChart>>::new();
     let kustomizations = Watch::<StatusView<Kustomization>>::new();
     let helm_releases = Watch::<StatusView<HelmRelease>>::new();
 
@@ -72,12 +76,14 @@ pub async fn run(
             git_repositories: git.store.clone(),
             helm_repositories: helm_repos.store.clone(),
             oci_repositories: oci.store.clone(),
+            helm_charts: helm_charts.store.clone(),
             kustomizations: kustomizations.store.clone(),
             helm_releases: helm_releases.store.clone(),
             listed: vec![
                 git.listed.clone(),
                 helm_repos.listed.clone(),
                 oci.listed.clone(),
+                helm_charts.listed.clone(),
                 kustomizations.listed.clone(),
                 helm_releases.listed.clone(),
             ],
@@ -197,6 +203,7 @@ pub async fn run(
         git.typed(Api::all(client.clone()), ours(), d()),
         helm_repos.typed(Api::all(client.clone()), ours(), d()),
         oci.typed(Api::all(client.clone()), ours(), d()),
+        helm_charts.typed(Api::all(client.clone()), ours(), d()),
         kustomizations.typed(Api::all(client.clone()), ours(), d()),
         helm_releases.typed(Api::all(client.clone()), ours(), d()),
     ]);

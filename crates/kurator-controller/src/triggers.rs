@@ -89,6 +89,7 @@ pub const TRIGGERS: &[Trigger] = &[
     row(K::GitRepository, C::Application, M::Owner),
     row(K::HelmRepository, C::Application, M::Owner),
     row(K::OciRepository, C::Application, M::Owner),
+    row(K::HelmChart, C::Application, M::Owner),
     row(K::Kustomization, C::Application, M::Owner),
     row(K::HelmRelease, C::Application, M::Owner),
 ];

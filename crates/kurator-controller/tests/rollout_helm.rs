@@ -4,6 +4,8 @@
 //! - A chart kept in git: each member's HelmRelease takes its chart from the GitRepository
 //!   pinned to its revision; with `reconcileStrategy: Revision` Flux puts the commit into the
 //!   chart version, which the controller checks against the pinned revision.
+//! - A chart from a Helm repository: the revision is a chart version, told by the tracking
+//!   HelmChart `<app>-track`; each HelmRelease is pinned by `chart.spec.version`.
 
 use std::time::Duration;
 
@@ -255,5 +257,125 @@ async fn a_git_chart_reaches_the_canary_then_after_approval_the_rest() {
         releases(&h).await,
         [(pinned(&v2), true), (pinned(&v2), true)]
     );
+    h.shutdown().await;
+}
+
+fn greeter(value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeter\n  namespace: default\ndata:\n  version: {value}\n"
+    )
+}
+
+fn repository_application(url: &str, gates: &str) -> Application {
+    serde_saphyr::from_str(&format!(
+        "apiVersion: apps.kurator.dev/v1alpha1
+kind: Application
+metadata: {{name: greeter, namespace: default}}
+spec:
+  source:
+    helmRepository: {{url: '{url}', interval: 2s}}
+  destination: {{fleet: quickstart}}
+  syncPolicies:
+    - helm:
+        interval: 1m
+        chart:
+          spec: {{chart: greeter, version: '>=0.1.0', interval: 2s}}
+        install: {{disableWait: true}}
+        upgrade: {{disableWait: true}}
+  stagedRollout:
+    progressDeadline: 45s
+    stages:
+      - name: canary
+        clusters: [kurator-member1]
+        soak: 2s{gates}
+      - name: rest
+        rest: true
+"
+    ))
+    .expect("application")
+}
+
+#[tokio::test]
+async fn a_helm_repository_chart_version_reaches_the_canary_then_after_approval_the_rest() {
+    let h = Harness::start_with(2, Duration::from_secs(10), true).await;
+    let charts = kurator_testenv::HelmRepo::start(h.env.state_dir().join("charts")).unwrap();
+    charts
+        .add_chart("greeter", "0.1.0", &[("templates/cm.yaml", &greeter("v1"))])
+        .unwrap();
+    for (i, name) in MEMBERS.iter().enumerate() {
+        h.attach_member(name, i + 1).await;
+    }
+    let fleets: Api<Fleet> = h.api();
+    apply(
+        &fleets,
+        "quickstart",
+        &attached_fleet("quickstart", &MEMBERS),
+    )
+    .await;
+    wait_for(&fleets, "quickstart", WAIT, |f| {
+        f.status.as_ref().is_some_and(|s| s.ready_clusters == 2)
+    })
+    .await;
+    let clients = h.member_clients().await;
+
+    // Run 1, a first deployment of 0.1.0 (the only version in range).
+    let apps: Api<Application> = h.api();
+    apply(&apps, "greeter", &repository_application(&charts.url(), "")).await;
+    wait_for(&apps, "greeter", WAIT, |a| {
+        finished_at(a, 1, |r| r == "0.1.0")
+    })
+    .await;
+    wait_members(&clients, ["v1", "v1"]).await;
+    let tracking: Api<kurator_api::flux::HelmChart> = h.api();
+    let tracking = tracking.get("greeter-track").await.unwrap();
+    assert_eq!(tracking.spec.version.as_deref(), Some(">=0.1.0"));
+
+    // 0.2.0 published: run 2 pins the canary to it, member2 stays on 0.1.0, Ready.
+    apply(
+        &apps,
+        "greeter",
+        &repository_application(&charts.url(), "\n        gates: {approval: true}"),
+    )
+    .await;
+    charts
+        .add_chart("greeter", "0.2.0", &[("templates/cm.yaml", &greeter("v2"))])
+        .unwrap();
+    let a = wait_for(&apps, "greeter", WAIT, |a| {
+        rollout_reason(a).as_deref() == Some("AwaitingApproval")
+    })
+    .await;
+    wait_members(&clients, ["v2", "v1"]).await;
+    let versions =
+        |chart: kurator_api::flux::HelmChartTemplateSpec| chart.version.unwrap_or_default();
+    assert_eq!(
+        release_charts(&h, versions).await,
+        [("0.2.0".to_string(), true), ("0.1.0".to_string(), true)]
+    );
+    let run = a
+        .status
+        .unwrap()
+        .staged_rollout
+        .unwrap()
+        .run
+        .expect("run 2");
+    assert_eq!((run.id, run.to_revision.as_str()), (2, "0.2.0"));
+
+    // Approved: the rest gets 0.2.0.
+    let token = promote_token(run.id, "canary", "e2e");
+    let patch = serde_json::json!({"metadata": {"annotations": {annotation::PROMOTE: token}}});
+    apps.patch("greeter", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for(&apps, "greeter", WAIT, |a| {
+        finished_at(a, 2, |r| r == "0.2.0")
+    })
+    .await;
+    wait_members(&clients, ["v2", "v2"]).await;
+    wait_for(&apps, "greeter", WAIT, |a| {
+        a.status
+            .as_ref()
+            .is_some_and(|s| ready_reason(&s.conditions).as_deref() == Some("AllClustersSynced"))
+    })
+    .await;
     h.shutdown().await;
 }

@@ -1,7 +1,8 @@
 //! Minimal typed Flux resources: the fields Kurator sets and reads, no more.
 //!
 //! - `source.toolkit.fluxcd.io/v1`: [`GitRepository`], [`HelmRepository`], [`OCIRepository`]
-//!   (their specs are the ones an Application embeds, see [`crate::apps`]);
+//!   (their specs are the ones an Application embeds, see [`crate::apps`]), and [`HelmChart`]
+//!   (a staged rollout's tracking chart);
 //! - `kustomize.toolkit.fluxcd.io/v1`: [`Kustomization`];
 //! - `helm.toolkit.fluxcd.io/v2`: [`HelmRelease`].
 //!
@@ -28,8 +29,9 @@ pub use readiness::{FluxReadiness, readiness};
 pub use status_view::{DESIRED_HASH, HasFluxStatus, StatusView};
 
 pub use source::{
-    GitRepository, GitRepositoryRef, GitRepositorySpec, HelmRepository, HelmRepositorySpec,
-    LocalObjectReference, OCIRepository, OciRepositoryRef, OciRepositorySpec,
+    GitRepository, GitRepositoryRef, GitRepositorySpec, HelmChart, HelmChartSourceReference,
+    HelmChartSpec, HelmRepository, HelmRepositorySpec, LocalObjectReference, OCIRepository,
+    OciRepositoryRef, OciRepositorySpec,
 };
 
 type Json = serde_json::Value;
@@ -48,15 +50,17 @@ pub enum FluxKind {
     HelmRepository,
     #[serde(rename = "OCIRepository")]
     OciRepository,
+    HelmChart,
     Kustomization,
     HelmRelease,
 }
 
 impl FluxKind {
-    pub const ALL: [FluxKind; 5] = [
+    pub const ALL: [FluxKind; 6] = [
         FluxKind::GitRepository,
         FluxKind::HelmRepository,
         FluxKind::OciRepository,
+        FluxKind::HelmChart,
         FluxKind::Kustomization,
         FluxKind::HelmRelease,
     ];
@@ -67,6 +71,7 @@ impl FluxKind {
             FluxKind::GitRepository => "GitRepository",
             FluxKind::HelmRepository => "HelmRepository",
             FluxKind::OciRepository => "OCIRepository",
+            FluxKind::HelmChart => "HelmChart",
             FluxKind::Kustomization => "Kustomization",
             FluxKind::HelmRelease => "HelmRelease",
         }
@@ -74,9 +79,10 @@ impl FluxKind {
 
     pub fn group(self) -> &'static str {
         match self {
-            FluxKind::GitRepository | FluxKind::HelmRepository | FluxKind::OciRepository => {
-                SOURCE_GROUP
-            }
+            FluxKind::GitRepository
+            | FluxKind::HelmRepository
+            | FluxKind::OciRepository
+            | FluxKind::HelmChart => SOURCE_GROUP,
             FluxKind::Kustomization => KUSTOMIZE_GROUP,
             FluxKind::HelmRelease => HELM_GROUP,
         }
@@ -84,9 +90,10 @@ impl FluxKind {
 
     pub fn version(self) -> &'static str {
         match self {
-            FluxKind::GitRepository | FluxKind::HelmRepository | FluxKind::OciRepository => {
-                SOURCE_VERSION
-            }
+            FluxKind::GitRepository
+            | FluxKind::HelmRepository
+            | FluxKind::OciRepository
+            | FluxKind::HelmChart => SOURCE_VERSION,
             FluxKind::Kustomization => KUSTOMIZE_VERSION,
             FluxKind::HelmRelease => HELM_VERSION,
         }
@@ -104,7 +111,7 @@ impl FluxKind {
             .find(|k| k.group() == group && k.as_str() == kind)
     }
 
-    /// A source kind (GitRepository, HelmRepository, OCIRepository).
+    /// A source kind (GitRepository, HelmRepository, OCIRepository, HelmChart).
     pub fn is_source(self) -> bool {
         self.group() == SOURCE_GROUP
     }
@@ -309,7 +316,8 @@ has_flux_status!(
     HelmRelease,
     GitRepository,
     HelmRepository,
-    OCIRepository
+    OCIRepository,
+    HelmChart
 );
 
 /// The status of any Flux object, loosely typed: the fields Kurator reads, everything else

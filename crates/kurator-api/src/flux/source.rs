@@ -2,6 +2,8 @@
 //! [`OCIRepository`]. Their specs are also the ones an Application embeds (see
 //! [`crate::apps::ApplicationSource`]), so they carry the schema attributes of our
 //! Application CRD; the Flux kinds themselves have no schema here (`schema = "disabled"`).
+//! [`HelmChart`] is not embedded: a staged rollout writes one to learn a Helm repository's
+//! latest chart version.
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -197,8 +199,44 @@ pub struct OciRepositoryRef {
     pub tag: Option<String>,
 }
 
+/// Flux `HelmChartSpec` (source.toolkit.fluxcd.io/v1): the fields Kurator sets.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "source.toolkit.fluxcd.io",
+    version = "v1",
+    kind = "HelmChart",
+    plural = "helmcharts",
+    namespaced,
+    status = "FluxStatus",
+    schema = "disabled",
+    derive = "Default",
+    derive = "PartialEq",
+    doc = "Flux `HelmChart` (source.toolkit.fluxcd.io/v1)."
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmChartSpec {
+    /// Chart name in the repository.
+    pub chart: String,
+    /// Version or semver range; the artifact's revision is the version it resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub source_ref: HelmChartSourceReference,
+    pub interval: String,
+}
+
+/// HelmChart `sourceRef`: a source in the HelmChart's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct HelmChartSourceReference {
+    pub kind: String,
+    pub name: String,
+}
+
 impl GitRepository {
     pub const KIND: FluxKind = FluxKind::GitRepository;
+}
+
+impl HelmChart {
+    pub const KIND: FluxKind = FluxKind::HelmChart;
 }
 
 impl HelmRepository {

@@ -167,6 +167,7 @@ fn derived_types_agree_with_flux_kind() {
     check::<GitRepository>(GitRepository::KIND);
     check::<HelmRepository>(HelmRepository::KIND);
     check::<OCIRepository>(OCIRepository::KIND);
+    check::<HelmChart>(HelmChart::KIND);
     check::<Kustomization>(Kustomization::KIND);
     check::<HelmRelease>(HelmRelease::KIND);
     assert_eq!(
@@ -175,6 +176,7 @@ fn derived_types_agree_with_flux_kind() {
             GitRepository::kind(&()),
             HelmRepository::kind(&()),
             OCIRepository::kind(&()),
+            HelmChart::kind(&()),
             Kustomization::kind(&()),
             HelmRelease::kind(&()),
         ]

@@ -23,7 +23,7 @@ use kurator_api::{
     cluster::SecretKeyRef,
     fleet::ClusterKind,
     flux::{
-        CrossNamespaceSourceReference, FluxKind, GitRepository, HelmChartTemplate,
+        CrossNamespaceSourceReference, FluxKind, GitRepository, HelmChart, HelmChartTemplate,
         HelmChartTemplateSpec, HelmRelease, HelmReleaseSpec, HelmRepository, KubeConfigReference,
         Kustomization, KustomizationSpec, OCIRepository, PostBuild, SecretKeyReference,
     },
@@ -123,6 +123,9 @@ pub struct Desired {
     /// With a staged rollout: one copy of the source per revision in use, of the same kind,
     /// pinned by `ref.commit` (git) or `ref.digest` (OCI) (`rollout_build`). Empty otherwise.
     pub pinned_sources: Vec<Source>,
+    /// With a staged rollout of a HelmRepository source: the HelmChart `<app>-track` with the
+    /// policies' version range, whose artifact revision is the latest chart version.
+    pub tracking_chart: Option<HelmChart>,
     pub kustomizations: Vec<Kustomization>,
     pub helm_releases: Vec<HelmRelease>,
 }
@@ -132,6 +135,7 @@ impl Desired {
     pub fn refs(&self) -> BTreeSet<FluxObjectRef> {
         let mut refs = BTreeSet::from([self.source.object_ref()]);
         refs.extend(self.pinned_sources.iter().map(Source::object_ref));
+        refs.extend(self.tracking_chart.iter().filter_map(FluxObjectRef::of));
         refs.extend(self.kustomizations.iter().filter_map(FluxObjectRef::of));
         refs.extend(self.helm_releases.iter().filter_map(FluxObjectRef::of));
         refs
@@ -430,6 +434,7 @@ pub fn build(app: &Application, policies: &[PolicyTargets]) -> Result<Desired, B
     Ok(Desired {
         source,
         pinned_sources: Vec::new(),
+        tracking_chart: None,
         kustomizations,
         helm_releases,
     })

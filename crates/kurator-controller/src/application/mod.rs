@@ -33,7 +33,7 @@ use kurator_api::{
     Application, Fleet,
     fleet::FleetCluster,
     flux::{
-        FluxKind, FluxStatus, GitRepository, HelmRelease, HelmRepository, Kustomization,
+        FluxKind, FluxStatus, GitRepository, HelmChart, HelmRelease, HelmRepository, Kustomization,
         OCIRepository, StatusView,
     },
     labels::APP_FINALIZER,
@@ -149,6 +149,8 @@ async fn reconcile_app(app: &Application, namespace: &str, ctx: &Context) -> Res
     // apply: bounded concurrency, so a large fan-out is not a chain of round trips
     let mut writes = apply_source(ctx, &desired.source).await? as usize;
     writes += apply_pinned(ctx, &desired.pinned_sources).await?;
+    let tracking_chart: Vec<HelmChart> = desired.tracking_chart.iter().cloned().collect();
+    writes += apply_all(ctx, &flux.helm_charts, &tracking_chart).await?;
     writes += apply_all(ctx, &flux.kustomizations, &desired.kustomizations).await?;
     writes += apply_all(ctx, &flux.helm_releases, &desired.helm_releases).await?;
     let mut pruned = 0;
@@ -363,6 +365,7 @@ async fn delete(client: &kube::Client, object: &FluxObjectRef) -> Result<(), Err
         FluxKind::GitRepository => delete_object::<GitRepository>(client, ns, name).await,
         FluxKind::HelmRepository => delete_object::<HelmRepository>(client, ns, name).await,
         FluxKind::OciRepository => delete_object::<OCIRepository>(client, ns, name).await,
+        FluxKind::HelmChart => delete_object::<HelmChart>(client, ns, name).await,
         FluxKind::Kustomization => delete_object::<Kustomization>(client, ns, name).await,
         FluxKind::HelmRelease => delete_object::<HelmRelease>(client, ns, name).await,
     }
@@ -375,6 +378,7 @@ fn existing(ctx: &Context, uid: &str) -> Vec<Existing> {
         Kind::GitRepository,
         Kind::HelmRepository,
         Kind::OciRepository,
+        Kind::HelmChart,
         Kind::Kustomization,
         Kind::HelmRelease,
     ];
@@ -385,6 +389,7 @@ fn existing(ctx: &Context, uid: &str) -> Vec<Existing> {
             Kind::GitRepository => Existing::of(stored(&flux.git_repositories, &key)?.as_ref()),
             Kind::HelmRepository => Existing::of(stored(&flux.helm_repositories, &key)?.as_ref()),
             Kind::OciRepository => Existing::of(stored(&flux.oci_repositories, &key)?.as_ref()),
+            Kind::HelmChart => Existing::of(stored(&flux.helm_charts, &key)?.as_ref()),
             Kind::Kustomization => Existing::of(stored(&flux.kustomizations, &key)?.as_ref()),
             _ => Existing::of(stored(&flux.helm_releases, &key)?.as_ref()),
         })
@@ -396,6 +401,7 @@ fn observed(flux: &FluxStores, namespace: &str, desired: &Desired) -> Observed {
     let name = desired.source.metadata().name.clone().unwrap_or_default();
     let key = |n: &str| (n.to_string(), namespace.to_string());
     let at = |kind| Key::new(kind, namespace, &name);
+    let at_name = |kind, name: &str| Key::new(kind, namespace, name);
     let (source_generation, source) = match &desired.source {
         Source::Git(_) => stored(&flux.git_repositories, &at(Kind::GitRepository))
             .map(|o| (o.metadata.generation, o.status.clone())),
@@ -432,10 +438,18 @@ fn observed(flux: &FluxStores, namespace: &str, desired: &Desired) -> Observed {
             objects.insert(n, (found.metadata.generation, status));
         }
     }
+    let latest_revision = desired.tracking_chart.as_ref().and_then(|chart| {
+        let found = stored(
+            &flux.helm_charts,
+            &at_name(Kind::HelmChart, &chart.name_any()),
+        )?;
+        found.status.as_ref()?.artifact.as_ref()?.revision.clone()
+    });
     Observed {
         source,
         source_generation,
         objects,
         pinned_revision_ids,
+        latest_revision,
     }
 }

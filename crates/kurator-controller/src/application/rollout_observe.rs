@@ -46,6 +46,12 @@ enum RevisionFrom {
     /// at its generation. `revision_strategy`: the chart version then carries the commit
     /// (`<version>+<12 hex>`), which must agree.
     GitChart { revision_strategy: bool },
+    /// A HelmRelease with a chart from a HelmRepository: the revision is a chart version, the
+    /// one its spec pins (its revision label; before the first pin, the tracking chart's
+    /// latest), once it is Ready at its generation and Flux's chart version agrees (Flux
+    /// replaces build metadata with the generation when `valuesFiles` are set, so the
+    /// versions are compared without it).
+    RepositoryChart,
 }
 
 /// The observations of one step. `latest_revision` is the tracking source's artifact
@@ -71,6 +77,7 @@ pub fn observations(
         .map(|r| (revision_id(&r), r))
         .collect();
     let oci = app.spec.source.oci_repository.is_some();
+    let repository = app.spec.source.helm_repository.is_some();
     // Every policy's object of a cluster, grouped by cluster name (the rollout's identity).
     let mut per_cluster: BTreeMap<String, (ClusterKind, Vec<Option<Seen>>)> = BTreeMap::new();
     for (index, targets) in resolved.policies.iter().enumerate() {
@@ -83,6 +90,7 @@ pub fn observations(
         let (kind, from) = match helm {
             None => (FluxKind::Kustomization, RevisionFrom::Kustomization),
             Some(_) if oci => (FluxKind::HelmRelease, RevisionFrom::OciChart),
+            Some(_) if repository => (FluxKind::HelmRelease, RevisionFrom::RepositoryChart),
             Some(h) => (
                 FluxKind::HelmRelease,
                 RevisionFrom::GitChart {
@@ -154,8 +162,8 @@ fn revision(
             .and_then(|d| d.as_str())
             .filter(|d| !d.is_empty())
             .map(str::to_string),
-        RevisionFrom::GitChart { revision_strategy } => {
-            // Only a verdict on the current generation says which source the release used.
+        RevisionFrom::GitChart { .. } | RevisionFrom::RepositoryChart => {
+            // Only a verdict on the current generation says which chart the release used.
             if !flux::readiness(object.generation, Some(status)).is_ready() {
                 return None;
             }
@@ -163,11 +171,21 @@ fn revision(
                 Some(id) => by_id.get(id)?.clone(),
                 None => latest?.to_string(),
             };
-            let agrees = !revision_strategy
-                || chart_version_names(status.last_attempted_revision.as_deref(), &revision);
+            let chart_version = status.last_attempted_revision.as_deref();
+            let agrees = match from {
+                RevisionFrom::GitChart { revision_strategy } => {
+                    !revision_strategy || chart_version_names(chart_version, &revision)
+                }
+                _ => chart_version.is_some_and(|v| version_core(v) == version_core(&revision)),
+            };
             agrees.then_some(revision)
         }
     }
+}
+
+/// A chart version without its build metadata (`1.2.3+4` → `1.2.3`).
+fn version_core(version: &str) -> &str {
+    version.split_once('+').map_or(version, |(core, _)| core)
 }
 
 /// Whether a chart version built with `reconcileStrategy: Revision` from a git source

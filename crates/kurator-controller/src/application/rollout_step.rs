@@ -36,7 +36,7 @@ use crate::{
     context::Context,
     error::Error,
     index::{Key, Kind, stored},
-    rollout::{condition, machine, observe::Action, schedule},
+    rollout::{condition, machine, observe::Action, pinning::tracking_chart_name, schedule},
     status::apply_status,
 };
 
@@ -141,8 +141,9 @@ pub async fn step(
     Ok(state)
 }
 
-/// The tracking source's artifact revision (`main@sha1:…`, `latest@sha256:…`): the latest
-/// revision a run rolls out.
+/// The tracking source's artifact revision (`main@sha1:…`, `latest@sha256:…`; for a
+/// HelmRepository the tracking HelmChart's, a chart version): the latest revision a run
+/// rolls out.
 fn tracking_revision(ctx: &Context, app: &Application, namespace: &str) -> Option<String> {
     let flux = &ctx.stores.flux;
     let name = app.name_any();
@@ -162,7 +163,13 @@ fn tracking_revision(ctx: &Context, app: &Application, namespace: &str) -> Optio
         .status
         .clone()
     } else {
-        None
+        let chart = tracking_chart_name(&name);
+        stored(
+            &flux.helm_charts,
+            &Key::new(Kind::HelmChart, namespace, &chart),
+        )?
+        .status
+        .clone()
     };
     status?.artifact?.revision
 }

@@ -66,6 +66,9 @@ pub struct Observed {
     /// Pinned HelmReleases (staged rollout) by name: the revision id of their label, i.e. of
     /// the pinned source their spec names (Flux reports only a chart version for them).
     pub pinned_revision_ids: BTreeMap<String, String>,
+    /// The latest revision when it is not the source's artifact revision: a staged rollout of
+    /// a HelmRepository (an index) compares releases with its tracking chart's version.
+    pub latest_revision: Option<String>,
 }
 
 pub fn build_status(
@@ -103,11 +106,12 @@ pub fn build_status(
                 .copied()
                 .unwrap_or(true);
             let pinned = observed.pinned_revision_ids.get(&name).map(String::as_str);
+            let latest = observed.latest_revision.as_deref();
             let entry = entry(
                 flux,
                 helm,
                 pinned,
-                source_revision.as_deref(),
+                latest.or(source_revision.as_deref()),
                 cluster_ready,
             );
             if let Some((_, status)) = flux {

@@ -81,7 +81,16 @@ pub fn revision_id(revision: &str) -> String {
 /// `<app>-r-<id>`, the application's name cut so that the whole fits in 63 characters (the
 /// revision id is what tells pinned sources apart, so it is kept whole).
 pub fn pinned_source_name(app: &str, revision: &str) -> String {
-    let suffix = format!("-r-{}", revision_id(revision));
+    with_suffix(app, &format!("-r-{}", revision_id(revision)))
+}
+
+/// `<app>-track`: the HelmChart that tells a Helm repository's latest chart version.
+pub fn tracking_chart_name(app: &str) -> String {
+    with_suffix(app, "-track")
+}
+
+/// `<app><suffix>`, the application's name cut so that the whole fits in 63 characters.
+fn with_suffix(app: &str, suffix: &str) -> String {
     let room = MAX_NAME_LEN.saturating_sub(suffix.len());
     let mut end = app.len().min(room);
     while !app.is_char_boundary(end) {
@@ -191,6 +200,8 @@ mod tests {
         let name = pinned_source_name(&long, COMMIT);
         assert_eq!(name.len(), MAX_NAME_LEN);
         assert!(name.ends_with("-r-0123456789"));
+        assert_eq!(tracking_chart_name("shop"), "shop-track");
+        assert_eq!(tracking_chart_name(&long).len(), MAX_NAME_LEN);
         // A cut that would end on a dash does not leave `--`.
         let dashy = format!("{}-b", "a".repeat(49));
         assert_eq!(

@@ -8,6 +8,7 @@ use kurator_api::{
 
 use super::*;
 use crate::application::build::{PolicyTargets, Target, build};
+use crate::rollout::pinning::revision_id;
 
 const V1: &str = "main@sha1:1111111111111111111111111111111111111111";
 const V2: &str = "main@sha1:2222222222222222222222222222222222222222";
@@ -288,15 +289,23 @@ fn a_revision_that_names_no_digest_pins_nothing() {
 }
 
 #[test]
-fn helm_repositories_are_refused() {
-    let mut app = oci_app();
-    app.spec.sync_policies[0].helm = Some(Default::default());
+fn helm_repositories_need_one_chart_and_range_for_every_policy() {
+    let policy = |chart: &str, version: &str| -> kurator_api::apps::ApplicationSyncPolicy {
+        serde_saphyr::from_str(&format!(
+            "helm: {{interval: 1m, chart: {{spec: {{chart: {chart}, version: '{version}'}}}}}}"
+        ))
+        .expect("policy")
+    };
+    let mut app = helm_app("{helmRepository: {url: 'http://127.0.0.1/charts', interval: 1m}}");
+    app.spec.sync_policies = vec![policy("shop", ">=1.0.0"), policy("shop", ">=1.0.0")];
     assert_eq!(supported(&app), Ok(()));
-    app.spec.source.oci_repository = None;
-    app.spec.source.helm_repository = Some(Default::default());
+    app.spec.sync_policies[1] = policy("shop", "~1.2.0");
     assert_eq!(
         supported(&app),
-        Err(RolloutBuildError::HelmRepositorySource)
+        Err(RolloutBuildError::HelmRepositoryCharts {
+            first: "shop >=1.0.0".into(),
+            other: "shop ~1.2.0".into()
+        })
     );
 }
 
@@ -408,4 +417,71 @@ fn oci_charts_point_at_the_pinned_oci_repository_by_chart_ref() {
             ),
         ]
     );
+}
+
+#[test]
+fn helm_repository_releases_are_pinned_by_exact_chart_version() {
+    let mut app = helm_app("{helmRepository: {url: 'http://127.0.0.1/charts', interval: 30s}}");
+    app.spec.sync_policies[0].helm.as_mut().unwrap().chart.spec =
+        serde_saphyr::from_str("{chart: shop, version: '>=1.0.0'}").expect("chart");
+    let mut desired = build(&app, &targets(&["m1", "m2", "m3"])).expect("built");
+    let state = StagedRolloutStatus {
+        stable_revision: Some("1.0.0".into()),
+        clusters: vec![
+            cluster("m1", Some("1.1.0")),
+            cluster("m2", Some("1.0.0")),
+            // Left from a git source: no chart version, nothing deployed.
+            cluster("m3", Some(V1)),
+        ],
+        ..Default::default()
+    };
+    pin("shop", &mut desired, &state);
+    // No pinned source: a HelmRepository is an index of every version.
+    assert!(desired.pinned_sources.is_empty());
+    let chart = desired.tracking_chart.as_ref().expect("the tracking chart");
+    assert_eq!(chart.metadata.name.as_deref(), Some("shop-track"));
+    assert_eq!(chart.spec.version.as_deref(), Some(">=1.0.0"));
+    assert_eq!(chart.spec.source_ref.kind, "HelmRepository");
+    assert_eq!(chart.spec.interval, "30s");
+    let versions: Vec<(String, Option<String>, Option<String>)> = desired
+        .helm_releases
+        .iter()
+        .map(|h| {
+            let chart = &h.spec.chart.as_ref().unwrap().spec;
+            (
+                h.metadata.name.clone().unwrap(),
+                chart.version.clone(),
+                h.metadata
+                    .labels
+                    .as_ref()
+                    .unwrap()
+                    .get(REVISION_LABEL)
+                    .cloned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (
+                "shop-0-attachedcluster-m1".into(),
+                Some("1.1.0".into()),
+                Some(revision_id("1.1.0"))
+            ),
+            (
+                "shop-0-attachedcluster-m2".into(),
+                Some("1.0.0".into()),
+                Some(revision_id("1.0.0"))
+            ),
+        ]
+    );
+    assert!(
+        desired
+            .refs()
+            .iter()
+            .any(|r| r.kind == kurator_api::flux::FluxKind::HelmChart)
+    );
+    let mut all = objects(&desired);
+    all.insert(1, serde_json::to_value(chart).unwrap());
+    insta::assert_yaml_snapshot!(all);
 }

@@ -313,3 +313,49 @@ fn members_without_readable_reports_have_no_policy_counts() {
     assert_eq!(counts.get("no-kyverno"), None);
     assert_eq!(counts.get("never-read"), None);
 }
+
+const REPOSITORY: &str = "{helmRepository: {url: 'http://127.0.0.1/charts', interval: 1m}}";
+const HELM_SHOP: &str =
+    "    - helm: {interval: 1m, chart: {spec: {chart: shop, version: '>=1.0.0'}}}";
+
+/// The state after a run pinned m1 to chart version 1.1.0 from a stable 1.0.0.
+fn chart_state() -> StagedRolloutStatus {
+    let mut state = state();
+    state.stable_revision = Some("1.0.0".into());
+    state.clusters[0].revision = Some("1.1.0".into());
+    state
+}
+
+#[test]
+fn a_repository_chart_runs_the_version_its_spec_pins() {
+    let app = app(REPOSITORY, HELM_SHOP, chart_state());
+    let id = revision_id("1.1.0");
+    let c = observe_m1(&app, |_| Some(pinned_to(&id, "1.1.0")));
+    assert_eq!(c.applied_revision.as_deref(), Some("1.1.0"));
+    // With valuesFiles Flux gives the version the HelmChart's generation as build metadata.
+    let c = observe_m1(&app, |_| Some(pinned_to(&id, "1.1.0+3")));
+    assert_eq!(c.applied_revision.as_deref(), Some("1.1.0"));
+    // Ready, but on a chart helm-controller read before the HelmChart moved to 1.1.0.
+    let c = observe_m1(&app, |_| Some(pinned_to(&id, "1.0.0")));
+    assert_eq!(c.applied_revision, None);
+    let c = observe_m1(&app, |_| Some(pinned_to(&revision_id("1.0.0"), "1.0.0")));
+    assert_eq!(c.applied_revision.as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn a_repository_chart_before_its_first_pin_runs_the_latest_only_at_that_version() {
+    let app = app(REPOSITORY, HELM_SHOP, StagedRolloutStatus::default());
+    let observe = |version: &str| {
+        let object = ready_with(serde_json::json!({"lastAttemptedRevision": version}));
+        let observed = observations(
+            &app,
+            &resolved(1),
+            Some("1.1.0".into()),
+            |_, _| Some(object.clone()),
+            &[],
+        );
+        observed.clusters[0].applied_revision.clone()
+    };
+    assert_eq!(observe("1.1.0").as_deref(), Some("1.1.0"));
+    assert_eq!(observe("1.0.0"), None);
+}

@@ -93,6 +93,7 @@ fn observed(source: &str, objects: Vec<(&str, (Option<i64>, FluxStatus))>) -> Ob
             .map(|(n, s)| (n.to_string(), s))
             .collect(),
         pinned_revision_ids: BTreeMap::new(),
+        latest_revision: None,
     }
 }
 
@@ -278,6 +279,7 @@ fn objects_flux_has_not_seen_yet_are_progressing() {
         source_generation: None,
         objects: BTreeMap::new(),
         pinned_revision_ids: BTreeMap::new(),
+        latest_revision: None,
     };
     let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
     assert_eq!(ready(&s).1, reason::SOURCE_NOT_READY);
@@ -378,6 +380,41 @@ spec:
 }
 
 #[test]
+fn a_pinned_release_of_a_helm_repository_is_compared_with_the_tracking_charts_version() {
+    let app = app("
+metadata: {name: demo, namespace: default}
+spec:
+  source:
+    helmRepository: {url: 'https://charts.example.com', interval: 1m}
+  destination: {fleet: quickstart}
+  syncPolicies:
+    - helm: {interval: 1m, chart: {spec: {chart: podinfo}}}
+");
+    let release = (
+        Some(3),
+        flux(serde_json::json!({
+            "observedGeneration": 3,
+            "lastAttemptedRevision": "6.5.0",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "UpgradeSucceeded"}]
+        })),
+    );
+    // The source's revision is the index's digest; the latest chart version is the tracking
+    // chart's.
+    let mut seen = observed("sha256:index", vec![(M1, release)]);
+    seen.pinned_revision_ids
+        .insert(M1.into(), crate::rollout::pinning::revision_id("6.5.0"));
+    seen.latest_revision = Some("6.6.0".into());
+    let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
+    assert_eq!(
+        s.clusters[0].reason.as_deref(),
+        Some(reason::OUTDATED_REVISION)
+    );
+    seen.latest_revision = Some("6.5.0".into());
+    let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
+    assert_eq!(ready(&s).1, reason::ALL_CLUSTERS_SYNCED);
+}
+
+#[test]
 fn identical_inputs_give_an_identical_status() {
     let mut app = app(DEMO);
     let seen = observed("r1", vec![(M1, applied("r1"))]);
@@ -434,6 +471,7 @@ fn a_failing_source_says_why() {
         source_generation: None,
         objects: BTreeMap::new(),
         pinned_revision_ids: BTreeMap::new(),
+        latest_revision: None,
     };
     let s = build_status(&app, &resolved(&[("m1", true)]), &seen, None, now());
     let c = conditions::find(&s.conditions, reason::SOURCE_READY).unwrap();
