@@ -163,8 +163,11 @@ fn revision(
             .filter(|d| !d.is_empty())
             .map(str::to_string),
         RevisionFrom::GitChart { .. } | RevisionFrom::RepositoryChart => {
-            // Only a verdict on the current generation says which chart the release used.
-            if !flux::readiness(object.generation, Some(status)).is_ready() {
+            // Only a verdict on the current generation says which chart the release used (or
+            // a recheck of it: the generation is finished, the chart it used unchanged).
+            if !flux::readiness(object.generation, Some(status)).is_ready()
+                && !rechecking(object.generation, Some(status))
+            {
                 return None;
             }
             let revision = match &object.pinned_revision_id {
@@ -204,23 +207,31 @@ fn chart_version_names(version: Option<&str>, revision: &str) -> bool {
 
 /// One cluster from its Flux objects: Ready when every one is Ready at its generation (with
 /// `wait: true` Flux's Ready includes the workloads' health), at a revision when they all
-/// run the same one.
+/// run the same one; rechecking when the only objects not Ready are being reconciled again
+/// at a generation Flux already finished ([`rechecking`]).
 fn observe_cluster(name: String, objects: &[Option<Seen>]) -> ObservedCluster {
     let mut ready = !objects.is_empty();
+    let mut all_rechecking = true;
     let mut message = None;
     let mut revisions = Vec::new();
     for object in objects {
         let Some(seen) = object else {
             ready = false;
+            all_rechecking = false;
             message.get_or_insert_with(|| "no Flux object yet".to_string());
             revisions.push(None);
             continue;
         };
         match flux::readiness(seen.generation, seen.status.as_ref()) {
             FluxReadiness::Ready => {}
-            FluxReadiness::NotReady { message: m, .. }
-            | FluxReadiness::Progressing { message: m, .. } => {
+            FluxReadiness::NotReady { message: m, .. } => {
                 ready = false;
+                all_rechecking = false;
+                message.get_or_insert(m);
+            }
+            FluxReadiness::Progressing { message: m, .. } => {
+                ready = false;
+                all_rechecking &= rechecking(seen.generation, seen.status.as_ref());
                 message.get_or_insert(m);
             }
         }
@@ -244,7 +255,23 @@ fn observe_cluster(name: String, objects: &[Option<Seen>]) -> ObservedCluster {
         healthy: ready,
         message: if ready { None } else { message },
         policy: None,
+        rechecking: !ready && all_rechecking,
     }
+}
+
+/// Flux is reconciling again a generation it already finished: `status.observedGeneration` is
+/// the object's generation (Flux sets it when a reconcile ends) and `Ready` is Unknown
+/// (kustomize-controller marks it so at the start of every reconcile, its periodic drift check
+/// included). A new generation (a pin) is not this: Flux has not finished it.
+fn rechecking(generation: Option<i64>, status: Option<&FluxStatus>) -> bool {
+    let Some(status) = status else {
+        return false;
+    };
+    let finished = generation.is_some() && status.observed_generation == generation;
+    finished
+        && status
+            .condition(flux::condition::READY)
+            .is_some_and(|ready| ready.status == "Unknown")
 }
 
 /// Failed policy results per member, from the fleets' aggregated reports. A member whose

@@ -37,12 +37,23 @@ pub struct ObservedCluster {
     /// Flux's message when not ready (never credentials).
     pub message: Option<String>,
     pub policy: Option<PolicyCounts>,
+    /// Not ready only because Flux is reconciling again a generation it already reconciled
+    /// (its periodic drift check, a retry): `Ready` is Unknown meanwhile, which says nothing
+    /// new about health.
+    pub rechecking: bool,
 }
 
 impl ObservedCluster {
     /// Ready and healthy at `revision` (compared by digest: [`same_revision`]).
     pub fn healthy_at(&self, revision: Option<&str>) -> bool {
         self.ready && self.healthy && self.runs(revision)
+    }
+
+    /// Flux is re-checking it at `revision`: no verdict, the cluster keeps the state it had
+    /// (a Healthy one is not taken as having lost health, which would restart a soak at every
+    /// sync interval).
+    pub fn rechecking_at(&self, revision: Option<&str>) -> bool {
+        self.rechecking && self.runs(revision)
     }
 
     /// Its Flux objects applied `revision`.

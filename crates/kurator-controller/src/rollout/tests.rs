@@ -244,3 +244,83 @@ fn a_pinned_source_spelling_the_commit_differently_still_counts_as_the_revision(
     w.step();
     assert_eq!(w.entry("m1").state, State::Healthy);
 }
+
+#[test]
+fn flux_rechecking_a_healthy_cluster_neither_restarts_the_soak_nor_asks_approval_again() {
+    let mut w = World::new(spec(OnFailure::Pause, true));
+    w.commit(V2);
+    w.step();
+    w.flux_converges();
+    w.step();
+    let soaking_since = w.run().stage.healthy_since.clone();
+    assert_eq!(w.run().stage.phase, StagePhase::Soaking);
+    // Flux's periodic drift check: `Ready` Unknown for a moment at the generation it applied.
+    let recheck = |w: &mut World, name: &str, on: bool| {
+        let c = w.cluster(name);
+        c.ready = !on;
+        c.rechecking = on;
+    };
+    w.wait(3);
+    recheck(&mut w, "m1", true);
+    w.step();
+    assert_eq!(w.entry("m1").state, State::Healthy);
+    assert_eq!(w.run().stage.phase, StagePhase::Soaking);
+    assert_eq!(w.run().stage.healthy_since, soaking_since);
+    recheck(&mut w, "m1", false);
+    w.wait(2);
+    w.step();
+    assert_eq!(
+        w.run().stage.phase,
+        StagePhase::Verifying,
+        "soaked 5m from the start"
+    );
+
+    // Europe, with approval: a recheck while it awaits approval does not start it over.
+    w.measure("m1", 0.01);
+    assert_eq!(pins(&w.step()), [pin("m2", V2)]);
+    w.flux_converges();
+    assert_eq!(pins(&w.step()), [pin("m3", V2)]);
+    w.flux_converges();
+    w.step();
+    assert_eq!(w.run().stage.name, "europe");
+    assert_eq!(w.run().stage.phase, StagePhase::AwaitingApproval);
+    let asked = w.events.len();
+    recheck(&mut w, "m2", true);
+    w.step();
+    assert_eq!(w.run().stage.phase, StagePhase::AwaitingApproval);
+    assert_eq!(w.events.len(), asked, "{:?}", &w.events[asked..]);
+    // Nor is a cluster outside the current stage taken as unhealthy.
+    recheck(&mut w, "m1", true);
+    w.step();
+    assert_eq!(w.entry("m1").state, State::Healthy);
+
+    // A recheck that ends badly (`Ready` False) is a health loss: the approval wait starts over.
+    recheck(&mut w, "m2", false);
+    w.cluster("m2").ready = false;
+    w.step();
+    assert_eq!(w.entry("m2").state, State::Progressing);
+    assert_eq!(w.run().stage.phase, StagePhase::Updating);
+    assert!(
+        w.events
+            .last()
+            .is_some_and(|e| e.starts_with("StageHealthLost")),
+        "{:?}",
+        w.events
+    );
+}
+
+#[test]
+fn a_cluster_never_healthy_stays_progressing_while_flux_rechecks_it() {
+    let mut w = World::new(spec(OnFailure::Pause, false));
+    w.commit(V2);
+    w.step();
+    w.flux_converges();
+    w.cluster("m1").ready = false;
+    w.step();
+    assert_eq!(w.entry("m1").state, State::Progressing);
+    // Flux retries (Unknown meanwhile): no verdict, so not Healthy either.
+    w.cluster("m1").rechecking = true;
+    w.step();
+    assert_eq!(w.entry("m1").state, State::Progressing);
+    assert_eq!(w.run().stage.phase, StagePhase::Updating);
+}

@@ -77,6 +77,45 @@ fn oci_revisions_agree_by_digest() {
     assert!(!c.healthy_at(Some(&other)));
 }
 
+/// kustomize-controller's status while it reconciles again (`Ready` Unknown), having
+/// finished generation `observed`.
+fn reconciling(generation: i64, observed: i64, revision: &str) -> Option<Seen> {
+    Some(Seen {
+        revision: Some(revision.to_string()),
+        generation: Some(generation),
+        status: status(serde_json::json!({
+            "observedGeneration": observed,
+            "lastAppliedRevision": revision,
+            "conditions": [{"type": "Ready", "status": "Unknown", "reason": "Progressing",
+                "message": "Reconciliation in progress", "observedGeneration": generation,
+                "lastTransitionTime": "2026-12-02T04:00:00Z"}],
+        })),
+    })
+}
+
+#[test]
+fn flux_reconciling_a_finished_generation_again_is_rechecking_a_new_one_is_not() {
+    // The periodic drift check: not ready, but no verdict on health either.
+    let c = observe_cluster("m1".into(), &[reconciling(2, 2, V1)]);
+    assert!(!c.ready);
+    assert!(c.rechecking);
+    assert!(c.rechecking_at(Some(V1)));
+    assert!(!c.rechecking_at(Some(V2)));
+    assert_eq!(c.message.as_deref(), Some("Reconciliation in progress"));
+    // A new generation (a pin) being applied: Flux has not finished it.
+    let c = observe_cluster("m1".into(), &[reconciling(3, 2, V1)]);
+    assert!(!c.ready && !c.rechecking);
+    // One object rechecking, another failed: the cluster is not healthy.
+    let mut failed = kustomization_at(V1).expect("object");
+    let ready = &mut failed.status.as_mut().expect("status").conditions[0];
+    ready.status = "False".into();
+    let c = observe_cluster("m1".into(), &[reconciling(2, 2, V1), Some(failed)]);
+    assert!(!c.ready && !c.rechecking);
+    // Ready: not rechecking.
+    let c = observe_cluster("m1".into(), &[kustomization_at(V1)]);
+    assert!(c.ready && !c.rechecking);
+}
+
 #[test]
 fn an_object_not_observed_at_its_generation_is_not_ready() {
     let mut seen = kustomization_at("sha1:11").expect("object");
@@ -217,6 +256,17 @@ fn a_git_chart_not_ready_at_its_generation_runs_no_known_revision() {
     let c = observe_m1(&app, |_| Some(failed.clone()));
     assert_eq!(c.applied_revision, None);
     assert_eq!(c.message.as_deref(), Some("boom"));
+    // Rechecked at the generation it finished (`Ready` Unknown): still on that chart.
+    let rechecking = FluxObject {
+        status: status(serde_json::json!({
+            "observedGeneration": 2, "lastAttemptedRevision": "0.1.0",
+            "conditions": [{"type": "Ready", "status": "Unknown", "reason": "Progressing",
+                "message": "reconciling", "observedGeneration": 2}],
+        })),
+        ..pinned_to("2222222222", "0.1.0")
+    };
+    let c = observe_m1(&app, |_| Some(rechecking.clone()));
+    assert!(c.applied_revision.is_some() && c.rechecking && !c.ready);
 }
 
 #[test]

@@ -61,7 +61,9 @@ impl Machine<'_> {
                 continue;
             };
             let observed = self.observed.get(name.as_str()).copied();
-            let healthy = observed.is_some_and(|o| o.healthy_at(entry.revision.as_deref()));
+            let revision = entry.revision.as_deref();
+            let healthy = observed.is_some_and(|o| o.healthy_at(revision));
+            let rechecking = observed.is_some_and(|o| o.rechecking_at(revision));
             let flux_message = observed.and_then(|o| o.message.clone());
             match entry.state {
                 State::Progressing if healthy => self.set_state(name, State::Healthy, None),
@@ -73,7 +75,7 @@ impl Machine<'_> {
                     self.set_state(name, State::Failed, Some(message.clone()));
                     failed.push(format!("{name}: {message}"));
                 }
-                State::Healthy if !healthy => {
+                State::Healthy if !healthy && !rechecking => {
                     self.set_state(name, State::Progressing, flux_message);
                 }
                 _ => {}
@@ -414,10 +416,12 @@ impl Machine<'_> {
             .filter_map(|c| {
                 let observed = self.observed.get(c.name.as_str())?;
                 let healthy = observed.healthy_at(c.revision.as_deref());
+                let rechecking = observed.rechecking_at(c.revision.as_deref());
                 match (c.state, healthy) {
                     (State::Healthy, true)
                     | (State::Progressing, false)
                     | (State::Failed, false) => None,
+                    (State::Healthy, false) if rechecking => None,
                     (_, true) => Some((c.name.clone(), State::Healthy, None)),
                     (_, false) => {
                         Some((c.name.clone(), State::Progressing, observed.message.clone()))

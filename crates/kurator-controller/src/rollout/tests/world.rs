@@ -94,6 +94,7 @@ impl World {
                 failed: 1,
                 stale: false,
             }),
+            rechecking: false,
         };
         let mut world = World {
             spec,
