@@ -2,11 +2,14 @@
 //! started again; afterwards the host holds exactly the wanted Flux objects and the status is
 //! right. Level-based reconciles, not luck, must get it there.
 
+mod common;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
-    process::{Child, Command, Stdio},
     time::Duration,
 };
+
+use common::controller::Controller;
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
@@ -21,57 +24,8 @@ use kurator_api::{
 };
 use kurator_testenv::{TestEnv, ensure_flux_binaries};
 
-const KURATOR: &str = env!("CARGO_BIN_EXE_kurator");
 const CLUSTERS: usize = 100;
 const NS: &str = "default";
-
-struct Controller(Child);
-
-impl Controller {
-    fn start(kubeconfig: &std::path::Path, log: &std::path::Path) -> Controller {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(KURATOR)
-            .args([
-                "controller",
-                "--leader-elect=false",
-                "--health-interval=10m",
-            ])
-            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            // CRASH_TEST_LOG raises the controller log level when investigating a failure.
-            .env(
-                "RUST_LOG",
-                std::env::var("CRASH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Controller(child)
-    }
-
-    /// SIGKILL: no graceful anything.
-    fn kill(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn fleet(n: usize) -> Fleet {
     let clusters = (0..n)

@@ -1,4 +1,10 @@
-//! What the CLI's integration tests share: running the built `kurator` binary.
+//! What the CLI's integration tests share: running the built `kurator` binary, and the
+//! controller as a process of its own.
+
+// Each test binary uses part of this module.
+#![allow(dead_code)]
+
+pub mod controller;
 
 use std::time::Duration;
 
