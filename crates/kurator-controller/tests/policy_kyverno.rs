@@ -243,6 +243,40 @@ async fn policy_from_the_brief_with_real_kyverno_audit_enforce_restricted_outage
         assert!(cluster.fail >= 1 && !cluster.stale, "{cluster:?}");
     }
 
+    // A crashed reports controller (Kyverno 1.12's can panic) is started again, as the
+    // kubelet restarts a Pod's container: a new process, and member1's report stays current.
+    let reports_pid = |stand_in: &KyvernoStandIn| {
+        stand_in
+            .processes()
+            .into_iter()
+            .find(|p| p.name.ends_with("kyverno-reports-controller"))
+            .and_then(|p| p.pid)
+    };
+    let crashed = reports_pid(&stand_ins[0]).expect("member1's reports controller runs");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &crashed.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    until("member1's reports controller restarted", WAIT, || async {
+        match reports_pid(&stand_ins[0]) {
+            Some(pid) if pid != crashed => Ok(()),
+            other => Err(format!("reports controller pid {other:?}")),
+        }
+    })
+    .await;
+    let restarted_at = k8s_openapi::jiff::Timestamp::now();
+    wait_for(&fleets, FLEET, WAIT, |f| {
+        report(f).is_some_and(|r| {
+            r.clusters.iter().any(|c| {
+                c.name == MEMBERS[0]
+                    && !c.stale
+                    && c.last_seen.as_ref().is_some_and(|t| t.0 > restarted_at)
+            })
+        })
+    })
+    .await;
+
     // Enforce: a new privileged Pod is refused with Kyverno's message; a compliant one passes.
     set_pod_security(&fleets, "validationFailureAction", "Enforce").await;
     for member in &members {

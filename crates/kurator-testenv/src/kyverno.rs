@@ -263,6 +263,30 @@ impl Kyverno {
         self.admission.is_running() && self.reports.is_running()
     }
 
+    /// Starts again each process that exited, as a kubelet restarts a Pod's crashed container
+    /// (Kyverno 1.12's reports controller can panic, e.g. in its aggregate controller, and
+    /// then exits): the components restarted, by log name. On failure the other keeps running.
+    pub async fn restart_exited(&mut self, p: KyvernoParams<'_>) -> Result<Vec<&'static str>> {
+        let mut restarted = Vec::new();
+        if self.admission.is_running() && self.reports.is_running() {
+            return Ok(restarted);
+        }
+        let yaml = std::fs::read_to_string(p.kubeconfig)
+            .map_err(|e| Error::io("reading", p.kubeconfig, e))?;
+        let client = kubeconfig::client(p.cluster, &yaml).await?;
+        if !self.admission.is_running() {
+            let (admission, webhook_port) = start_one(&p, &client, Component::Admission).await?;
+            self.admission = admission;
+            self.webhook_port = webhook_port;
+            restarted.push(Component::Admission.log_name());
+        }
+        if !self.reports.is_running() {
+            self.reports = start_one(&p, &client, Component::Reports).await?.0;
+            restarted.push(Component::Reports.log_name());
+        }
+        Ok(restarted)
+    }
+
     /// Kills both processes and waits until they are gone. Kyverno's webhook
     /// configurations stay registered (out of cluster it never removes them), so requests
     /// its `failurePolicy: Fail` webhooks match are refused until it runs again.

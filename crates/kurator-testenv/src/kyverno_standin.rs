@@ -49,6 +49,8 @@ const DEPLOYMENTS: &str =
 const HOOKS: &str = "app.kubernetes.io/component=hooks";
 /// Wait before starting a Kyverno again after it failed to start.
 const BACKOFF: Duration = Duration::from_secs(10);
+/// How often the stand-in looks for exited processes to restart.
+const LIVENESS: Duration = Duration::from_secs(2);
 
 /// One kyverno chart release in the cluster: `(namespace, app.kubernetes.io/part-of)`.
 pub type Instance = (String, String);
@@ -321,10 +323,14 @@ async fn run(
     // Releases being uninstalled: not started again while their Deployments linger.
     let mut uninstalling: Vec<Instance> = Vec::new();
     let mut retry_at: BTreeMap<Instance, tokio::time::Instant> = BTreeMap::new();
+    // How often exited processes are looked for (a kubelet notices a crashed container).
+    let mut liveness = tokio::time::interval(LIVENESS);
+    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next_retry = retry_at.values().min().copied();
         tokio::select! {
             Some(()) = deployment_events.next() => {}
+            _ = liveness.tick() => {}
             Some(job) = job_events.next() => {
                 let key = (
                     job.namespace().unwrap_or_default(),
@@ -358,6 +364,26 @@ async fn run(
                 tracing::info!(cluster = %params.cluster, release = %key.1, "stopping Kyverno");
                 let _ = r.kyverno.stop().await;
             }
+        }
+        // Restart what exited, like a Deployment's Pod (restartPolicy Always).
+        let mut failed = Vec::new();
+        for (key, r) in running.iter_mut() {
+            match r.kyverno.restart_exited(kyverno_params(&params, &r.wanted)).await {
+                Ok(restarted) if restarted.is_empty() => {}
+                Ok(restarted) => tracing::warn!(cluster = %params.cluster, release = %key.1,
+                    ?restarted, "a Kyverno process had exited: restarted (as its kubelet would)"),
+                Err(e) => {
+                    tracing::warn!(cluster = %params.cluster, release = %key.1, error = %e,
+                        "a Kyverno process exited and did not start again; retrying in {BACKOFF:?}");
+                    failed.push(key.clone());
+                }
+            }
+        }
+        for key in failed {
+            if let Some(mut r) = running.remove(&key) {
+                let _ = r.kyverno.stop().await;
+            }
+            retry_at.insert(key, tokio::time::Instant::now() + BACKOFF);
         }
         for (key, want) in wanted {
             if running.contains_key(&key)
@@ -417,7 +443,11 @@ async fn start(params: &KyvernoStandInParams, want: &Wanted) -> Result<Kyverno> 
     }
     tracing::info!(cluster = %params.cluster, namespace = %want.options.namespace,
         "starting Kyverno for the chart's Deployments");
-    Kyverno::start(KyvernoParams {
+    Kyverno::start(kyverno_params(params, want)).await
+}
+
+fn kyverno_params<'a>(params: &'a KyvernoStandInParams, want: &'a Wanted) -> KyvernoParams<'a> {
+    KyvernoParams {
         binaries: &params.binaries,
         cluster: &params.cluster,
         kubeconfig: &params.kubeconfig,
@@ -425,8 +455,7 @@ async fn start(params: &KyvernoStandInParams, want: &Wanted) -> Result<Kyverno> 
         options: &want.options,
         detached: false,
         timeout: params.timeout,
-    })
-    .await
+    }
 }
 
 async fn delete_webhooks(client: &Client, selectors: &[(bool, String)]) {
