@@ -368,7 +368,11 @@ async fn run(
         // Restart what exited, like a Deployment's Pod (restartPolicy Always).
         let mut failed = Vec::new();
         for (key, r) in running.iter_mut() {
-            match r.kyverno.restart_exited(kyverno_params(&params, &r.wanted)).await {
+            match r
+                .kyverno
+                .restart_exited(kyverno_params(&params, &r.wanted))
+                .await
+            {
                 Ok(restarted) if restarted.is_empty() => {}
                 Ok(restarted) => tracing::warn!(cluster = %params.cluster, release = %key.1,
                     ?restarted, "a Kyverno process had exited: restarted (as its kubelet would)"),
