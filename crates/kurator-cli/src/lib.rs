@@ -79,6 +79,8 @@ pub enum Command {
 pub enum BenchCommand {
     /// One Application to N clusters, and M Applications to 10 clusters.
     Fanout(bench::BenchArgs),
+    /// One Application's staged rollout over N clusters in S stages, gates passing at once.
+    Rollout(bench::rollout::RolloutArgs),
 }
 
 /// Installs rustls' ring provider; call once before any TLS client is built.
@@ -102,6 +104,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(cmd) => dev::run(cmd).await,
         #[cfg(feature = "dev")]
         Command::Bench(BenchCommand::Fanout(args)) => bench::run(args).await,
+        #[cfg(feature = "dev")]
+        Command::Bench(BenchCommand::Rollout(args)) => bench::rollout::run(args).await,
     }
 }
 

@@ -5,9 +5,15 @@
 //! Flux's CRDs are installed but its controllers are not started: what is measured is the
 //! time until every Flux object exists and each Application's status lists all its clusters,
 //! and, from the controller's own request counters ([`requests`]), how many writes it needed.
+//!
+//! `kurator bench rollout` ([`rollout`]) runs staged rollouts on the same setup, with a client
+//! standing in for Flux ([`standin`]).
 
 mod direct;
 mod requests;
+pub mod rollout;
+mod standin;
+mod timeline;
 
 use std::{
     collections::BTreeMap,
@@ -83,25 +89,12 @@ struct Row {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let flux = tokio::task::spawn_blocking(ensure_flux_binaries).await??;
-    let mut crds = vec![
-        kurator_api::crds::all_yaml(),
-        direct::application_crd_yaml(),
-    ];
-    crds.extend(flux.crds()?);
-    eprintln!("starting a host and {} members...", args.members);
-    // Only the API matters here: no Pods run, and per-cluster schedulers, kwoks and
-    // controller-managers would steal CPU from the controller being measured.
-    let env = TestEnv::builder()
-        .members(args.members)
-        .controller_manager(ControllerManagerMode::Host)
-        .nodes(false)
-        .crds(crds)
-        .start()
-        .await?;
-    let client = env.host().client().await?;
-    let (child, metrics) = start_controller(env.host().kubeconfig_path(), env.state_dir())?;
-    let controller = ControllerProcess(child);
+    let Started {
+        env,
+        client,
+        controller,
+        metrics,
+    } = start(args.members).await?;
     let pid = controller.0.id();
     let bench = Bench {
         client: &client,
@@ -113,7 +106,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &n in &args.clusters {
         let ns = format!("fanout-{n}");
-        setup(&client, &env, &ns, n).await?;
+        setup(&client, &env, &ns, n, |_| BTreeMap::new()).await?;
         let apps = [app("fanout", &ns)];
         rows.push(
             bench
@@ -123,7 +116,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     for &m in &args.apps {
         let ns = format!("apps-{m}");
-        setup(&client, &env, &ns, 10).await?;
+        setup(&client, &env, &ns, 10, |_| BTreeMap::new()).await?;
         let apps: Vec<Application> = (0..m).map(|i| app(&format!("app-{i}"), &ns)).collect();
         rows.push(
             bench
@@ -133,7 +126,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     for &(m, n) in &args.matrix {
         let ns = format!("matrix-{m}x{n}");
-        setup(&client, &env, &ns, n).await?;
+        setup(&client, &env, &ns, n, |_| BTreeMap::new()).await?;
         let apps: Vec<Application> = (0..m).map(|i| app(&format!("app-{i}"), &ns)).collect();
         rows.push(
             bench
@@ -220,6 +213,42 @@ impl Bench<'_> {
     }
 }
 
+/// A host and its members, Flux's CRDs but not its controllers, and our controller.
+struct Started {
+    env: TestEnv,
+    client: Client,
+    controller: ControllerProcess,
+    /// The controller's /metrics.
+    metrics: SocketAddr,
+}
+
+async fn start(members: usize) -> anyhow::Result<Started> {
+    let flux = tokio::task::spawn_blocking(ensure_flux_binaries).await??;
+    let mut crds = vec![
+        kurator_api::crds::all_yaml(),
+        direct::application_crd_yaml(),
+    ];
+    crds.extend(flux.crds()?);
+    eprintln!("starting a host and {members} members...");
+    // Only the API matters here: no Pods run, and per-cluster schedulers, kwoks and
+    // controller-managers would steal CPU from the controller being measured.
+    let env = TestEnv::builder()
+        .members(members)
+        .controller_manager(ControllerManagerMode::Host)
+        .nodes(false)
+        .crds(crds)
+        .start()
+        .await?;
+    let client = env.host().client().await?;
+    let (child, metrics) = start_controller(env.host().kubeconfig_path(), env.state_dir())?;
+    Ok(Started {
+        env,
+        client,
+        controller: ControllerProcess(child),
+        metrics,
+    })
+}
+
 /// Kills the benchmarked controller however the benchmark ends.
 struct ControllerProcess(Child);
 
@@ -276,9 +305,15 @@ pub(super) async fn create_namespace(client: &Client, ns: &str) -> anyhow::Resul
     Ok(())
 }
 
-/// Namespace, one kubeconfig Secret per member, `n` AttachedClusters spread over the members,
-/// and a ready Fleet `bench` holding them all.
-async fn setup(client: &Client, env: &TestEnv, ns: &str, n: usize) -> anyhow::Result<()> {
+/// Namespace, one kubeconfig Secret per member, `n` AttachedClusters spread over the members
+/// (cluster `i` labelled `labels(i)`), and a ready Fleet `bench` holding them all.
+async fn setup(
+    client: &Client,
+    env: &TestEnv,
+    ns: &str,
+    n: usize,
+    labels: impl Fn(usize) -> BTreeMap<String, String>,
+) -> anyhow::Result<()> {
     create_namespace(client, ns).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for (i, member) in env.members().iter().enumerate() {
@@ -300,19 +335,20 @@ async fn setup(client: &Client, env: &TestEnv, ns: &str, n: usize) -> anyhow::Re
     stream::iter(0..n)
         .map(|i| {
             let acs = acs.clone();
-            async move {
-                let spec = AttachedClusterSpec {
+            let mut cluster = AttachedCluster::new(
+                &format!("c{i}"),
+                AttachedClusterSpec {
                     kubeconfig: SecretKeyRef {
                         name: format!("member{}", i % members),
                         key: "value".into(),
                     },
-                };
-                acs.create(
-                    &PostParams::default(),
-                    &AttachedCluster::new(&format!("c{i}"), spec),
-                )
-                .await
+                },
+            );
+            let labels = labels(i);
+            if !labels.is_empty() {
+                cluster.metadata.labels = Some(labels);
             }
+            async move { acs.create(&PostParams::default(), &cluster).await }
         })
         .buffer_unordered(16)
         .try_collect::<Vec<_>>()

@@ -76,6 +76,17 @@ impl RequestCounts {
         })
     }
 
+    /// Creates, updates, patches and deletes of `resource` (`plural` or `plural/subresource`)
+    /// in `group` (empty for the core group).
+    pub fn writes_of(&self, group: &str, resource: &str) -> f64 {
+        self.sum(|verb, g, r| WRITE_VERBS.contains(&verb) && g == group && r == resource)
+    }
+
+    /// Every create, update, patch and delete, of any resource.
+    pub fn all_writes(&self) -> f64 {
+        self.sum(|verb, _, _| WRITE_VERBS.contains(&verb))
+    }
+
     /// Patches and updates of `applications/status`.
     pub fn application_status_writes(&self) -> f64 {
         let group = Application::group(&());
@@ -121,10 +132,11 @@ pub async fn scrape(addr: SocketAddr) -> anyhow::Result<RequestCounts> {
     RequestCounts::parse(body)
 }
 
-/// The counters once the scenario's writes have stopped: a status write may land just after
-/// the observer saw the result. Waits until the two sums hold still for 0.5 s (at most 10 s).
+/// The counters once the scenario's writes have stopped: a status write (or an Event) may land
+/// just after the observer saw the result. Waits until the writes hold still for 0.5 s (at
+/// most 10 s).
 pub async fn settled(addr: SocketAddr) -> anyhow::Result<RequestCounts> {
-    let key = |c: &RequestCounts| (c.flux_writes(), c.application_status_writes());
+    let key = |c: &RequestCounts| c.all_writes();
     let mut last = scrape(addr).await?;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -160,6 +172,11 @@ kurator_reconcile_total{controller="application"} 5
         let counts = RequestCounts::parse(TEXT).unwrap();
         assert_eq!(counts.flux_writes(), 13.0);
         assert_eq!(counts.application_status_writes(), 3.0);
+        assert_eq!(
+            counts.writes_of("kustomize.toolkit.fluxcd.io", "kustomizations/status"),
+            7.0
+        );
+        assert_eq!(counts.all_writes(), 13.0 + 7.0 + 3.0 + 1.0);
         let before = RequestCounts::parse(&TEXT.replace("} 10\n", "} 4\n")).unwrap();
         let during = counts.since(&before);
         assert_eq!(during.flux_writes(), 6.0);
