@@ -283,7 +283,12 @@ fn start_controller(
             &format!("--metrics-addr={addr}"),
         ])
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .env("RUST_LOG", "warn")
+        // `KURATOR_BENCH_RUST_LOG=info` (with `KURATOR_TESTENV_KEEP=1` to keep the log): what
+        // the controller did, with times.
+        .env(
+            "RUST_LOG",
+            std::env::var("KURATOR_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

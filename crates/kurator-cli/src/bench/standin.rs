@@ -305,6 +305,7 @@ impl Flux {
                         "observedGeneration": generation,
                         "artifact": {
                             "revision": revision,
+                            "digest": digest(&revision),
                             "path": format!("gitrepository/bench/{name}/artifact.tar.gz"),
                             "url": format!("http://source-controller.flux-system/gitrepository/bench/{name}/artifact.tar.gz"),
                             "lastUpdateTime": now,
@@ -398,6 +399,13 @@ fn job_key(job: &Job, name: &str) -> String {
         Job::Source { .. } => format!("gitrepository/{name}"),
         Job::Kustomization { .. } => format!("kustomization/{name}"),
     }
+}
+
+/// An artifact digest (required by Flux's schema) that differs per revision: its commit,
+/// zero-padded to a sha256's length.
+fn digest(revision: &str) -> String {
+    let commit = revision.rsplit(':').next().unwrap_or_default();
+    format!("sha256:{commit:0>64}")
 }
 
 fn ready(
