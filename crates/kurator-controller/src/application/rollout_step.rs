@@ -239,7 +239,7 @@ async fn publish(ctx: &Context, app: &Application, actions: &[Action]) {
                     },
                     reason: reason.clone(),
                     note: Some(message.chars().take(EVENT_NOTE_CHARS).collect()),
-                    action: "Rollout".into(),
+                    action: event_action(message),
                     secondary: None,
                 };
                 info!(%reason, %message, "rollout");
@@ -255,6 +255,20 @@ async fn publish(ctx: &Context, app: &Application, actions: &[Action]) {
         }
     }
 }
+
+/// The Event's `action`: kube's recorder folds Events with the same type, reason and action
+/// into one Event's series, keeping the first note. A constant action would hide every later
+/// run's "run N: ..." (and a second stage's promotion) behind the first; the note's start
+/// keeps each transition its own Event, while a true repeat still counts in a series.
+fn event_action(message: &str) -> String {
+    format!("Rollout: {message}")
+        .chars()
+        .take(EVENT_ACTION_CHARS)
+        .collect()
+}
+
+/// The API server's limit for `action` (events.k8s.io/v1).
+const EVENT_ACTION_CHARS: usize = 128;
 
 /// When to look again: the soak end or the earliest progress deadline, polled while gates are
 /// being measured, else the controller's usual long requeue.
@@ -278,4 +292,19 @@ pub fn requeue_after(
         after = after.min(VERIFY_POLL);
     }
     after
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_transition_is_its_own_event_action_within_the_api_limit() {
+        let canary = event_action("run 2: stage canary promoted");
+        let rest = event_action("run 2: stage rest promoted");
+        assert_ne!(canary, rest);
+        assert_eq!(canary, "Rollout: run 2: stage canary promoted");
+        let long = event_action(&"é".repeat(500));
+        assert_eq!(long.chars().count(), EVENT_ACTION_CHARS);
+    }
 }
