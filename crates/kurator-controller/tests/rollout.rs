@@ -7,17 +7,17 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use crate::common::{
-    Harness, NS, apply, attached_fleet,
-    rollout::{ended, kustomizations, pinned},
+    Harness, apply, attached_fleet,
+    rollout::{ended, kustomizations, pinned, rollout_reason, wait_members},
     until, wait_for,
 };
-use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
+use k8s_openapi::api::events::v1::Event;
 use kube::{
-    Api, Client,
+    Api,
     api::{ListParams, Patch, PatchParams},
 };
 use kurator_api::{
-    Application, Fleet, conditions,
+    Application, Fleet,
     flux::GitRepository,
     rollout::{RunPhase, StagePhase, annotation},
 };
@@ -63,36 +63,6 @@ spec:
     .expect("application")
 }
 
-async fn member_value(client: &Client) -> Option<String> {
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
-    cms.get_opt("shop")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|cm| cm.data?.get("version").cloned())
-}
-
-/// Waits until the members hold `want` (by member, in order).
-async fn wait_members(clients: &[Client], want: [&str; 3]) {
-    until(format!("members at {want:?}"), WAIT, || async {
-        let mut got = Vec::new();
-        for c in clients {
-            got.push(member_value(c).await.unwrap_or_default());
-        }
-        if got == want {
-            Ok(())
-        } else {
-            Err(format!("members hold {got:?}"))
-        }
-    })
-    .await
-}
-
-fn rollout_reason(a: &Application) -> Option<String> {
-    let s = a.status.as_ref()?;
-    conditions::find(&s.conditions, "StagedRollout").map(|c| c.reason.clone())
-}
-
 #[tokio::test]
 async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
     let h = Harness::start_with(3, Duration::from_secs(10), true).await;
@@ -127,7 +97,7 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
         ended(a, 1, RunPhase::Succeeded, &v1)
     })
     .await;
-    wait_members(&clients, ["v1", "v1", "v1"]).await;
+    wait_members(&clients, "shop", &["v1", "v1", "v1"]).await;
 
     // Run 2: v2 reaches the canary only; the others stay on v1's pinned source, Ready.
     let v2 = repo
@@ -147,7 +117,7 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
         }
     })
     .await;
-    wait_members(&clients, ["v2", "v1", "v1"]).await;
+    wait_members(&clients, "shop", &["v2", "v1", "v1"]).await;
     let a = apps.get("shop").await.unwrap();
     let state = a.status.as_ref().unwrap().staged_rollout.clone().unwrap();
     let run = state.run.expect("run 2 in progress");
@@ -163,7 +133,7 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
         ended(a, 2, RunPhase::Succeeded, &v2)
     })
     .await;
-    wait_members(&clients, ["v2", "v2", "v2"]).await;
+    wait_members(&clients, "shop", &["v2", "v2", "v2"]).await;
     assert_eq!(
         rollout_reason(&apps.get("shop").await.unwrap()).as_deref(),
         Some("Succeeded")
@@ -180,7 +150,7 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
     .await;
     let run = a.status.unwrap().staged_rollout.unwrap().run.unwrap();
     assert_eq!(run.stage.phase, StagePhase::AwaitingApproval);
-    wait_members(&clients, ["v3", "v2", "v2"]).await;
+    wait_members(&clients, "shop", &["v3", "v2", "v2"]).await;
     let token = promote_token(run.id, "canary", "e2e");
     let patch = serde_json::json!({"metadata": {"annotations": {annotation::PROMOTE: token}}});
     apps.patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
@@ -190,7 +160,7 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
         ended(a, 3, RunPhase::Succeeded, &v3)
     })
     .await;
-    wait_members(&clients, ["v3", "v3", "v3"]).await;
+    wait_members(&clients, "shop", &["v3", "v3", "v3"]).await;
     // v1 is no longer in use (not stable, not the last run's from: undo's target): pruned.
     until("v1's pinned source pruned", WAIT, || async {
         git_repos.get_opt(&pinned(&v1)).await.unwrap().is_none()
@@ -245,7 +215,7 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
         "{gate:?}"
     );
     assert_eq!(gate.threshold, Some(0.05));
-    wait_members(&clients, ["v4", "v3", "v3"]).await;
+    wait_members(&clients, "shop", &["v4", "v3", "v3"]).await;
     let ks = kustomizations(&h, &MEMBERS).await;
     assert_eq!(
         ks,
@@ -278,6 +248,6 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
     ));
     assert!(same_revision(&run.to_revision, &format!("sha1:{v5}")));
     assert_eq!(run.stage.name, "canary");
-    wait_members(&clients, ["v5", "v3", "v3"]).await;
+    wait_members(&clients, "shop", &["v5", "v3", "v3"]).await;
     assert_eq!(kustomizations(&h, &MEMBERS).await[0].0, pinned(&v5));
 }

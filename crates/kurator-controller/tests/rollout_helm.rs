@@ -9,18 +9,21 @@
 
 use std::time::Duration;
 
-use crate::common::{Harness, NS, apply, attached_fleet, ready_reason, until, wait_for};
-use k8s_openapi::api::core::v1::ConfigMap;
+use crate::common::{
+    Harness, apply, attached_fleet, ready_reason,
+    rollout::{ended, ended_at, rollout_reason, wait_members},
+    until, wait_for,
+};
 use kube::{
-    Api, Client,
+    Api,
     api::{Patch, PatchParams},
 };
 use kurator_api::{
-    Application, Fleet, conditions,
+    Application, Fleet,
     flux::{GitRepository, HelmRelease},
     rollout::{RunPhase, StagePhase, annotation},
 };
-use kurator_controller::rollout::{observe::promote_token, pinning::same_revision};
+use kurator_controller::rollout::observe::promote_token;
 
 const WAIT: Duration = Duration::from_secs(60);
 const MEMBERS: [&str; 2] = ["kurator-member1", "kurator-member2"];
@@ -107,53 +110,6 @@ async fn release_charts(
     out
 }
 
-async fn member_value(client: &Client) -> Option<String> {
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
-    cms.get_opt("greeter")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|cm| cm.data?.get("version").cloned())
-}
-
-async fn wait_members(clients: &[Client], want: [&str; 2]) {
-    until(format!("members at {want:?}"), WAIT, || async {
-        let mut got = Vec::new();
-        for c in clients {
-            got.push(member_value(c).await.unwrap_or_default());
-        }
-        if got == want {
-            Ok(())
-        } else {
-            Err(format!("members hold {got:?}"))
-        }
-    })
-    .await
-}
-
-fn rollout_reason(a: &Application) -> Option<String> {
-    let s = a.status.as_ref()?;
-    conditions::find(&s.conditions, "StagedRollout").map(|c| c.reason.clone())
-}
-
-/// The last run is `id`, finished with `Succeeded`, and the stable revision is `sha`'s.
-fn finished(a: &Application, id: i64, sha: &str) -> bool {
-    finished_at(a, id, |r| same_revision(r, &format!("sha1:{sha}")))
-}
-
-/// The last run is `id`, finished with `Succeeded`, and the stable revision is `stable`.
-fn finished_at(a: &Application, id: i64, stable: impl Fn(&str) -> bool) -> bool {
-    let Some(state) = a.status.as_ref().and_then(|s| s.staged_rollout.as_ref()) else {
-        return false;
-    };
-    state.run.is_none()
-        && state
-            .history
-            .first()
-            .is_some_and(|h| h.id == id && h.phase == RunPhase::Succeeded)
-        && state.stable_revision.as_deref().is_some_and(stable)
-}
-
 #[tokio::test]
 async fn a_git_chart_reaches_the_canary_then_after_approval_the_rest() {
     let h = Harness::start_with(2, Duration::from_secs(10), true).await;
@@ -179,8 +135,11 @@ async fn a_git_chart_reaches_the_canary_then_after_approval_the_rest() {
     // Run 1, a first deployment: the canary, then the rest; v1 becomes stable.
     let apps: Api<Application> = h.api();
     apply(&apps, "greeter", &application(&repo.url(), "")).await;
-    wait_for(&apps, "greeter", WAIT, |a| finished(a, 1, &v1)).await;
-    wait_members(&clients, ["v1", "v1"]).await;
+    wait_for(&apps, "greeter", WAIT, |a| {
+        ended(a, 1, RunPhase::Succeeded, &v1)
+    })
+    .await;
+    wait_members(&clients, "greeter", &["v1", "v1"]).await;
 
     // Run 2 with an approval gate: v2 reaches the canary only; member2's release stays on
     // v1's pinned source, Ready (Flux keeps reconciling it), so the Application is not Ready.
@@ -195,7 +154,7 @@ async fn a_git_chart_reaches_the_canary_then_after_approval_the_rest() {
         rollout_reason(a).as_deref() == Some("AwaitingApproval")
     })
     .await;
-    wait_members(&clients, ["v2", "v1"]).await;
+    wait_members(&clients, "greeter", &["v2", "v1"]).await;
     until("the canary alone on v2", WAIT, || async {
         let got = releases(&h).await;
         let want = [(pinned(&v2), true), (pinned(&v1), true)];
@@ -245,8 +204,11 @@ async fn a_git_chart_reaches_the_canary_then_after_approval_the_rest() {
     apps.patch("greeter", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    wait_for(&apps, "greeter", WAIT, |a| finished(a, 2, &v2)).await;
-    wait_members(&clients, ["v2", "v2"]).await;
+    wait_for(&apps, "greeter", WAIT, |a| {
+        ended(a, 2, RunPhase::Succeeded, &v2)
+    })
+    .await;
+    wait_members(&clients, "greeter", &["v2", "v2"]).await;
     wait_for(&apps, "greeter", WAIT, |a| {
         a.status
             .as_ref()
@@ -322,10 +284,10 @@ async fn a_helm_repository_chart_version_reaches_the_canary_then_after_approval_
     let apps: Api<Application> = h.api();
     apply(&apps, "greeter", &repository_application(&charts.url(), "")).await;
     wait_for(&apps, "greeter", WAIT, |a| {
-        finished_at(a, 1, |r| r == "0.1.0")
+        ended_at(a, 1, RunPhase::Succeeded, |r| r == "0.1.0")
     })
     .await;
-    wait_members(&clients, ["v1", "v1"]).await;
+    wait_members(&clients, "greeter", &["v1", "v1"]).await;
     let tracking: Api<kurator_api::flux::HelmChart> = h.api();
     let tracking = tracking.get("greeter-track").await.unwrap();
     assert_eq!(tracking.spec.version.as_deref(), Some(">=0.1.0"));
@@ -344,7 +306,7 @@ async fn a_helm_repository_chart_version_reaches_the_canary_then_after_approval_
         rollout_reason(a).as_deref() == Some("AwaitingApproval")
     })
     .await;
-    wait_members(&clients, ["v2", "v1"]).await;
+    wait_members(&clients, "greeter", &["v2", "v1"]).await;
     let versions =
         |chart: kurator_api::flux::HelmChartTemplateSpec| chart.version.unwrap_or_default();
     assert_eq!(
@@ -367,10 +329,10 @@ async fn a_helm_repository_chart_version_reaches_the_canary_then_after_approval_
         .await
         .unwrap();
     wait_for(&apps, "greeter", WAIT, |a| {
-        finished_at(a, 2, |r| r == "0.2.0")
+        ended_at(a, 2, RunPhase::Succeeded, |r| r == "0.2.0")
     })
     .await;
-    wait_members(&clients, ["v2", "v2"]).await;
+    wait_members(&clients, "greeter", &["v2", "v2"]).await;
     wait_for(&apps, "greeter", WAIT, |a| {
         a.status
             .as_ref()

@@ -29,16 +29,18 @@ use std::{
 
 use crate::common::{
     Harness, NS, apply, put_objstore,
-    rollout::{ended, kustomizations, pinned, rollout},
+    rollout::{
+        ended, kustomizations, member_version, pinned, rollout, rollout_reason, wait_members,
+    },
     until, wait_for,
 };
-use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
+use k8s_openapi::api::events::v1::Event;
 use kube::{
     Api, Client,
     api::{ListParams, Patch, PatchParams},
 };
 use kurator_api::{
-    Application, Fleet, conditions,
+    Application, Fleet,
     rollout::{
         ClusterRolloutState, Comparison, GateOutcome, GateResult, RunPhase, StagePhase, annotation,
     },
@@ -159,36 +161,6 @@ async fn wait_kustomizations(h: &Harness, want: [(String, bool); 2]) {
     .await
 }
 
-async fn member_version(client: &Client) -> Option<String> {
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
-    cms.get_opt("shop")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|cm| cm.data?.get("version").cloned())
-}
-
-/// Waits until the members hold `want` (by member, in order).
-async fn wait_members(clients: &[Client], want: [&str; 2]) {
-    until(format!("members at {want:?}"), WAIT, || async {
-        let mut got = Vec::new();
-        for c in clients {
-            got.push(member_version(c).await.unwrap_or_default());
-        }
-        if got == want {
-            Ok(())
-        } else {
-            Err(format!("members hold {got:?}"))
-        }
-    })
-    .await
-}
-
-fn rollout_reason(a: &Application) -> Option<String> {
-    let s = a.status.as_ref()?;
-    conditions::find(&s.conditions, "StagedRollout").map(|c| c.reason.clone())
-}
-
 fn error_rate_gate(gates: &[GateResult]) -> GateResult {
     gates
         .iter()
@@ -209,7 +181,7 @@ fn sample_versions(
         let mut every = tokio::time::interval(Duration::from_millis(250));
         while !stop.load(Ordering::Relaxed) {
             every.tick().await;
-            seen.insert(member_version(&client).await.unwrap_or_default());
+            seen.insert(member_version(&client, "shop").await.unwrap_or_default());
             samples += 1;
         }
         (seen, samples)
@@ -298,7 +270,7 @@ async fn a_metric_gate_passes_through_thanos_then_a_bad_release_is_rolled_back()
             ended(a, 1, RunPhase::Succeeded, &v1)
         })
         .await;
-        wait_members(&clients, ["v1", "v1"]).await;
+        wait_members(&clients, "shop", &["v1", "v1"]).await;
         // The data path: both apps' requests through Thanos Query, by cluster.
         until(
             format!("`{REQUEST_RATE_BY_CLUSTER}` to answer for {MEMBERS:?}"),
@@ -360,7 +332,7 @@ async fn a_metric_gate_passes_through_thanos_then_a_bad_release_is_rolled_back()
         // Measured after the soak ended, as specified.
         let verifying_since = run.stage.verifying_since.clone().expect("verifyingSince");
         assert!(gate.evaluated_at.expect("evaluatedAt").0 >= verifying_since.0);
-        wait_members(&clients, ["v2", "v1"]).await;
+        wait_members(&clients, "shop", &["v2", "v1"]).await;
         wait_kustomizations(&h, [(pinned(&v2), true), (pinned(&v1), true)]).await;
         let token = promote_token(run.id, "canary", "e2e");
         let patch = serde_json::json!({"metadata": {"annotations": {annotation::PROMOTE: token}}});
@@ -371,7 +343,7 @@ async fn a_metric_gate_passes_through_thanos_then_a_bad_release_is_rolled_back()
             ended(a, 2, RunPhase::Succeeded, &v2)
         })
         .await;
-        wait_members(&clients, ["v2", "v2"]).await;
+        wait_members(&clients, "shop", &["v2", "v2"]).await;
         eprintln!(
             "run 2 (gate passed, promoted) Succeeded in {:.1}s",
             t.elapsed().as_secs_f64()
@@ -384,7 +356,7 @@ async fn a_metric_gate_passes_through_thanos_then_a_bad_release_is_rolled_back()
         let v3 = repo
             .commit_files(&[("deploy/cm.yaml", &configmap("v3", "0.5"))], "v3")
             .unwrap();
-        wait_members(&clients, ["v3", "v2"]).await;
+        wait_members(&clients, "shop", &["v3", "v2"]).await;
         until(
             "the canary's app to serve v3's error rate",
             WAIT,
@@ -427,7 +399,7 @@ async fn a_metric_gate_passes_through_thanos_then_a_bad_release_is_rolled_back()
         // Flux puts the canary back on v2's pinned source, and v2's ConfigMap with it; its
         // app follows (no 500s any more).
         wait_kustomizations(&h, [(pinned(&v2), true), (pinned(&v2), true)]).await;
-        wait_members(&clients, ["v2", "v2"]).await;
+        wait_members(&clients, "shop", &["v2", "v2"]).await;
         until("the canary's app back at v2's error rate", WAIT, || async {
             let rate = exporters[0].error_rate();
             if rate == Some(0.0) {
