@@ -11,6 +11,9 @@ use std::{
 
 use k8s_openapi::api::core::v1::Pod;
 
+#[path = "binary/walkthrough.rs"]
+mod walkthrough;
+
 const KURATOR: &str = env!("CARGO_BIN_EXE_kurator");
 
 fn kurator(dev_dir: &Path, args: &[&str]) -> Output {
@@ -82,7 +85,8 @@ fn playground_up_twice_env_status_get_down() {
         [
             "KUBECONFIG",
             "KURATOR_MEMBER1_KUBECONFIG",
-            "KURATOR_MEMBER2_KUBECONFIG"
+            "KURATOR_MEMBER2_KUBECONFIG",
+            "KURATOR_GIT_SERVER"
         ]
     );
     for (_, path) in &exports {
@@ -281,6 +285,9 @@ fn playground_up_twice_env_status_get_down() {
         cells[1] == "2" && fail_count >= 1 && cells.last() == Some(&"kurator-member2"),
         "{by_policy}"
     );
+
+    // docs/rollout.md's walkthrough: v2 canary first, then a bad v3 rolled back.
+    walkthrough::staged_rollout(&dev, host, &out);
 
     // The fleet-wide query the playground ends with: each member's API request rate, from
     // its own Prometheus and Thanos sidecar, through the host's Thanos Query.

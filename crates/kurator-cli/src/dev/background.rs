@@ -33,6 +33,9 @@ impl Background<'_> {
         let child = Command::new(exe)
             .args(args)
             .env("RUST_LOG", "info,kube=warn")
+            // `dev env`'s export in this shell must not reach the controller: `dev up` passes
+            // --thanos-url itself, and only with the plugins.
+            .env_remove(crate::metrics::discover::THANOS_URL_ENV)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -289,6 +289,8 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
                 member.kubeconfig_path().display()
             ));
         }
+        // Written again by the new process once its Thanos Query listens.
+        let _ = std::fs::remove_file(env_dir(state).join(plugins::THANOS_URL_FILE));
         support.start(&args)?;
         std::fs::write(&charts_addr_file, addr.to_string())?;
         wait::port_open(addr, Duration::from_secs(10)).await?;
@@ -305,21 +307,42 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
         .trim()
         .parse()
         .context("reading the chart repository's address")?;
+    // With the metric plugin, staged-rollout metric gates query the playground's Thanos Query
+    // directly: the API server's service proxy refuses the loopback address it listens on.
+    // (Also on a plain `dev up` after `dev up --plugins`: the plugin support keeps running.)
+    let thanos_url = if kyverno_marker.exists() {
+        Some(wait::file_text(&env_dir(state).join(plugins::THANOS_URL_FILE), timeout).await?)
+    } else {
+        None
+    };
     let controller = controller(state);
+    let mut wanted = vec![
+        "controller".to_string(),
+        "--health-interval=10s".into(),
+        "--probe-timeout=5s".into(),
+        format!("--kubeconfig={}", host.kubeconfig_path().display()),
+    ];
+    wanted.extend(plugins::mirror_args(charts_addr));
+    wanted.extend(thanos_url.iter().map(|url| format!("--thanos-url={url}")));
+    let args_file = state.join("controller.args");
+    let started_with = std::fs::read_to_string(&args_file).unwrap_or_default();
+    if controller.running_pid().is_some() && started_with != wanted.join("\n") {
+        println!("Restarting the controller with the plugins' settings (--thanos-url).");
+        controller.stop();
+    }
     if controller.running_pid().is_none() {
         let addr = free_addr()?;
-        let mut args = vec![
-            "controller".into(),
-            "--health-interval=10s".into(),
-            "--probe-timeout=5s".into(),
-            format!("--metrics-addr={addr}"),
-            format!("--kubeconfig={}", host.kubeconfig_path().display()),
-        ];
-        args.extend(plugins::mirror_args(charts_addr));
+        let mut args = wanted.clone();
+        args.push(format!("--metrics-addr={addr}"));
         controller.start(&args)?;
+        std::fs::write(&args_file, wanted.join("\n"))?;
         println!(
-            "Controller started (metrics on http://{addr}/metrics, log {}).",
-            controller.log_path().display()
+            "Controller started (metrics on http://{addr}/metrics, log {}{}).",
+            controller.log_path().display(),
+            thanos_url
+                .as_deref()
+                .map(|url| format!(", metric gates through Thanos Query at {url}"))
+                .unwrap_or_default()
         );
     }
     let git_root = state.join("git");
@@ -360,7 +383,11 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
             bucket.display()
         );
         println!(
-            "  (No kubelet here: kwok runs the charts' Pods as simulated ones. Standing in for the Pods, real programs run as local processes configured from what the charts rendered: Kyverno from the kyverno chart's Deployments; per member Prometheus (scraping its API server) and a Thanos sidecar from the prometheus release and the Secret copy, listening where the member's sidecar LoadBalancer (198.51.100.x) is forwarded; on the host Thanos Query, following the controller's discovery. The charts are the real bitnami thanos, kube-prometheus and grafana from ../shared/charts; Grafana does not run: no image of it is reachable here. Claims bind to host-path volumes.)"
+            "  (No kubelet here: kwok runs the charts' Pods as simulated ones. Standing in for the Pods, real programs run as local processes configured from what the charts rendered: Kyverno from the kyverno chart's Deployments; per member Prometheus (scraping its API server) and a Thanos sidecar from the prometheus release and the Secret copy, listening where the member's sidecar LoadBalancer (198.51.100.x) is forwarded; on the host Thanos Query, following the controller's discovery; per member the shop's /metrics, its error rate from the shop ConfigMap Flux applied there. The charts are the real bitnami thanos, kube-prometheus and grafana from ../shared/charts; Grafana does not run: no image of it is reachable here. Claims bind to host-path volumes.)"
+        );
+        quickstart::apply_shop(&client, &git_root, &git_url).await?;
+        println!(
+            "Applied examples/quickstart/rollout: Application shop ({git_url}/shop.git), a staged rollout: stage canary (rollout-stage=canary: kurator-member1) with policy and error-rate gates, then production (kurator-member2)."
         );
     }
 
@@ -392,6 +419,14 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
             .inspect_err(on_error)?
     } else {
         fleet
+    };
+    let shop = if with_plugins {
+        let app = wait::first_rollout(&apps, quickstart::SHOP, timeout)
+            .await
+            .inspect_err(on_error)?;
+        Some(app)
+    } else {
+        None
     };
     let metrics = if with_plugins {
         let host_config = crate::config(Some(&host.kubeconfig_path().to_path_buf())).await?;
@@ -449,6 +484,16 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
         print!("{}", crate::metrics::render::table(result));
         println!();
     }
+    if let Some(shop) = &shop
+        && let Some(spec) = &shop.spec.staged_rollout
+    {
+        println!(
+            "Application shop, rolled out stage by stage (`kurator rollout status shop`; a walkthrough with a failing metric gate in docs/rollout.md):"
+        );
+        let status = shop.status.as_ref().and_then(|s| s.staged_rollout.as_ref());
+        print!("{}", crate::rollout::render::status_text(spec, status));
+        println!();
+    }
     // The repository's ./kurator wrapper sets KURATOR_CMD so the hints can be pasted as is.
     let cmd = std::env::var("KURATOR_CMD").unwrap_or_else(|_| "kurator".into());
     println!("Next:");
@@ -467,6 +512,10 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
         println!("  {cmd} describe fleet {FLEET}   # plugins × clusters, policy summary");
         println!("  {cmd} get policyreports --fleet {FLEET} --by policy");
         println!("  {cmd} metrics query 'count by (cluster) (up)' --fleet {FLEET}");
+        println!(
+            "  git clone \"$KURATOR_GIT_SERVER/shop.git\"   # commit and push a new revision: docs/rollout.md, Walkthrough"
+        );
+        println!("  {cmd} rollout status shop   # stages, gates with measured values, history");
     } else {
         println!("  {cmd} dev up --plugins    # add the metric, grafana and policy plugins");
     }
@@ -592,6 +641,12 @@ fn print_env(state: &std::path::Path) -> anyhow::Result<()> {
             index + 1,
             member.kubeconfig_path().display()
         );
+    }
+    // The playground's git server takes pushes: `git clone "$KURATOR_GIT_SERVER/shop.git"`.
+    if git_server(state).running_pid().is_some()
+        && let Ok(addr) = std::fs::read_to_string(state.join("git-server.addr"))
+    {
+        println!("export KURATOR_GIT_SERVER=http://{}", addr.trim());
     }
     // With the metric plugin, `kurator metrics query` reaches the playground's Thanos Query
     // here: the API server cannot proxy to the loopback address it listens on.

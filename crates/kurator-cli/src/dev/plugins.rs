@@ -24,11 +24,11 @@ use std::{net::SocketAddr, path::Path};
 use anyhow::Context as _;
 use kube::Client;
 use kurator_testenv::{
-    ClusterHandle, KyvernoStandIn, KyvernoStandInParams, LoadBalancerPool, MetricsStandIn,
-    MetricsStandInParams, TestEnv,
+    AppExporter, AppExporterParams, ClusterHandle, KyvernoStandIn, KyvernoStandInParams,
+    LoadBalancerPool, MetricsStandIn, MetricsStandInParams, TestEnv,
 };
 
-use super::quickstart::{NAMESPACE, member_name};
+use super::quickstart::{NAMESPACE, SHOP, member_name};
 use crate::manifest;
 
 /// Upstream chart repositories, served by the playground instead (`--chart-mirror`).
@@ -57,8 +57,8 @@ pub const THANOS_URL_FILE: &str = "thanos-query.url";
 /// How long one Kyverno, Prometheus or Thanos process may take to become ready.
 const PROCESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 /// How often the members' Prometheus scrape (the chart's default is 30 s; shorter, so the
-/// first rate answers within a minute).
-const SCRAPE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// first rate answers within a minute and the shop's 30 s error-rate window holds 6 samples).
+const SCRAPE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `--chart-mirror` arguments for the controller.
 pub fn mirror_args(charts: SocketAddr) -> Vec<String> {
@@ -173,6 +173,17 @@ pub async fn serve(p: Serve<'_>) -> anyhow::Result<()> {
     } else {
         (None, None)
     };
+    // Standing in for the staged-rollout example's container in each member (docs/rollout.md,
+    // Walkthrough): its /metrics, with the error rate of the `shop` ConfigMap Flux applied.
+    let mut app_exporters = Vec::new();
+    if let Some(env) = &env {
+        for (index, member) in env.members().iter().enumerate() {
+            let exporter = AppExporter::start(AppExporterParams::new(member, NAMESPACE, SHOP))
+                .await
+                .context("starting the shop's stand-in")?;
+            app_exporters.push((member_name(index + 1), exporter));
+        }
+    }
     let metrics = match (&env, &metrics_binaries) {
         (Some(env), Some(binaries)) => {
             let host = env.host().client().await?;
@@ -189,7 +200,10 @@ pub async fn serve(p: Serve<'_>) -> anyhow::Result<()> {
                 pool: pool.clone(),
                 state_dir: p.env_dir,
                 scrape_interval: SCRAPE_INTERVAL,
-                extra_scrape_targets: Default::default(),
+                extra_scrape_targets: app_exporters
+                    .iter()
+                    .map(|(cluster, exporter)| (cluster.clone(), vec![exporter.scrape_target()]))
+                    .collect(),
                 detached: false,
                 timeout: PROCESS_TIMEOUT,
             })
@@ -235,6 +249,7 @@ pub async fn serve(p: Serve<'_>) -> anyhow::Result<()> {
         () = stand_in_metrics => {}
     }
     drop(metrics);
+    drop(app_exporters);
     for stand_in in stand_ins {
         stand_in.stop().await;
     }

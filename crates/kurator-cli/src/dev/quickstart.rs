@@ -39,6 +39,14 @@ const CLUSTERS: &[(&str, &str)] = &[
     ),
 ];
 const APPLICATION_YAML: &str = include_str!("../../../../examples/quickstart/application.yaml");
+/// The staged-rollout example's Application and repository (`dev up --plugins`).
+pub const SHOP: &str = "shop";
+const SHOP_APPLICATION_YAML: &str =
+    include_str!("../../../../examples/quickstart/rollout/application.yaml");
+const SHOP_FILES: &[(&str, &str)] = &[(
+    "deploy/shop.yaml",
+    include_str!("../../../../examples/quickstart/rollout/shop/deploy/shop.yaml"),
+)];
 /// examples/quickstart/podinfo, committed to the playground's repository.
 const REPO_FILES: &[(&str, &str)] = &[
     (
@@ -75,21 +83,58 @@ pub async fn apply_application(
     git_root: &Path,
     git_url: &str,
 ) -> anyhow::Result<()> {
+    let yaml = APPLICATION_YAML.replace("${GIT_SERVER}", git_url);
+    apply_with_repo(
+        client,
+        git_root,
+        REPO,
+        REPO_FILES,
+        &yaml,
+        "examples/quickstart/application.yaml",
+    )
+    .await
+}
+
+/// The staged-rollout example (docs/rollout.md's walkthrough): repository `shop` and
+/// Application [`SHOP`].
+pub async fn apply_shop(client: &Client, git_root: &Path, git_url: &str) -> anyhow::Result<()> {
+    let yaml = SHOP_APPLICATION_YAML.replace("${GIT_SERVER}", git_url);
+    apply_with_repo(
+        client,
+        git_root,
+        SHOP,
+        SHOP_FILES,
+        &yaml,
+        "examples/quickstart/rollout/application.yaml",
+    )
+    .await
+}
+
+/// Commits `files` to a new repository `repo` (once: a user's pushes are kept), then applies
+/// `yaml`.
+async fn apply_with_repo(
+    client: &Client,
+    git_root: &Path,
+    repo: &str,
+    files: &[(&str, &str)],
+    yaml: &str,
+    file: &str,
+) -> anyhow::Result<()> {
     // A short-lived server over the same root gives us the repository helpers; the
     // background server is the one Flux talks to.
     let local = GitServer::start(git_root).context("opening the playground's git root")?;
-    let repo = match local.repo(REPO) {
-        Ok(repo) => repo,
+    let handle = match local.repo(repo) {
+        Ok(handle) => handle,
         Err(_) => local
-            .create_repo(REPO)
-            .context("creating the podinfo repository")?,
+            .create_repo(repo)
+            .with_context(|| format!("creating the {repo} repository"))?,
     };
-    if repo.head().context("reading the repository")?.is_none() {
-        repo.commit_files(REPO_FILES, "podinfo: deploy/webapp and kustomize")
+    if handle.head().context("reading the repository")?.is_none() {
+        handle
+            .commit_files(files, &format!("{repo}: the example's first revision"))
             .context("committing examples")?;
     }
-    let yaml = APPLICATION_YAML.replace("${GIT_SERVER}", git_url);
-    let objects = manifest::parse(&yaml).context("examples/quickstart/application.yaml")?;
+    let objects = manifest::parse(yaml).context(file.to_string())?;
     manifest::apply(client, &objects, NAMESPACE).await
 }
 

@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, Client};
-use kurator_api::{Fleet, conditions};
+use kurator_api::{Application, Fleet, conditions, rollout::RunPhase};
 
 /// Polls the fleet until `expected` members are ready; shows a spinner on a terminal and
 /// one line per change elsewhere.
@@ -202,6 +202,68 @@ pub async fn port_open(addr: std::net::SocketAddr, timeout: Duration) -> anyhow:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// Polls the Application until its first staged run succeeded (every stage has the
+/// revision) or ended otherwise (an error then, with the run's reason).
+pub async fn first_rollout(
+    api: &Api<Application>,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<Application> {
+    println!("Waiting for Application {name}'s first staged rollout (soak and gates per stage)...");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let app = api.get_opt(name).await?;
+        let state = app
+            .as_ref()
+            .and_then(|a| a.status.as_ref())
+            .and_then(|s| s.staged_rollout.as_ref());
+        let finished = state
+            .filter(|s| s.run.is_none())
+            .and_then(|s| s.history.first());
+        match finished {
+            Some(run) if run.phase == RunPhase::Succeeded => {
+                return app.context("the Application was deleted");
+            }
+            Some(run) => bail!(
+                "Application {name}: run {} ended {:?} at stage {}: {}",
+                run.id,
+                run.phase,
+                run.stage,
+                run.message.as_deref().unwrap_or("no message")
+            ),
+            None => {}
+        }
+        if Instant::now() > deadline {
+            let paused = state
+                .and_then(|s| s.run.as_ref())
+                .and_then(|r| r.paused.as_ref())
+                .map(|p| format!(" (paused: {})", p.message))
+                .unwrap_or_default();
+            bail!(
+                "Application {name}: the first staged rollout did not finish within {}s{paused}",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until `file` exists, and returns its text, trimmed.
+pub async fn file_text(file: &std::path::Path, timeout: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && !text.trim().is_empty()
+        {
+            return Ok(text.trim().to_string());
+        }
+        if Instant::now() > deadline {
+            bail!("no {} after {}s", file.display(), timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Polls the fleet until its policy summary counts results from `members` clusters and
