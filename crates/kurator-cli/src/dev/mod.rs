@@ -498,7 +498,7 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
     let cmd = std::env::var("KURATOR_CMD").unwrap_or_else(|_| "kurator".into());
     println!("Next:");
     println!(
-        "  eval \"$({cmd} dev env)\"   # KUBECONFIG (host) and KURATOR_MEMBER{{1,2}}_KUBECONFIG{}",
+        "  eval \"$({cmd} dev env)\"   # KUBECONFIG (host), KURATOR_MEMBER{{1,2}}_KUBECONFIG, KURATOR_GIT_SERVER{}",
         if with_plugins {
             ", KURATOR_THANOS_URL"
         } else {
