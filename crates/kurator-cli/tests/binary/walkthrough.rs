@@ -130,7 +130,10 @@ pub fn staged_rollout(dev: &Path, host: &str, out: &str) {
     // gate fails with the measured value, and the canary is rolled back to v1.
     let v2 = push(
         &clone,
-        &[("version: v1", "version: v2"), ("errorRate: \"0\"", "errorRate: \"0.5\"")],
+        &[
+            ("version: v1", "version: v2"),
+            ("errorRate: \"0\"", "errorRate: \"0.5\""),
+        ],
         "v2: a bad release",
     );
     let mut seen = serde_json::Value::Null;
