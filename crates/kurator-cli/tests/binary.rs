@@ -139,7 +139,10 @@ fn playground_up_twice_env_status_get_down() {
     // The example application's workload landed in both members, and podinfo's Deployment
     // is Available there (Pods on kwok's simulated nodes).
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for (_, member) in &exports[1..] {
+    let members = exports
+        .iter()
+        .filter(|(name, _)| name.starts_with("KURATOR_MEMBER"));
+    for (_, member) in members {
         let (found, webapp) = rt.block_on(async {
             let client = kurator_cli::client(Some(&std::path::PathBuf::from(member)))
                 .await
