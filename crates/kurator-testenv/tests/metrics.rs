@@ -30,6 +30,7 @@ use kurator_testenv::{
 /// a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(90);
 const UP_BY_CLUSTER: &str = "count by (cluster) (up)";
+const APISERVERS_UP: &str = r#"count by (cluster) (up{job="apiserver"})"#;
 
 /// A loopback IP per member that no other test process uses at the same time (every
 /// sidecar listens on port 10901, as behind its Service).
@@ -153,16 +154,15 @@ async fn prometheus_sidecars_and_query_answer_by_cluster() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    // Both clusters, each with the one apiserver target up.
+    // Both clusters, each with the one apiserver target up (waited for by job: member1's app
+    // exporter, a second target, may be scraped first).
     let t = Instant::now();
-    let both = wait_for_clusters(&query, UP_BY_CLUSTER, &["member1", "member2"]).await?;
+    let both = wait_for_clusters(&query, APISERVERS_UP, &["member1", "member2"]).await?;
     eprintln!(
         "both clusters answered after {:.1}s",
         t.elapsed().as_secs_f64()
     );
-    let apiservers = query
-        .instant_query(r#"count by (cluster) (up{job="apiserver"})"#)
-        .await?;
+    let apiservers = query.instant_query(APISERVERS_UP).await?;
     ensure!(
         apiservers.by_label("cluster").len() == 2
             && apiservers.by_label("cluster").values().all(|v| v == "1"),

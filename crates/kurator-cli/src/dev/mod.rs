@@ -385,10 +385,6 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
         println!(
             "  (No kubelet here: kwok runs the charts' Pods as simulated ones. Standing in for the Pods, real programs run as local processes configured from what the charts rendered: Kyverno from the kyverno chart's Deployments; per member Prometheus (scraping its API server) and a Thanos sidecar from the prometheus release and the Secret copy, listening where the member's sidecar LoadBalancer (198.51.100.x) is forwarded; on the host Thanos Query, following the controller's discovery; per member the shop's /metrics, its error rate from the shop ConfigMap Flux applied there. The charts are the real bitnami thanos, kube-prometheus and grafana from ../shared/charts; Grafana does not run: no image of it is reachable here. Claims bind to host-path volumes.)"
         );
-        quickstart::apply_shop(&client, &git_root, &git_url).await?;
-        println!(
-            "Applied examples/quickstart/rollout: Application shop ({git_url}/shop.git), a staged rollout: stage canary (rollout-stage=canary: kurator-member1) with policy and error-rate gates, then production (kurator-member2)."
-        );
     }
 
     let on_error =
@@ -420,14 +416,6 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
     } else {
         fleet
     };
-    let shop = if with_plugins {
-        let app = wait::first_rollout(&apps, quickstart::SHOP, timeout)
-            .await
-            .inspect_err(on_error)?;
-        Some(app)
-    } else {
-        None
-    };
     let metrics = if with_plugins {
         let host_config = crate::config(Some(&host.kubeconfig_path().to_path_buf())).await?;
         let env_dir = env_dir(state);
@@ -446,6 +434,21 @@ async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> a
             )
         })?;
         Some(result)
+    } else {
+        None
+    };
+    // The staged rollout's metric gate measures through Thanos Query, so its Application is
+    // applied once the fleet's metrics answer there: a gate measured before the shop's series
+    // reach Query finds none, and fails.
+    let shop = if with_plugins {
+        quickstart::apply_shop(&client, &git_root, &git_url).await?;
+        println!(
+            "Applied examples/quickstart/rollout: Application shop ({git_url}/shop.git), a staged rollout: stage canary (rollout-stage=canary: kurator-member1) with policy and error-rate gates, then production (kurator-member2)."
+        );
+        let app = wait::first_rollout(&apps, quickstart::SHOP, timeout)
+            .await
+            .inspect_err(on_error)?;
+        Some(app)
     } else {
         None
     };
