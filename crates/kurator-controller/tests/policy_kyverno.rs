@@ -11,23 +11,19 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Harness, NS, apply, until, wait_for};
+use crate::common::{NS, apply, kyverno, until, wait_for};
 use k8s_openapi::api::{admissionregistration::v1::ValidatingWebhookConfiguration, core::v1::Pod};
 use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use kurator_api::{Fleet, conditions, flux::HelmRelease, policy_report::FleetPolicyReport};
-use kurator_controller::{Settings, plugins::render::ChartMirrors};
-use kurator_testenv::{
-    HelmRepo, KyvernoStandIn, KyvernoStandInParams, add_kyverno_charts, ensure_kyverno_binaries,
-};
+use kurator_testenv::KyvernoStandIn;
 use serde_json::json;
 
 /// Kyverno's own delays dominate: webhook reconfiguration after a policy change, and the
 /// reports controller's aggregation (plus Helm upgrades through Flux).
 const WAIT: Duration = Duration::from_secs(180);
-const KYVERNO: &str = "https://kyverno.github.io/kyverno";
 const POLICY_FLEET: &str = include_str!("../../kurator-api/tests/fixtures/seed/fleet-policy.yaml");
 const FLEET: &str = "quickstart-policy";
 const MEMBERS: [&str; 2] = ["kurator-member1", "kurator-member2"];
@@ -148,50 +144,15 @@ async fn kyverno_webhooks(member: &Client) -> usize {
         .len()
 }
 
-async fn stand_in(
-    params: &KyvernoStandInParams,
-    cluster: &str,
-    kubeconfig: &std::path::Path,
-) -> KyvernoStandIn {
-    KyvernoStandIn::spawn(KyvernoStandInParams {
-        cluster: cluster.to_string(),
-        kubeconfig: kubeconfig.to_path_buf(),
-        ..params.clone()
-    })
-    .await
-    .expect("the Kyverno stand-in starts")
-}
-
 #[tokio::test]
 async fn policy_from_the_brief_with_real_kyverno_audit_enforce_restricted_outage_and_removal() {
-    let binaries = tokio::task::spawn_blocking(ensure_kyverno_binaries)
-        .await
-        .unwrap()
-        .expect("Kyverno binaries");
-    let charts_dir = tempfile::tempdir().expect("temporary directory");
-    let repo = HelmRepo::start(charts_dir.path().join("charts")).expect("chart repository");
-    add_kyverno_charts(&repo).expect("the real Kyverno charts");
-    let settings = Settings {
-        health_interval: Duration::from_secs(10),
-        chart_mirrors: ChartMirrors(vec![(KYVERNO.to_string(), repo.url())]),
-        ..Default::default()
-    };
-    let h = Harness::start_with_settings(2, true, settings).await;
-    for (index, name) in MEMBERS.iter().enumerate() {
-        h.attach_member(name, index + 1).await;
-    }
+    let kyverno::WithKyverno {
+        h,
+        params,
+        mut stand_ins,
+        charts: _charts,
+    } = kyverno::start(&MEMBERS, WAIT).await;
     let members = h.member_clients().await;
-    let params = KyvernoStandInParams {
-        binaries,
-        cluster: String::new(),
-        kubeconfig: Default::default(),
-        state_dir: h.env.state_dir().to_path_buf(),
-        timeout: WAIT,
-    };
-    let mut stand_ins = Vec::new();
-    for member in h.env.members() {
-        stand_ins.push(stand_in(&params, member.name(), member.kubeconfig_path()).await);
-    }
 
     // The brief's policy fleet on two AttachedClusters, with the charts matching the binaries.
     let brief: Fleet = serde_saphyr::from_str(POLICY_FLEET).unwrap();
@@ -320,7 +281,7 @@ async fn policy_from_the_brief_with_real_kyverno_audit_enforce_restricted_outage
     .expect_err("no Kyverno to answer its webhook");
     assert!(refused.contains("failed calling webhook"), "{refused}");
     let h1 = &h.env.members()[1];
-    stand_ins.push(stand_in(&params, h1.name(), h1.kubeconfig_path()).await);
+    stand_ins.push(kyverno::stand_in(&params, h1.name(), h1.kubeconfig_path()).await);
     wait_for(&fleets, FLEET, WAIT, |f| {
         report(f).is_some_and(|r| r.clusters.iter().all(|c| !c.stale))
     })

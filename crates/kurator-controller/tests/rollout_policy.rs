@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::common::{
-    Harness, NS, apply,
+    Harness, NS, apply, kyverno,
     rollout::{ended, kustomizations, pinned, rollout},
     until, wait_for,
 };
@@ -26,20 +26,12 @@ use kurator_api::{
     policy_report::FleetPolicyReport,
     rollout::{ClusterRolloutState, GateOutcome, RunPhase},
 };
-use kurator_controller::{
-    Settings,
-    plugins::render::ChartMirrors,
-    rollout::{condition::reason, gates::POLICY_GATE, pinning::same_revision},
-};
-use kurator_testenv::{
-    GitServer, HelmRepo, KyvernoStandIn, KyvernoStandInParams, add_kyverno_charts,
-    ensure_kyverno_binaries,
-};
+use kurator_controller::rollout::{condition::reason, gates::POLICY_GATE, pinning::same_revision};
+use kurator_testenv::GitServer;
 use serde_json::json;
 
 /// Installing Kyverno through Flux and Helm dominates (about 40 s on an idle machine).
 const WAIT: Duration = Duration::from_secs(180);
-const KYVERNO: &str = "https://kyverno.github.io/kyverno";
 const POLICY_FLEET: &str = include_str!("../../kurator-api/tests/fixtures/seed/fleet-policy.yaml");
 const FLEET: &str = "quickstart-policy";
 const MEMBERS: [&str; 2] = ["kurator-member1", "kurator-member2"];
@@ -196,34 +188,13 @@ async fn events(h: &Harness) -> Vec<(String, String, String)> {
 #[tokio::test]
 async fn policy_gate_passes_a_compliant_revision_and_pauses_a_privileged_one_at_the_canary() {
     let started = Instant::now();
-    let binaries = tokio::task::spawn_blocking(ensure_kyverno_binaries)
-        .await
-        .unwrap()
-        .expect("Kyverno binaries");
-    let charts_dir = tempfile::tempdir().expect("temporary directory");
-    let charts = HelmRepo::start(charts_dir.path().join("charts")).expect("chart repository");
-    add_kyverno_charts(&charts).expect("the real Kyverno charts");
-    let settings = Settings {
-        health_interval: Duration::from_secs(10),
-        chart_mirrors: ChartMirrors(vec![(KYVERNO.to_string(), charts.url())]),
-        ..Default::default()
-    };
-    let h = Harness::start_with_settings(2, true, settings).await;
-    for (index, name) in MEMBERS.iter().enumerate() {
-        h.attach_member(name, index + 1).await;
-    }
+    let kyverno::WithKyverno {
+        h,
+        mut stand_ins,
+        charts: _charts,
+        ..
+    } = kyverno::start(&MEMBERS, WAIT).await;
     let members = h.member_clients().await;
-    let mut stand_ins = Vec::new();
-    for member in h.env.members() {
-        let params = KyvernoStandInParams {
-            binaries: binaries.clone(),
-            cluster: member.name().to_string(),
-            kubeconfig: member.kubeconfig_path().to_path_buf(),
-            state_dir: h.env.state_dir().to_path_buf(),
-            timeout: WAIT,
-        };
-        stand_ins.push(KyvernoStandIn::spawn(params).await.expect("stand-in"));
-    }
     let git = GitServer::start(h.env.state_dir().join("git")).unwrap();
     let repo = git.create_repo(APP).unwrap();
     let v1 = repo

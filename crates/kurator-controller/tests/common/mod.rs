@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod kyverno;
 pub mod rollout;
 
 use std::{collections::BTreeMap, fmt::Debug, sync::Arc, time::Duration};
