@@ -509,7 +509,7 @@ async fn sigkill_at_approval_and_mid_soak_neither_skips_nor_repeats_a_stage() {
     }
     assert_eq!(events(&client, "RolloutSucceeded", "run 2:").await, 1);
     assert_eq!(
-        events(&client, "ApprovalRequired", "stage canary passed").await,
+        events(&client, "ApprovalRequired", "run 2: stage canary passed").await,
         1
     );
     // Run 2 is in the history once, newest first.

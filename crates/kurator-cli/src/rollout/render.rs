@@ -179,7 +179,7 @@ fn clusters_table(spec: &StagedRolloutSpec, status: &StagedRolloutStatus) -> Str
         (stage_index(a.stage.as_deref()), &a.name).cmp(&(stage_index(b.stage.as_deref()), &b.name))
     });
     let gates = status.run.as_ref().map_or(&[][..], |r| &r.stage.gates[..]);
-    let rows = clusters
+    let rows: Vec<(Vec<String>, Option<String>)> = clusters
         .into_iter()
         .map(|c| {
             let cluster_gates: Vec<String> = gates
@@ -187,20 +187,35 @@ fn clusters_table(spec: &StagedRolloutSpec, status: &StagedRolloutStatus) -> Str
                 .filter(|g| g.cluster.as_deref() == Some(c.name.as_str()))
                 .map(gate_text)
                 .collect();
-            vec![
+            // Why a cluster is stuck or failed (Flux's error, the gate that failed it), unless
+            // its gate results on the row say so already.
+            let message = c.message.clone().filter(|_| cluster_gates.is_empty());
+            let row = vec![
                 c.stage.clone().unwrap_or_else(|| "-".into()),
                 c.name.clone(),
                 revision(c.revision.as_deref()),
                 format!("{:?}", c.state),
                 cluster_gates.join(", "),
-            ]
+            ];
+            (row, message)
         })
         .collect();
-    text_table(
-        &["STAGE", "CLUSTER", "REVISION", "STATE", "GATES"],
-        rows,
-        "",
-    )
+    // A MESSAGE column only when a row has one: the usual table stays narrow.
+    let with_message = rows.iter().any(|(_, message)| message.is_some());
+    let rows = rows
+        .into_iter()
+        .map(|(mut row, message)| {
+            if with_message {
+                row.push(message.unwrap_or_default());
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["STAGE", "CLUSTER", "REVISION", "STATE", "GATES"];
+    if with_message {
+        header.push("MESSAGE");
+    }
+    text_table(&header, rows, "")
 }
 
 /// How a stage selects its clusters, in words.

@@ -90,6 +90,32 @@ clusters:
 }
 
 #[test]
+fn a_canary_flux_failed_shows_flux_message_in_its_own_column() {
+    let yaml = "
+lastRunId: 2
+stableRevision: main@sha1:1111111111111111111111111111111111111111
+run:
+  id: 2
+  fromRevision: main@sha1:1111111111111111111111111111111111111111
+  toRevision: main@sha1:2222222222222222222222222222222222222222
+  phase: Progressing
+  startedAt: 2026-12-02T04:00:00Z
+  stage: {index: 0, name: canary, phase: Updating, startedAt: 2026-12-02T04:00:00Z}
+clusters:
+  - {name: member1, stage: canary, revision: 'main@sha1:2222222222222222222222222222222222222222', state: Progressing, since: '2026-12-02T04:00:00Z', message: 'kustomize build failed: deploy/shop.yaml: not found'}
+  - {name: member2, stage: everything-else, revision: 'main@sha1:1111111111111111111111111111111111111111', state: Pending, since: '2026-12-02T04:00:00Z'}
+";
+    insta::assert_snapshot!(status_text(&spec(), Some(&status(yaml))), @r#"
+        RUN 2  main@sha1:1111111 → main@sha1:2222222  Progressing
+               stage canary (1/3) started 2026-12-02T04:00:00Z: Updating
+
+        STAGE            CLUSTER  REVISION           STATE        GATES  MESSAGE
+        canary           member1  main@sha1:2222222  Progressing         kustomize build failed: deploy/shop.yaml: not found
+        everything-else  member2  main@sha1:1111111  Pending
+    "#);
+}
+
+#[test]
 fn no_run_after_a_rollback_keeps_the_measured_value_in_history() {
     let yaml = "
 stableRevision: main@sha1:3333333333333333333333333333333333333333

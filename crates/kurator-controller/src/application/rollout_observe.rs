@@ -212,6 +212,7 @@ fn chart_version_names(version: Option<&str>, revision: &str) -> bool {
 fn observe_cluster(name: String, objects: &[Option<Seen>]) -> ObservedCluster {
     let mut ready = !objects.is_empty();
     let mut all_rechecking = true;
+    let mut failing = false;
     let mut message = None;
     let mut revisions = Vec::new();
     for object in objects {
@@ -227,7 +228,11 @@ fn observe_cluster(name: String, objects: &[Option<Seen>]) -> ObservedCluster {
             FluxReadiness::NotReady { message: m, .. } => {
                 ready = false;
                 all_rechecking = false;
-                message.get_or_insert(m);
+                // A failure's message wins over another object's progress message.
+                if !failing {
+                    message = Some(m);
+                }
+                failing = true;
             }
             FluxReadiness::Progressing { message: m, .. } => {
                 ready = false;
@@ -256,6 +261,7 @@ fn observe_cluster(name: String, objects: &[Option<Seen>]) -> ObservedCluster {
         message: if ready { None } else { message },
         policy: None,
         rechecking: !ready && all_rechecking,
+        failing,
     }
 }
 

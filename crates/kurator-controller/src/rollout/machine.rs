@@ -111,6 +111,17 @@ impl Machine<'_> {
         });
     }
 
+    /// An Event of the current run: its note names the run, so that the same transition in a
+    /// later run is an Event of its own (kube's recorder folds Events with equal notes into
+    /// one series, which would show run 2's as run 1's).
+    fn run_event(&mut self, warning: bool, reason: &str, message: String) {
+        let message = match self.s.run.as_ref() {
+            Some(run) => format!("run {}: {message}", run.id),
+            None => message,
+        };
+        self.event(warning, reason, message);
+    }
+
     fn elapsed_since(&self, since: &Time) -> SignedDuration {
         self.now.0.duration_since(since.0)
     }

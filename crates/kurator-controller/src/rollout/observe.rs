@@ -41,6 +41,10 @@ pub struct ObservedCluster {
     /// (its periodic drift check, a retry): `Ready` is Unknown meanwhile, which says nothing
     /// new about health.
     pub rechecking: bool,
+    /// Flux says `Ready` False (an error, not progress): `message` says why. A cluster still
+    /// within its progress deadline shows it at once, instead of only when the deadline fails
+    /// it.
+    pub failing: bool,
 }
 
 impl ObservedCluster {

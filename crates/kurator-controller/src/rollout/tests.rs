@@ -324,3 +324,35 @@ fn a_cluster_never_healthy_stays_progressing_while_flux_rechecks_it() {
     assert_eq!(w.entry("m1").state, State::Progressing);
     assert_eq!(w.run().stage.phase, StagePhase::Updating);
 }
+
+#[test]
+fn a_canary_flux_failed_says_why_before_its_deadline() {
+    let mut w = World::new(spec(OnFailure::Pause, false));
+    w.commit(V2);
+    w.step();
+    // Flux tried v2 and failed (Ready False): the message shows at once, the state waits for
+    // the deadline (Flux retries; a fix may still land).
+    let broken = "kustomize build failed: accumulating resources: deploy/shop.yaml: not found";
+    let c = w.cluster("m1");
+    c.ready = false;
+    c.healthy = false;
+    c.failing = true;
+    c.message = Some(broken.into());
+    w.wait(1);
+    w.step();
+    assert_eq!(w.entry("m1").state, State::Progressing);
+    assert_eq!(w.entry("m1").message.as_deref(), Some(broken));
+    // A progress message from Flux's retry is not copied (status churn); the failure stays.
+    let c = w.cluster("m1");
+    c.failing = false;
+    c.message = Some("Reconciliation in progress".into());
+    w.step();
+    assert_eq!(w.entry("m1").message.as_deref(), Some(broken));
+    // Fixed: Healthy, and the message goes.
+    w.flux_converges();
+    let c = w.cluster("m1");
+    (c.ready, c.healthy, c.message) = (true, true, None);
+    w.step();
+    assert_eq!(w.entry("m1").state, State::Healthy);
+    assert_eq!(w.entry("m1").message, None);
+}

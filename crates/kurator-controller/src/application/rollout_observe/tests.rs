@@ -256,6 +256,7 @@ fn a_git_chart_not_ready_at_its_generation_runs_no_known_revision() {
     let c = observe_m1(&app, |_| Some(failed.clone()));
     assert_eq!(c.applied_revision, None);
     assert_eq!(c.message.as_deref(), Some("boom"));
+    assert!(c.failing, "Ready False is a failure, not progress");
     // Rechecked at the generation it finished (`Ready` Unknown): still on that chart.
     let rechecking = FluxObject {
         status: status(serde_json::json!({
@@ -267,6 +268,7 @@ fn a_git_chart_not_ready_at_its_generation_runs_no_known_revision() {
     };
     let c = observe_m1(&app, |_| Some(rechecking.clone()));
     assert!(c.applied_revision.is_some() && c.rechecking && !c.ready);
+    assert!(!c.failing);
 }
 
 #[test]

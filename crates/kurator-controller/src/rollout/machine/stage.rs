@@ -31,7 +31,7 @@ impl Machine<'_> {
             let members = self.assignment.clusters_of(index).to_vec();
             if members.is_empty() {
                 let message = format!("stage {} selects no cluster", run.stage.name);
-                self.event(false, event::STAGE_EMPTY, message);
+                self.run_event(false, event::STAGE_EMPTY, message);
             } else if !self.stage_done(index, &members) {
                 return;
             }
@@ -64,6 +64,7 @@ impl Machine<'_> {
             let revision = entry.revision.as_deref();
             let healthy = observed.is_some_and(|o| o.healthy_at(revision));
             let rechecking = observed.is_some_and(|o| o.rechecking_at(revision));
+            let failing = observed.is_some_and(|o| o.failing);
             let flux_message = observed.and_then(|o| o.message.clone());
             match entry.state {
                 State::Progressing if healthy => self.set_state(name, State::Healthy, None),
@@ -78,11 +79,16 @@ impl Machine<'_> {
                 State::Healthy if !healthy && !rechecking => {
                     self.set_state(name, State::Progressing, flux_message);
                 }
+                // Flux failed it (a broken manifest, say): say why now, not only once the
+                // deadline fails it. Progress messages are not copied: they would churn status.
+                State::Progressing if failing && entry.message != flux_message => {
+                    self.set_state(name, State::Progressing, flux_message);
+                }
                 _ => {}
             }
         }
         if !failed.is_empty() {
-            self.event(true, event::CLUSTER_FAILED, failed.join("; "));
+            self.run_event(true, event::CLUSTER_FAILED, failed.join("; "));
             let message = format!("stage {stage_name}: {}", failed.join("; "));
             self.fail_stage(reason::HEALTH_FAILED, message, Vec::new());
             return false;
@@ -114,7 +120,7 @@ impl Machine<'_> {
         }
         if !next.is_empty() {
             let message = format!("stage {stage_name}: updating {} to {to}", named(&next));
-            self.event(false, event::CLUSTER_UPDATING, message);
+            self.run_event(false, event::CLUSTER_UPDATING, message);
         }
 
         // Soak: every cluster healthy for `soak`.
@@ -134,7 +140,7 @@ impl Machine<'_> {
             if stage.phase != StagePhase::Updating {
                 reset_verification(stage);
                 let message = format!("stage {stage_name}: a cluster lost health; soak restarts");
-                self.event(false, event::STAGE_RESTARTED, message);
+                self.run_event(false, event::STAGE_RESTARTED, message);
             }
             return false;
         }
@@ -146,7 +152,7 @@ impl Machine<'_> {
             } else {
                 format!("stage {stage_name}: every cluster healthy, soaking {soak:#}")
             };
-            self.event(false, event::STAGE_SOAKING, message);
+            self.run_event(false, event::STAGE_SOAKING, message);
         }
         let stage = &mut self.s.run.as_mut().expect("a run").stage;
         if stage.phase == StagePhase::Soaking {
@@ -164,7 +170,7 @@ impl Machine<'_> {
             }
             if has_checks {
                 let message = format!("stage {stage_name}: evaluating gates");
-                self.event(false, event::STAGE_VERIFYING, message);
+                self.run_event(false, event::STAGE_VERIFYING, message);
             }
         }
         self.verify(index, members)
@@ -268,7 +274,7 @@ impl Machine<'_> {
             let message = format!(
                 "stage {stage_name} passed its gates: run `kurator rollout promote` to go on"
             );
-            self.event(false, event::APPROVAL_REQUIRED, message);
+            self.run_event(false, event::APPROVAL_REQUIRED, message);
         }
         let stage = &self.s.run.as_ref().expect("a run").stage;
         stage.phase == StagePhase::AwaitingApproval
@@ -382,7 +388,7 @@ impl Machine<'_> {
                     }
                 }
                 let message = format!("{message}; {} back on {from}", named(&updated));
-                self.event(true, event::ROLLED_BACK, message.clone());
+                self.run_event(true, event::ROLLED_BACK, message.clone());
                 return self.end_run(RunPhase::RolledBack, Some(message), failed);
             }
             (OnFailure::Rollback, None) => (
@@ -399,7 +405,7 @@ impl Machine<'_> {
             message: message.clone(),
             since: now,
         });
-        self.event(true, why, message);
+        self.run_event(true, why, message);
     }
 
     /// Clusters outside the current stage (or all of them between runs): Healthy when Ready

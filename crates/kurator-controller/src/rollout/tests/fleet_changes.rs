@@ -32,7 +32,7 @@ fn empty_stages_pass_through_and_joining_clusters_get_their_stage_revision() {
     assert!(
         w.events
             .iter()
-            .any(|e| e == "StageEmpty: stage asia selects no cluster")
+            .any(|e| e == "StageEmpty: run 1: stage asia selects no cluster")
     );
     // A new canary joins after the canary stage passed: it gets v2; a new cluster of the
     // rest gets the stable v1 until its stage.

@@ -95,6 +95,7 @@ impl World {
                 stale: false,
             }),
             rechecking: false,
+            failing: false,
         };
         let mut world = World {
             spec,
