@@ -32,7 +32,8 @@ async fn detached_attach_and_stop_all() -> Result<()> {
 
     let result = async {
         let attached = TestEnv::attach(&dir)?.context("environment must be attachable")?;
-        ensure!(attached.dead_processes().await.is_empty());
+        let dead = attached.dead_processes().await;
+        ensure!(dead.is_empty(), "not running: {dead:?}");
         ensure!(attached.host().server_url() == host_url);
         let names: Vec<&str> = attached.clusters().iter().map(|c| c.name()).collect();
         ensure!(names == ["host", "member1"], "{names:?}");
@@ -76,7 +77,8 @@ async fn detached_attach_and_stop_all() -> Result<()> {
         ensure!(dead == ["member1-kube-apiserver"], "{dead:?}");
         member.start().await?;
         let reattached = TestEnv::attach(&dir)?.context("still attachable")?;
-        ensure!(reattached.dead_processes().await.is_empty());
+        let dead = reattached.dead_processes().await;
+        ensure!(dead.is_empty(), "not running: {dead:?}");
 
         // A component that died is restarted by `start`, detached, with its old flags.
         let kwok_pid = std::fs::read_to_string(dir.join("run").join("member1-kwok.pid"))?;
@@ -101,7 +103,8 @@ async fn detached_attach_and_stop_all() -> Result<()> {
         let stopped = kwok(reattached.processes().await).context("member1-kwok listed")?;
         ensure!(stopped.pid.is_none(), "{stopped:?}");
         reattached.members()[0].start().await?;
-        ensure!(reattached.dead_processes().await.is_empty());
+        let dead = reattached.dead_processes().await;
+        ensure!(dead.is_empty(), "not running: {dead:?}");
         let new_pid = std::fs::read_to_string(dir.join("run").join("member1-kwok.pid"))?;
         ensure!(new_pid != kwok_pid, "pid file not rewritten");
         let restarted = kwok(reattached.processes().await).context("member1-kwok listed")?;
@@ -110,7 +113,8 @@ async fn detached_attach_and_stop_all() -> Result<()> {
             "{restarted:?}, pid file {new_pid}"
         );
         let again = TestEnv::attach(&dir)?.context("attachable after the restart")?;
-        ensure!(again.dead_processes().await.is_empty());
+        let dead = again.dead_processes().await;
+        ensure!(dead.is_empty(), "not running: {dead:?}");
         Ok::<_, anyhow::Error>(())
     }
     .await;

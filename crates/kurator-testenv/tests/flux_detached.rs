@@ -76,7 +76,8 @@ async fn detached_flux_is_recorded_attached_and_stopped() -> Result<()> {
         attached.flux_running(),
         "attach re-adopts the flux controllers"
     );
-    ensure!(attached.dead_processes().await.is_empty());
+    let dead = attached.dead_processes().await;
+    ensure!(dead.is_empty(), "not running: {dead:?}");
     drop(attached);
 
     ensure!(

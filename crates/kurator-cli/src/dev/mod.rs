@@ -201,14 +201,29 @@ fn plugin_support(state: &std::path::Path) -> Background<'_> {
 }
 
 async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> anyhow::Result<()> {
-    let env = match TestEnv::attach(env_dir(state))? {
-        Some(env) if env.dead_processes().await.is_empty() && env.flux_running() => {
+    let existing = match TestEnv::attach(env_dir(state))? {
+        Some(env) => {
+            let mut dead = env.dead_processes().await;
+            // dead_processes names each recorded Flux controller that died; an environment
+            // recorded without Flux is not a playground either.
+            if dead.is_empty() && !env.flux_running() {
+                dead.push("Flux controllers (none recorded)".into());
+            }
+            Some((env, dead))
+        }
+        None => None,
+    };
+    let env = match existing {
+        Some((env, dead)) if dead.is_empty() => {
             println!("Playground already running (state in {}).", state.display());
             env
         }
         existing => {
-            if existing.is_some() {
-                println!("Some playground processes died: restarting it.");
+            if let Some((_, dead)) = existing {
+                println!(
+                    "Some playground processes are not running ({}): restarting it.",
+                    dead.join(", ")
+                );
             }
             controller(state).stop();
             git_server(state).stop();
