@@ -55,25 +55,6 @@ async fn wait_member(client: &Client, name: &str, want: Option<&str>) {
     .await
 }
 
-async fn attach_quickstart(h: &Harness, members: &[&str]) {
-    for (i, name) in members.iter().enumerate() {
-        h.attach_member(name, i + 1).await;
-    }
-    let fleets: Api<Fleet> = h.api();
-    apply(
-        &fleets,
-        "quickstart",
-        &attached_fleet("quickstart", members),
-    )
-    .await;
-    wait_for(&fleets, "quickstart", WAIT, |f| {
-        f.status
-            .as_ref()
-            .is_some_and(|s| s.ready_clusters == members.len() as i32)
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn gitrepo_kustomization_demo_to_both_members_then_update_shrink_delete() {
     let h = Harness::start_with(2, Duration::from_secs(10), true).await;
@@ -87,7 +68,8 @@ async fn gitrepo_kustomization_demo_to_both_members_then_update_shrink_delete() 
         "v1",
     )
     .unwrap();
-    attach_quickstart(&h, &["kurator-member1", "kurator-member2"]).await;
+    h.attach_quickstart(&["kurator-member1", "kurator-member2"], WAIT)
+        .await;
 
     // The brief's Application, pointed at the local repository (and a short interval).
     let yaml = format!(
@@ -242,7 +224,8 @@ async fn helm_release_to_the_selected_member_only() {
             ],
         )
         .unwrap();
-    attach_quickstart(&h, &["kurator-member1", "kurator-member2"]).await;
+    h.attach_quickstart(&["kurator-member1", "kurator-member2"], WAIT)
+        .await;
     // (e) only clusters labelled env=prod are selected.
     let acs: Api<AttachedCluster> = h.api();
     let prod = serde_json::json!({"metadata": {"labels": {"env": "prod"}}});
@@ -312,7 +295,8 @@ async fn cluster_variables_and_an_unready_member_beside_a_ready_one() {
     let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: whoami\n  namespace: default\ndata:\n  version: ${KURATOR_CLUSTER}@${KURATOR_FLEET}\n";
     repo.commit_files(&[("deploy/cm.yaml", manifest)], "v1")
         .unwrap();
-    attach_quickstart(&h, &["kurator-member1", "kurator-member2"]).await;
+    h.attach_quickstart(&["kurator-member1", "kurator-member2"], WAIT)
+        .await;
     let yaml = format!(
         "metadata: {{name: vars, namespace: default}}
 spec:
@@ -418,7 +402,7 @@ async fn wait_true_is_ready_only_once_the_deployment_is_available() {
         "pinned nowhere",
     )
     .unwrap();
-    attach_quickstart(&h, &["kurator-member1"]).await;
+    h.attach_quickstart(&["kurator-member1"], WAIT).await;
     // A short timeout, so that Flux gives up on the health check quickly.
     let yaml = format!(
         "metadata: {{name: waited, namespace: default}}

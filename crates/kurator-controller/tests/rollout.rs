@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use crate::common::{
-    Harness, apply, attached_fleet,
+    Harness, apply,
     rollout::{ended, kustomizations, pinned, rollout_reason, wait_members},
     until, wait_for,
 };
@@ -17,7 +17,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
 };
 use kurator_api::{
-    Application, Fleet,
+    Application,
     flux::GitRepository,
     rollout::{RunPhase, StagePhase, annotation},
 };
@@ -71,20 +71,7 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
     let v1 = repo
         .commit_files(&[("deploy/cm.yaml", &configmap("v1"))], "v1")
         .unwrap();
-    for (i, name) in MEMBERS.iter().enumerate() {
-        h.attach_member(name, i + 1).await;
-    }
-    let fleets: Api<Fleet> = h.api();
-    apply(
-        &fleets,
-        "quickstart",
-        &attached_fleet("quickstart", &MEMBERS),
-    )
-    .await;
-    wait_for(&fleets, "quickstart", WAIT, |f| {
-        f.status.as_ref().is_some_and(|s| s.ready_clusters == 3)
-    })
-    .await;
+    h.attach_quickstart(&MEMBERS, WAIT).await;
     let mut clients = Vec::new();
     for m in h.env.members() {
         clients.push(m.client().await.unwrap());

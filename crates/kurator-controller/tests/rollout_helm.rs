@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::common::{
-    Harness, apply, attached_fleet, ready_reason,
+    Harness, apply, ready_reason,
     rollout::{ended, ended_at, rollout_reason, wait_members},
     until, wait_for,
 };
@@ -19,7 +19,7 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use kurator_api::{
-    Application, Fleet,
+    Application,
     flux::{GitRepository, HelmRelease},
     rollout::{RunPhase, StagePhase, annotation},
 };
@@ -116,20 +116,7 @@ async fn a_git_chart_reaches_the_canary_then_after_approval_the_rest() {
     let git = kurator_testenv::GitServer::start(h.env.state_dir().join("git")).unwrap();
     let repo = git.create_repo("greeter").unwrap();
     let v1 = commit(&repo, "v1");
-    for (i, name) in MEMBERS.iter().enumerate() {
-        h.attach_member(name, i + 1).await;
-    }
-    let fleets: Api<Fleet> = h.api();
-    apply(
-        &fleets,
-        "quickstart",
-        &attached_fleet("quickstart", &MEMBERS),
-    )
-    .await;
-    wait_for(&fleets, "quickstart", WAIT, |f| {
-        f.status.as_ref().is_some_and(|s| s.ready_clusters == 2)
-    })
-    .await;
+    h.attach_quickstart(&MEMBERS, WAIT).await;
     let clients = h.member_clients().await;
 
     // Run 1, a first deployment: the canary, then the rest; v1 becomes stable.
@@ -264,20 +251,7 @@ async fn a_helm_repository_chart_version_reaches_the_canary_then_after_approval_
     charts
         .add_chart("greeter", "0.1.0", &[("templates/cm.yaml", &greeter("v1"))])
         .unwrap();
-    for (i, name) in MEMBERS.iter().enumerate() {
-        h.attach_member(name, i + 1).await;
-    }
-    let fleets: Api<Fleet> = h.api();
-    apply(
-        &fleets,
-        "quickstart",
-        &attached_fleet("quickstart", &MEMBERS),
-    )
-    .await;
-    wait_for(&fleets, "quickstart", WAIT, |f| {
-        f.status.as_ref().is_some_and(|s| s.ready_clusters == 2)
-    })
-    .await;
+    h.attach_quickstart(&MEMBERS, WAIT).await;
     let clients = h.member_clients().await;
 
     // Run 1, a first deployment of 0.1.0 (the only version in range).

@@ -173,6 +173,27 @@ impl Harness {
         self.create_attached(name, name, "value").await;
     }
 
+    /// Attaches `members` (member 1, 2, … in order) and puts them in the AttachedCluster fleet
+    /// `quickstart`; returns once the fleet counts every one ready (within `wait`).
+    pub async fn attach_quickstart(&self, members: &[&str], wait: Duration) {
+        for (i, name) in members.iter().enumerate() {
+            self.attach_member(name, i + 1).await;
+        }
+        let fleets: Api<Fleet> = self.api();
+        apply(
+            &fleets,
+            "quickstart",
+            &attached_fleet("quickstart", members),
+        )
+        .await;
+        wait_for(&fleets, "quickstart", wait, |f| {
+            f.status
+                .as_ref()
+                .is_some_and(|s| s.ready_clusters == members.len() as i32)
+        })
+        .await;
+    }
+
     pub async fn create_attached(&self, name: &str, secret: &str, key: &str) {
         let ac = AttachedCluster::new(
             name,
