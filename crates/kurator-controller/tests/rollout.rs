@@ -72,10 +72,7 @@ async fn canary_first_then_the_rest_after_soak_then_an_approval_gate() {
         .commit_files(&[("deploy/cm.yaml", &configmap("v1"))], "v1")
         .unwrap();
     h.attach_quickstart(&MEMBERS, WAIT).await;
-    let mut clients = Vec::new();
-    for m in h.env.members() {
-        clients.push(m.client().await.unwrap());
-    }
+    let clients = h.member_clients().await;
 
     // Run 1, a first deployment: canary, soak, then the rest; v1 becomes stable.
     let apps: Api<Application> = h.api();

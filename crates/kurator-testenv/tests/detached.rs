@@ -32,8 +32,7 @@ async fn detached_attach_and_stop_all() -> Result<()> {
 
     let result = async {
         let attached = TestEnv::attach(&dir)?.context("environment must be attachable")?;
-        let dead = attached.dead_processes().await;
-        ensure!(dead.is_empty(), "not running: {dead:?}");
+        crate::common::ensure_all_running(&attached).await?;
         ensure!(attached.host().server_url() == host_url);
         let names: Vec<&str> = attached.clusters().iter().map(|c| c.name()).collect();
         ensure!(names == ["host", "member1"], "{names:?}");
@@ -77,8 +76,7 @@ async fn detached_attach_and_stop_all() -> Result<()> {
         ensure!(dead == ["member1-kube-apiserver"], "{dead:?}");
         member.start().await?;
         let reattached = TestEnv::attach(&dir)?.context("still attachable")?;
-        let dead = reattached.dead_processes().await;
-        ensure!(dead.is_empty(), "not running: {dead:?}");
+        crate::common::ensure_all_running(&reattached).await?;
 
         // A component that died is restarted by `start`, detached, with its old flags.
         let kwok_pid = std::fs::read_to_string(dir.join("run").join("member1-kwok.pid"))?;
@@ -103,8 +101,7 @@ async fn detached_attach_and_stop_all() -> Result<()> {
         let stopped = kwok(reattached.processes().await).context("member1-kwok listed")?;
         ensure!(stopped.pid.is_none(), "{stopped:?}");
         reattached.members()[0].start().await?;
-        let dead = reattached.dead_processes().await;
-        ensure!(dead.is_empty(), "not running: {dead:?}");
+        crate::common::ensure_all_running(&reattached).await?;
         let new_pid = std::fs::read_to_string(dir.join("run").join("member1-kwok.pid"))?;
         ensure!(new_pid != kwok_pid, "pid file not rewritten");
         let restarted = kwok(reattached.processes().await).context("member1-kwok listed")?;
@@ -113,8 +110,7 @@ async fn detached_attach_and_stop_all() -> Result<()> {
             "{restarted:?}, pid file {new_pid}"
         );
         let again = TestEnv::attach(&dir)?.context("attachable after the restart")?;
-        let dead = again.dead_processes().await;
-        ensure!(dead.is_empty(), "not running: {dead:?}");
+        crate::common::ensure_all_running(&again).await?;
         Ok::<_, anyhow::Error>(())
     }
     .await;

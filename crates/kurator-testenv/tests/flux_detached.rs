@@ -76,8 +76,7 @@ async fn detached_flux_is_recorded_attached_and_stopped() -> Result<()> {
         attached.flux_running(),
         "attach re-adopts the flux controllers"
     );
-    let dead = attached.dead_processes().await;
-    ensure!(dead.is_empty(), "not running: {dead:?}");
+    crate::common::ensure_all_running(&attached).await?;
     drop(attached);
 
     ensure!(

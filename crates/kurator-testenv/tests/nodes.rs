@@ -49,11 +49,7 @@ async fn pods_run_on_simulated_nodes() -> Result<()> {
     unmatched_node_selector_stays_pending(&member).await?;
     service_gets_ready_endpoints(&member).await?;
     pods_schedule_again_after_an_outage(&env, &member).await?;
-    ensure!(
-        env.dead_processes().await.is_empty(),
-        "dead: {:?}",
-        env.dead_processes().await
-    );
+    crate::common::ensure_all_running(&env).await?;
     Ok(())
 }
 

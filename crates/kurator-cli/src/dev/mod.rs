@@ -200,31 +200,36 @@ fn plugin_support(state: &std::path::Path) -> Background<'_> {
     }
 }
 
+/// The recorded processes of a playground that are not running. An environment recorded
+/// without Flux is not a playground either.
+async fn not_running(env: &TestEnv) -> Vec<String> {
+    let mut dead = env.dead_processes().await;
+    if dead.is_empty() && !env.flux_running() {
+        dead.push("Flux controllers (none recorded)".into());
+    }
+    dead
+}
+
 async fn up(state: &std::path::Path, timeout: Duration, with_plugins: bool) -> anyhow::Result<()> {
-    let existing = match TestEnv::attach(env_dir(state))? {
+    let running = match TestEnv::attach(env_dir(state))? {
         Some(env) => {
-            let mut dead = env.dead_processes().await;
-            // dead_processes names each recorded Flux controller that died; an environment
-            // recorded without Flux is not a playground either.
-            if dead.is_empty() && !env.flux_running() {
-                dead.push("Flux controllers (none recorded)".into());
-            }
-            Some((env, dead))
-        }
-        None => None,
-    };
-    let env = match existing {
-        Some((env, dead)) if dead.is_empty() => {
-            println!("Playground already running (state in {}).", state.display());
-            env
-        }
-        existing => {
-            if let Some((_, dead)) = existing {
+            let dead = not_running(&env).await;
+            if dead.is_empty() {
+                println!("Playground already running (state in {}).", state.display());
+                Some(env)
+            } else {
                 println!(
                     "Some playground processes are not running ({}): restarting it.",
                     dead.join(", ")
                 );
+                None
             }
+        }
+        None => None,
+    };
+    let env = match running {
+        Some(env) => env,
+        None => {
             controller(state).stop();
             git_server(state).stop();
             plugin_support(state).stop();

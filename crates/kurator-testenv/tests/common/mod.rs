@@ -12,3 +12,10 @@ pub fn init() {
         .with_test_writer()
         .try_init();
 }
+
+/// Fails, naming them, if any of `env`'s processes is not running.
+pub async fn ensure_all_running(env: &kurator_testenv::TestEnv) -> anyhow::Result<()> {
+    let dead = env.dead_processes().await;
+    anyhow::ensure!(dead.is_empty(), "not running: {dead:?}");
+    Ok(())
+}
